@@ -1,0 +1,338 @@
+"""The HTTP client plugins use: one shared aiohttp session, timeouts, size limits, retries.
+
+aiohttp is imported only when a session is opened, so configuration, plugin discovery and
+the command line stay fast.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import random
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import anyio
+import attrs
+
+from .errors import NetworkError, ProviderError, ProviderTimeoutError, RateLimitedError
+
+if TYPE_CHECKING:
+    import aiohttp
+
+__all__ = ["HttpClient", "HttpResponse", "RetryPolicy"]
+
+log = logging.getLogger("keyloom.http")
+
+DEFAULT_MAX_BODY = 1 << 20
+_RETRY_STATUSES_UNSAFE = frozenset({429, 503})
+_RETRY_STATUSES_SAFE = frozenset({429, 502, 503, 504})
+_HTTP_TOO_MANY = 429
+
+
+@attrs.frozen
+class RetryPolicy:
+    """How calls are retried: exponential backoff with full jitter, honouring ``Retry-After``.
+
+    A call that is not safe to repeat (a code exchange, a rotating refresh) is retried only
+    when the provider certainly did not act on it: the connection never opened, or it
+    answered 429 / 503. Safe calls are also retried after timeouts, resets and 502/504.
+
+    Attributes:
+        attempts: Total tries, the first included.
+        base_delay: First backoff in seconds; doubles on each retry.
+        max_delay: Cap on one backoff.
+        max_retry_after: A longer ``Retry-After`` is not waited for: the error is raised.
+    """
+
+    attempts: int = attrs.field(default=3, validator=attrs.validators.ge(1))
+    base_delay: float = 0.2
+    max_delay: float = 5.0
+    max_retry_after: float = 10.0
+
+    def delay(self, attempt: int, retry_after: float | None) -> float | None:
+        """Seconds to wait before retry number *attempt* (1-based), or ``None`` to give up."""
+        if attempt >= self.attempts:
+            return None
+        if retry_after is not None:
+            return retry_after if retry_after <= self.max_retry_after else None
+        return random.uniform(0, min(self.max_delay, self.base_delay * 2 ** (attempt - 1)))  # noqa: S311
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+@attrs.frozen
+class HttpResponse:
+    """A provider's answer, read whole (within the size limit).
+
+    Attributes:
+        status: HTTP status.
+        headers: Response headers (case-insensitive mapping).
+        body: The raw body (hidden from repr: it may hold tokens).
+    """
+
+    status: int
+    headers: Mapping[str, str] = attrs.field(repr=False)
+    body: bytes = attrs.field(repr=False)
+
+    @property
+    def ok(self) -> bool:
+        """Whether the status is 2xx."""
+        return 200 <= self.status < 300  # noqa: PLR2004
+
+    def json_object(
+        self, error: type[ProviderError] = ProviderError, provider_id: str | None = None
+    ) -> dict[str, Any]:
+        """Parse the body as a JSON object, or raise *error* (never with the body's text)."""
+        try:
+            data = json.loads(self.body) if self.body.strip() else {}
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise error(
+                f"provider answered HTTP {self.status} with a body that is not JSON",
+                provider_id=provider_id,
+                http_status=self.status,
+            ) from exc
+        if not isinstance(data, dict):
+            raise error(
+                f"provider answered HTTP {self.status} with JSON that is not an object",
+                provider_id=provider_id,
+                http_status=self.status,
+            )
+        return data
+
+
+class HttpClient:
+    """One shared ``aiohttp.ClientSession`` for all provider calls of a Keyloom instance.
+
+    Use as an async context manager. A session passed in is borrowed and left open.
+
+    :param session: An app-owned session to borrow instead of opening one.
+    :param timeout: Total seconds for one attempt of one request.
+    :param connect_timeout: Seconds to open a connection.
+    :param retry: The retry policy.
+    :param max_body: Largest response body accepted, in bytes.
+    """
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession | None = None,
+        *,
+        timeout: float = 10.0,
+        connect_timeout: float = 5.0,
+        retry: RetryPolicy | None = None,
+        max_body: int = DEFAULT_MAX_BODY,
+    ) -> None:
+        self._session = session
+        self._owned = session is None
+        self._timeout = timeout
+        self._connect_timeout = connect_timeout
+        self.retry = retry or RetryPolicy()
+        self.max_body = max_body
+
+    def __repr__(self) -> str:
+        state = "open" if self._session is not None else "closed"
+        return f"<HttpClient {state} timeout={self._timeout}s>"
+
+    async def __aenter__(self) -> HttpClient:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def open(self) -> None:
+        """Open the session (a no-op for a borrowed one, or if already open)."""
+        if self._session is None:
+            import aiohttp  # noqa: PLC0415  (kept off the import path of the CLI)
+
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(
+                    total=self._timeout, sock_connect=self._connect_timeout
+                ),
+                connector=aiohttp.TCPConnector(limit=256, ttl_dns_cache=300),
+                headers={"User-Agent": "keyloom-python"},
+                raise_for_status=False,
+            )
+            self._owned = True
+
+    async def close(self) -> None:
+        """Close the session if this client opened it."""
+        session, self._session = self._session, None
+        if session is not None and self._owned:
+            with anyio.CancelScope(shield=True):
+                await session.close()
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        """The underlying session (opened on first use of :meth:`open`)."""
+        if self._session is None:
+            msg = "HttpClient is not open: use 'async with keyloom:'"
+            raise RuntimeError(msg)
+        return self._session
+
+    async def post_form(
+        self,
+        url: str,
+        form: Mapping[str, str],
+        *,
+        idempotent: bool = False,
+        headers: Mapping[str, str] | None = None,
+        provider_id: str | None = None,
+    ) -> HttpResponse:
+        """POST an ``application/x-www-form-urlencoded`` body (token, refresh, revoke calls)."""
+        return await self.request(
+            "POST",
+            url,
+            data=form,
+            headers=headers,
+            idempotent=idempotent,
+            provider_id=provider_id,
+        )
+
+    async def get(
+        self,
+        url: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        bearer: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        provider_id: str | None = None,
+    ) -> HttpResponse:
+        """GET, optionally with a bearer token (safe to retry)."""
+        return await self.request(
+            "GET",
+            url,
+            params=params,
+            bearer=bearer,
+            headers=headers,
+            idempotent=True,
+            provider_id=provider_id,
+        )
+
+    async def request(  # noqa: PLR0913
+        self,
+        method: str,
+        url: str,
+        *,
+        data: Mapping[str, str] | None = None,
+        json_body: object = None,
+        params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        bearer: str | None = None,
+        idempotent: bool,
+        provider_id: str | None = None,
+    ) -> HttpResponse:
+        """Send a request with retries; return the answer whatever its status.
+
+        :raises RateLimitedError: still rate-limited after the retries.
+        :raises ProviderTimeoutError: no answer in time.
+        :raises NetworkError: the connection failed or broke.
+        :raises ProviderError: the body is larger than ``max_body``.
+        """
+        import aiohttp  # noqa: PLC0415
+
+        hdrs = dict(headers or {})
+        if bearer is not None:
+            hdrs["Authorization"] = f"Bearer {bearer}"
+        where = f"{method} {urlsplit(url).path}"
+        statuses = _RETRY_STATUSES_SAFE if idempotent else _RETRY_STATUSES_UNSAFE
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                response = await self._send(method, url, data, json_body, params, hdrs)
+            except aiohttp.ClientConnectorError as exc:  # never connected: always safe
+                failure: ProviderError = NetworkError(
+                    f"cannot connect to the provider ({where})", provider_id=provider_id
+                )
+                cause: BaseException = exc
+            except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+                failure, cause = (
+                    ProviderTimeoutError(
+                        f"the provider did not answer in time ({where})", provider_id=provider_id
+                    ),
+                    exc,
+                )
+                if not idempotent:
+                    raise failure from cause
+            except (aiohttp.ClientError, OSError) as exc:
+                failure, cause = (
+                    NetworkError(
+                        f"connection to the provider failed ({where}): {type(exc).__name__}",
+                        provider_id=provider_id,
+                    ),
+                    exc,
+                )
+                if not idempotent:
+                    raise failure from cause
+            else:
+                log.debug("%s -> %s (attempt %d)", where, response.status, attempt)
+                if response.status not in statuses:
+                    return response
+                retry_after = _retry_after(response.headers.get("Retry-After"))
+                delay = self.retry.delay(attempt, retry_after)
+                if delay is None:
+                    if response.status == _HTTP_TOO_MANY:
+                        raise RateLimitedError(
+                            f"rate limited by the provider ({where})",
+                            retry_after=retry_after,
+                            provider_id=provider_id,
+                            http_status=response.status,
+                        )
+                    return response
+                log.info("%s: HTTP %s, retrying in %.2fs", where, response.status, delay)
+                await anyio.sleep(delay)
+                continue
+            delay = self.retry.delay(attempt, None)
+            if delay is None:
+                raise failure from cause
+            log.info("%s: %s, retrying in %.2fs", where, type(cause).__name__, delay)
+            await anyio.sleep(delay)
+
+    async def _send(  # noqa: PLR0913
+        self,
+        method: str,
+        url: str,
+        data: Mapping[str, str] | None,
+        json_body: object,
+        params: Mapping[str, str] | None,
+        headers: dict[str, str],
+    ) -> HttpResponse:
+        async with self.session.request(
+            method,
+            url,
+            data=data,
+            json=json_body,
+            params=params,
+            headers=headers,
+            allow_redirects=False,
+        ) as resp:
+            length = resp.content_length
+            if length is not None and length > self.max_body:
+                raise ProviderError(
+                    f"provider answer is too large ({length} bytes)", http_status=resp.status
+                )
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in resp.content.iter_chunked(65536):
+                size += len(chunk)
+                if size > self.max_body:
+                    raise ProviderError(
+                        "provider answer is too large", http_status=resp.status
+                    )
+                chunks.append(chunk)
+            return HttpResponse(status=resp.status, headers=resp.headers, body=b"".join(chunks))

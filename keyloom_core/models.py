@@ -1,0 +1,377 @@
+"""Value objects shared by the core, the plugins and the apps (all immutable)."""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+import attrs
+
+__all__ = [
+    "AuthorizationRequest",
+    "LoginResult",
+    "LoginStart",
+    "Profile",
+    "Provider",
+    "ProviderSpec",
+    "TokenSet",
+    "parse_scopes",
+]
+
+PROVIDER_ID_PATTERN = r"^[a-z][a-z0-9_-]{0,31}$"
+
+_SCOPE_SPLIT = re.compile(r"[,\s]+")
+
+PkceEncoding = Literal["base64url", "hex"]
+
+
+def parse_scopes(value: str | Iterable[str] | None) -> frozenset[str]:
+    """Split a provider's scope string (or pass an iterable through) into a set of scopes.
+
+    Commas and white space both separate, so a provider that answers ``"a,b"`` and one
+    that answers ``"a b"`` read alike.
+    """
+    if value is None:
+        return frozenset()
+    parts = _SCOPE_SPLIT.split(value) if isinstance(value, str) else value
+    return frozenset(p.strip() for p in parts if p and p.strip())
+
+
+def _scopes(value: Iterable[str] | str) -> frozenset[str]:
+    return parse_scopes(value)
+
+
+def _with_origin(url: str | None, origin: str) -> str | None:
+    if url is None:
+        return None
+    parts = urlsplit(url)
+    new = urlsplit(origin)
+    return urlunsplit((new.scheme, new.netloc, parts.path, parts.query, parts.fragment))
+
+
+@attrs.frozen
+class ProviderSpec:
+    """What a provider *is*: its endpoints, scopes and OAuth dialect. Plugins register these.
+
+    Attributes:
+        id: Short lowercase id used in URLs, e.g. ``"tiktok"``.
+        name: Display name, e.g. ``"TikTok"``.
+        authorize_url: The authorization endpoint.
+        token_url: The token endpoint.
+        profile_url: The user-info endpoint, if any.
+        revoke_url: The token revocation endpoint, if any.
+        known_scopes: Every scope the provider understands; empty means "not checked".
+        default_scopes: Scopes requested when the app names none.
+        scope_separator: How the provider joins scopes in URLs (``" "`` in RFC 6749).
+        client_id_param: The name of the client id parameter (``client_key`` for TikTok).
+        pkce_encoding: How the S256 challenge is encoded: RFC 7636 ``base64url`` or ``hex``.
+        env_prefix: Credentials are read from ``{env_prefix}_CLIENT_ID`` / ``_CLIENT_SECRET``.
+        emulator: ``"module:Class"`` of a local emulator of this provider, if the plugin ships one.
+        plugin: The module holding the provider's hooks; registered automatically when a
+            provider built from this spec is configured and its plugin was not loaded.
+    """
+
+    id: str = attrs.field(validator=attrs.validators.matches_re(PROVIDER_ID_PATTERN))
+    name: str
+    authorize_url: str
+    token_url: str
+    profile_url: str | None = None
+    revoke_url: str | None = None
+    known_scopes: frozenset[str] = attrs.field(default=frozenset(), converter=_scopes)
+    default_scopes: frozenset[str] = attrs.field(default=frozenset(), converter=_scopes)
+    scope_separator: str = " "
+    client_id_param: str = "client_id"
+    pkce_encoding: PkceEncoding = attrs.field(
+        default="base64url", validator=attrs.validators.in_(("base64url", "hex"))
+    )
+    env_prefix: str = attrs.field()
+    emulator: str | None = None
+    plugin: str | None = None
+
+    @env_prefix.default
+    def _env_prefix_default(self) -> str:
+        return self.id.upper().replace("-", "_")
+
+    def with_endpoint_origin(self, origin: str) -> ProviderSpec:
+        """Return a copy whose endpoints live at *origin* (e.g. a local emulator's URL)."""
+        return attrs.evolve(
+            self,
+            authorize_url=_with_origin(self.authorize_url, origin),
+            token_url=_with_origin(self.token_url, origin),
+            profile_url=_with_origin(self.profile_url, origin),
+            revoke_url=_with_origin(self.revoke_url, origin),
+        )
+
+
+ProfileOverrides = Callable[["Profile"], Mapping[str, Any]]
+
+
+@attrs.frozen
+class Provider:
+    """A configured provider: a :class:`ProviderSpec` plus the app's credentials and choices.
+
+    Build it with a plugin's factory (``tiktok(...)``) or :func:`keyloom_core.configure_provider`.
+
+    Attributes:
+        spec: The provider's description.
+        client_id: The app's client id (TikTok calls it the client key).
+        client_secret: The app's client secret; never shown in reprs, logs or errors.
+        scopes: The scopes the app requests.
+        required_scopes: The requested scopes a login cannot do without.
+        approved_scopes: The scopes the provider's app review approved, if the app says.
+        profile_overrides: ``fn(profile) -> dict`` applied last to every profile.
+        redirect_uri: A fixed redirect URI; by default it is derived from the app's base URL.
+        options: Provider-specific settings, read by the provider's plugin.
+    """
+
+    spec: ProviderSpec
+    client_id: str
+    client_secret: str = attrs.field(repr=False)
+    scopes: frozenset[str] = attrs.field(converter=_scopes)
+    required_scopes: frozenset[str] = attrs.field(converter=_scopes)
+    approved_scopes: frozenset[str] | None = attrs.field(
+        default=None, converter=attrs.converters.optional(_scopes)
+    )
+    profile_overrides: ProfileOverrides | None = attrs.field(
+        default=None, eq=False, repr=False
+    )
+    redirect_uri: str | None = None
+    options: Mapping[str, Any] = attrs.field(factory=dict, eq=False, hash=False)
+
+    @property
+    def id(self) -> str:
+        """The provider id."""
+        return self.spec.id
+
+    @property
+    def optional_scopes(self) -> frozenset[str]:
+        """Requested scopes the user may decline without failing the login."""
+        return self.scopes - self.required_scopes
+
+
+@attrs.frozen
+class AuthorizationRequest:
+    """Everything a plugin needs to build an authorization URL.
+
+    Attributes:
+        redirect_uri: Where the provider sends the user back; echo it byte for byte.
+        state: The opaque anti-CSRF value the provider must echo.
+        scopes: The scopes to request, in a stable order.
+        code_challenge: The PKCE challenge, already encoded per ``spec.pkce_encoding``.
+        code_challenge_method: Always ``"S256"``.
+    """
+
+    redirect_uri: str
+    state: str
+    scopes: tuple[str, ...]
+    code_challenge: str
+    code_challenge_method: str = "S256"
+
+
+def _as_int(value: object, name: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        msg = f"{name} is not a number"
+        raise TypeError(msg)
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and math.isfinite(value):
+        return int(value)
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    msg = f"{name} is not a number"
+    raise TypeError(msg)
+
+
+def _opt_str(value: object, name: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        msg = f"{name} is not a string"
+        raise TypeError(msg)
+    return value
+
+
+@attrs.frozen
+class TokenSet:
+    """Tokens from a provider, with absolute expiry times (epoch seconds).
+
+    Attributes:
+        access_token: The bearer token (hidden from repr).
+        token_type: Usually ``"Bearer"``.
+        expires_at: When the access token expires, or ``None`` if the provider did not say.
+        refresh_token: The refresh token, if any (hidden from repr).
+        refresh_expires_at: When the refresh token expires, if the provider said.
+        scopes: The scopes the provider says were granted, if it said.
+        account_id: The provider's id for the user if the token answer carries one (TikTok ``open_id``).
+    """
+
+    access_token: str = attrs.field(repr=False)
+    token_type: str = "Bearer"
+    expires_at: float | None = None
+    refresh_token: str | None = attrs.field(default=None, repr=False)
+    refresh_expires_at: float | None = None
+    scopes: frozenset[str] | None = None
+    account_id: str | None = None
+
+    @classmethod
+    def from_response(
+        cls,
+        data: object,
+        *,
+        now: float | None = None,
+        previous: TokenSet | None = None,
+    ) -> TokenSet:
+        """Parse an RFC 6749 token answer; raise :class:`TypeError` / :class:`ValueError` if invalid.
+
+        Lifetimes come from the answer (``expires_in``, ``refresh_expires_in``), never assumed.
+        On refresh, pass *previous*: a provider that does not rotate refresh tokens keeps the
+        old one, and an answer without ``scope`` keeps the old scopes.
+        """
+        if not isinstance(data, Mapping):
+            msg = "token response is not a JSON object"
+            raise TypeError(msg)
+        access = data.get("access_token")
+        if not isinstance(access, str) or not access:
+            msg = "token response has no access_token"
+            raise ValueError(msg)
+        now = time.time() if now is None else now
+        expires_in = _as_int(data.get("expires_in"), "expires_in")
+        refresh_in = _as_int(data.get("refresh_expires_in"), "refresh_expires_in")
+        refresh = _opt_str(data.get("refresh_token"), "refresh_token") or None
+        scope = _opt_str(data.get("scope"), "scope")
+        token_type = _opt_str(data.get("token_type"), "token_type") or "Bearer"
+        account = _opt_str(data.get("open_id"), "open_id")
+        refresh_expires_at = now + refresh_in if refresh_in is not None else None
+        scopes = parse_scopes(scope) if scope is not None else None
+        if previous is not None:
+            if refresh is None:
+                refresh = previous.refresh_token
+                refresh_expires_at = refresh_expires_at or previous.refresh_expires_at
+            scopes = previous.scopes if scopes is None else scopes
+            account = account or previous.account_id
+        return cls(
+            access_token=access,
+            token_type=token_type,
+            expires_at=now + expires_in if expires_in is not None else None,
+            refresh_token=refresh,
+            refresh_expires_at=refresh_expires_at,
+            scopes=scopes,
+            account_id=account,
+        )
+
+    def expires_within(self, seconds: float, *, now: float | None = None) -> bool:
+        """Whether the access token expires within *seconds* (``False`` if no expiry is known)."""
+        if self.expires_at is None:
+            return False
+        return self.expires_at - seconds <= (time.time() if now is None else now)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict, for an app's own storage (it contains the tokens)."""
+        return {
+            "access_token": self.access_token,
+            "token_type": self.token_type,
+            "expires_at": self.expires_at,
+            "refresh_token": self.refresh_token,
+            "refresh_expires_at": self.refresh_expires_at,
+            "scopes": sorted(self.scopes) if self.scopes is not None else None,
+            "account_id": self.account_id,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TokenSet:
+        """Read back what :meth:`to_dict` wrote."""
+        scopes = data.get("scopes")
+        return cls(
+            access_token=data["access_token"],
+            token_type=data.get("token_type") or "Bearer",
+            expires_at=data.get("expires_at"),
+            refresh_token=data.get("refresh_token"),
+            refresh_expires_at=data.get("refresh_expires_at"),
+            scopes=frozenset(scopes) if scopes is not None else None,
+            account_id=data.get("account_id"),
+        )
+
+
+@attrs.frozen
+class Profile:
+    """A user's profile, normalised across providers.
+
+    Attributes:
+        provider_id: Which provider it came from.
+        id: The provider's stable id for the user (TikTok ``open_id``).
+        name: Display name, if any.
+        email: E-mail address, if the provider gives a verified one (TikTok never does).
+        email_verified: Whether the provider says the e-mail is verified.
+        image: Avatar URL, if any.
+        raw: The provider's own user object, as received.
+        extra: Extra fields added by ``profile_overrides``.
+    """
+
+    provider_id: str
+    id: str
+    name: str | None = None
+    email: str | None = None
+    email_verified: bool = False
+    image: str | None = None
+    raw: Mapping[str, Any] = attrs.field(factory=dict, eq=False, hash=False, repr=False)
+    extra: Mapping[str, Any] = attrs.field(factory=dict, eq=False, hash=False)
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> Profile:
+        """Apply a ``profile_overrides`` answer: known fields replace, others land in ``extra``."""
+        known = {"id", "name", "email", "email_verified", "image"}
+        changes = {k: v for k, v in overrides.items() if k in known}
+        extra = {**self.extra, **{k: v for k, v in overrides.items() if k not in known}}
+        return attrs.evolve(self, **changes, extra=extra)
+
+    def to_user(self) -> dict[str, Any]:
+        """The user object of the Keyloom HTTP protocol (``id``, ``name``, ``email``, ``image``…)."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "email": self.email,
+            "emailVerified": self.email_verified,
+            "image": self.image,
+            **self.extra,
+        }
+
+
+@attrs.frozen
+class LoginStart:
+    """The start of a login: send the user to ``url``; keep ``state`` client-side (a cookie).
+
+    Attributes:
+        url: The provider's authorization URL.
+        state: Signed, self-contained login state to hand back to ``complete_login``.
+        expires_at: When the login state stops being accepted.
+    """
+
+    url: str
+    state: str = attrs.field(repr=False)
+    expires_at: float
+
+
+@attrs.frozen
+class LoginResult:
+    """A completed login.
+
+    Attributes:
+        provider_id: The provider used.
+        profile: The normalised profile (``profile_overrides`` applied).
+        tokens: The provider's tokens; store them server-side, never in a cookie.
+        granted_scopes: What the user actually granted.
+        requested_scopes: What was asked for.
+        callback_url: The safe, same-origin path to send the user to.
+    """
+
+    provider_id: str
+    profile: Profile
+    tokens: TokenSet
+    granted_scopes: frozenset[str]
+    requested_scopes: frozenset[str]
+    callback_url: str
