@@ -29,7 +29,7 @@ def _env(name: str) -> str | None:
     return value or None
 
 
-def configure_provider(  # noqa: PLR0913
+def configure_provider(
     spec: ProviderSpec,
     *,
     client_id: str | None = None,
@@ -112,7 +112,7 @@ def check_secret(secret: str | None) -> str:
     return secret
 
 
-def define_keyloom(  # noqa: PLR0913
+def define_keyloom(
     *,
     providers: Sequence[Provider | str],
     secret: str | None = None,

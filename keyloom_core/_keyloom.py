@@ -401,9 +401,7 @@ class Keyloom:
         msg = f"no plugin answered '{hook}'"
         raise PluginError(msg, provider_id=provider.id)
 
-    async def _run(
-        self, plugin: str, provider_id: str, hook: str, awaitable: Awaitable[T]
-    ) -> T:
+    async def _run(self, plugin: str, provider_id: str, hook: str, awaitable: Awaitable[T]) -> T:
         try:
             with anyio.fail_after(self.timeout):
                 return await awaitable
@@ -461,4 +459,3 @@ def _callback_error(prov: Provider, query: Mapping[str, str]) -> AuthorizationEr
         error=error or "unknown_error",
         description=description,
     )
-

@@ -194,7 +194,7 @@ class PluginRegistry:
         self._collect_providers(plugin, info)
 
     def _collect_providers(self, plugin: object, info: PluginInfo) -> None:
-        def register(spec: ProviderSpec, factory: ProviderFactory | None = None) -> None:
+        def register(spec: object, factory: ProviderFactory | None = None) -> None:
             if not isinstance(spec, ProviderSpec):
                 msg = f"{info.describe()} registered {spec!r}, which is not a ProviderSpec"
                 raise PluginError(msg, plugin=info.name, distribution=info.distribution)
@@ -215,7 +215,7 @@ class PluginRegistry:
         others = [p for p in self.pm.get_plugins() if p is not plugin]
         self.pm.subset_hook_caller("register_providers", others)(register=register)
 
-    def resolve(self, provider: Provider | str) -> Provider:
+    def resolve(self, provider: object) -> Provider:
         """Turn ``"tiktok"`` into a provider configured from the environment; check ownership.
 
         A :class:`Provider` whose plugin is not loaded has its ``spec.plugin`` module registered
@@ -226,7 +226,7 @@ class PluginRegistry:
             if registered is None:
                 msg = f"no installed plugin offers a provider named '{provider}'"
                 raise UnknownProviderError(msg, provider_id=provider)
-            built = registered.factory()
+            built: object = registered.factory()
             if not isinstance(built, Provider):
                 msg = f"the factory of provider '{provider}' did not return a Provider"
                 raise PluginError(msg, plugin=registered.plugin.name, provider_id=provider)

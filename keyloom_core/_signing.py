@@ -63,7 +63,7 @@ class Signer:
         :raises ExpiredError: genuine but past its expiry.
         """
         body, sep, mac_text = token.partition(".")
-        if not sep or not body or not mac_text or len(token) > 8192:  # noqa: PLR2004
+        if not sep or not body or not mac_text or len(token) > 8192:
             raise BadSignatureError("malformed")
         try:
             mac = _unb64(mac_text)

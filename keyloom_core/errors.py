@@ -200,7 +200,7 @@ class ProviderError(KeyloomError):
     code = "provider_error"
     status = 502
 
-    def __init__(  # noqa: PLR0913
+    def __init__(
         self,
         message: str,
         *,

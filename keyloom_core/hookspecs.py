@@ -84,9 +84,7 @@ async def exchange_code(
 
 
 @hookspec
-async def refresh_token(
-    provider: Provider, tokens: TokenSet, http: HttpClient
-) -> TokenSet | None:
+async def refresh_token(provider: Provider, tokens: TokenSet, http: HttpClient) -> TokenSet | None:
     """Refresh *tokens*; return the new set (with the rotated refresh token), or ``None``.
 
     Raise :class:`~keyloom_core.ReauthenticationRequiredError` when the refresh token is
@@ -143,9 +141,7 @@ async def login_succeeded(provider: Provider, result: LoginResult) -> None:
 
 
 @hookspec
-async def login_failed(
-    provider_id: str, error: KeyloomError, context: Mapping[str, str]
-) -> None:
+async def login_failed(provider_id: str, error: KeyloomError, context: Mapping[str, str]) -> None:
     """Called when a login fails, with the typed error; broadcast, for monitoring.
 
     ``error.code`` says why (``invalid_state``, ``access_denied``, ``scope_denied``…);

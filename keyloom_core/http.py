@@ -59,7 +59,7 @@ class RetryPolicy:
             return None
         if retry_after is not None:
             return retry_after if retry_after <= self.max_retry_after else None
-        return random.uniform(0, min(self.max_delay, self.base_delay * 2 ** (attempt - 1)))  # noqa: S311
+        return random.uniform(0, min(self.max_delay, self.base_delay * 2 ** (attempt - 1)))
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -73,6 +73,28 @@ def _retry_after(value: str | None) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())
+
+
+def _classify(
+    exc: Exception, where: str, idempotent: bool, provider_id: str | None
+) -> tuple[ProviderError, bool]:
+    """Map a transport exception to a typed error, and say whether a retry is safe."""
+    import aiohttp  # noqa: PLC0415
+
+    if isinstance(exc, ProviderError):
+        exc.provider_id = exc.provider_id or provider_id
+        return exc, False
+    if isinstance(exc, aiohttp.ClientConnectorError):  # never connected: always safe
+        return NetworkError(
+            f"cannot connect to the provider ({where})", provider_id=provider_id
+        ), True
+    if isinstance(exc, TimeoutError):
+        msg = f"the provider did not answer in time ({where})"
+        return ProviderTimeoutError(msg, provider_id=provider_id), idempotent
+    if isinstance(exc, (aiohttp.ClientError, OSError)):
+        msg = f"connection to the provider failed ({where}): {type(exc).__name__}"
+        return NetworkError(msg, provider_id=provider_id), idempotent
+    raise exc
 
 
 @attrs.frozen
@@ -92,7 +114,7 @@ class HttpResponse:
     @property
     def ok(self) -> bool:
         """Whether the status is 2xx."""
-        return 200 <= self.status < 300  # noqa: PLR2004
+        return 200 <= self.status < 300
 
     def json_object(
         self, error: type[ProviderError] = ProviderError, provider_id: str | None = None
@@ -223,7 +245,7 @@ class HttpClient:
             provider_id=provider_id,
         )
 
-    async def request(  # noqa: PLR0913
+    async def request(
         self,
         method: str,
         url: str,
@@ -243,8 +265,6 @@ class HttpClient:
         :raises NetworkError: the connection failed or broke.
         :raises ProviderError: the body is larger than ``max_body``.
         """
-        import aiohttp  # noqa: PLC0415
-
         hdrs = dict(headers or {})
         if bearer is not None:
             hdrs["Authorization"] = f"Bearer {bearer}"
@@ -255,30 +275,12 @@ class HttpClient:
             attempt += 1
             try:
                 response = await self._send(method, url, data, json_body, params, hdrs)
-            except aiohttp.ClientConnectorError as exc:  # never connected: always safe
-                failure: ProviderError = NetworkError(
-                    f"cannot connect to the provider ({where})", provider_id=provider_id
-                )
-                cause: BaseException = exc
-            except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-                failure, cause = (
-                    ProviderTimeoutError(
-                        f"the provider did not answer in time ({where})", provider_id=provider_id
-                    ),
-                    exc,
-                )
-                if not idempotent:
-                    raise failure from cause
-            except (aiohttp.ClientError, OSError) as exc:
-                failure, cause = (
-                    NetworkError(
-                        f"connection to the provider failed ({where}): {type(exc).__name__}",
-                        provider_id=provider_id,
-                    ),
-                    exc,
-                )
-                if not idempotent:
-                    raise failure from cause
+            except Exception as exc:
+                failure, retryable = _classify(exc, where, idempotent, provider_id)
+                delay = self.retry.delay(attempt, None) if retryable else None
+                if delay is None:
+                    raise failure from exc
+                log.info("%s: %s, retrying in %.2fs", where, type(exc).__name__, delay)
             else:
                 log.debug("%s -> %s (attempt %d)", where, response.status, attempt)
                 if response.status not in statuses:
@@ -295,15 +297,9 @@ class HttpClient:
                         )
                     return response
                 log.info("%s: HTTP %s, retrying in %.2fs", where, response.status, delay)
-                await anyio.sleep(delay)
-                continue
-            delay = self.retry.delay(attempt, None)
-            if delay is None:
-                raise failure from cause
-            log.info("%s: %s, retrying in %.2fs", where, type(cause).__name__, delay)
             await anyio.sleep(delay)
 
-    async def _send(  # noqa: PLR0913
+    async def _send(
         self,
         method: str,
         url: str,
@@ -331,8 +327,6 @@ class HttpClient:
             async for chunk in resp.content.iter_chunked(65536):
                 size += len(chunk)
                 if size > self.max_body:
-                    raise ProviderError(
-                        "provider answer is too large", http_status=resp.status
-                    )
+                    raise ProviderError("provider answer is too large", http_status=resp.status)
                 chunks.append(chunk)
             return HttpResponse(status=resp.status, headers=resp.headers, body=b"".join(chunks))

@@ -45,9 +45,7 @@ def _scopes(value: Iterable[str] | str) -> frozenset[str]:
     return parse_scopes(value)
 
 
-def _with_origin(url: str | None, origin: str) -> str | None:
-    if url is None:
-        return None
+def _with_origin(url: str, origin: str) -> str:
     parts = urlsplit(url)
     new = urlsplit(origin)
     return urlunsplit((new.scheme, new.netloc, parts.path, parts.query, parts.fragment))
@@ -102,8 +100,8 @@ class ProviderSpec:
             self,
             authorize_url=_with_origin(self.authorize_url, origin),
             token_url=_with_origin(self.token_url, origin),
-            profile_url=_with_origin(self.profile_url, origin),
-            revoke_url=_with_origin(self.revoke_url, origin),
+            profile_url=self.profile_url and _with_origin(self.profile_url, origin),
+            revoke_url=self.revoke_url and _with_origin(self.revoke_url, origin),
         )
 
 
@@ -136,9 +134,7 @@ class Provider:
     approved_scopes: frozenset[str] | None = attrs.field(
         default=None, converter=attrs.converters.optional(_scopes)
     )
-    profile_overrides: ProfileOverrides | None = attrs.field(
-        default=None, eq=False, repr=False
-    )
+    profile_overrides: ProfileOverrides | None = attrs.field(default=None, eq=False, repr=False)
     redirect_uri: str | None = None
     options: Mapping[str, Any] = attrs.field(factory=dict, eq=False, hash=False)
 
@@ -208,7 +204,8 @@ class TokenSet:
         refresh_token: The refresh token, if any (hidden from repr).
         refresh_expires_at: When the refresh token expires, if the provider said.
         scopes: The scopes the provider says were granted, if it said.
-        account_id: The provider's id for the user if the token answer carries one (TikTok ``open_id``).
+        account_id: The provider's id for the user, if the token answer carries one
+            (TikTok's ``open_id``).
     """
 
     access_token: str = attrs.field(repr=False)
@@ -227,7 +224,7 @@ class TokenSet:
         now: float | None = None,
         previous: TokenSet | None = None,
     ) -> TokenSet:
-        """Parse an RFC 6749 token answer; raise :class:`TypeError` / :class:`ValueError` if invalid.
+        """Parse an RFC 6749 token answer; :class:`TypeError` / :class:`ValueError` if invalid.
 
         Lifetimes come from the answer (``expires_in``, ``refresh_expires_in``), never assumed.
         On refresh, pass *previous*: a provider that does not rotate refresh tokens keeps the
@@ -330,7 +327,7 @@ class Profile:
         return attrs.evolve(self, **changes, extra=extra)
 
     def to_user(self) -> dict[str, Any]:
-        """The user object of the Keyloom HTTP protocol (``id``, ``name``, ``email``, ``image``…)."""
+        """The user object of the Keyloom HTTP protocol (``id``, ``name``, ``email``…)."""
         return {
             "id": self.id,
             "name": self.name,
