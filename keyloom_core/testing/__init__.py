@@ -1,0 +1,1 @@
+"""Test helpers for Keyloom: provider emulators and their building blocks."""

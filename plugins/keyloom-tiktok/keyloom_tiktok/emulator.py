@@ -1,0 +1,1346 @@
+"""A local emulator of TikTok Login Kit (OAuth 2.0, v2 API) for tests and development.
+
+It reproduces what TikTok's documentation (and the issues of clients that got it wrong)
+describe, quirks included: ``client_key`` instead of ``client_id``, comma-separated scopes,
+the ``scopes`` callback parameter, hex-encoded PKCE challenges, credentials in the token
+request body, rotating refresh tokens, ``act.``/``rft.``/``clt.`` token prefixes, the v2
+``{"data", "error"}`` envelope with per-field scope checks, per-app rate limits, and an HTML
+error page (never a redirect) for a bad ``client_key``, ``redirect_uri`` or missing PKCE.
+
+Endpoints, all served from one loopback origin:
+
+========  ==================================  =============================================
+``GET``   ``/v2/auth/authorize/``             authorization (also without trailing slash)
+``POST``  ``/v2/auth/authorize/consent``      target of the emulated consent form
+``POST``  ``/v2/oauth/token/``                code exchange, refresh, client credentials
+``POST``  ``/v2/oauth/revoke/``               token revocation
+``GET``   ``/v2/user/info/``                  user info
+``GET``   ``/emulator/avatar.svg``            avatar of the default user (and
+                                              ``/emulator/avatar/{user_id}.svg``)
+``GET``   ``/emulator/@{username}``           a tiny profile page (``profile_deep_link``)
+``GET``   ``/emulator/health``                ``{"status": "ok"}``
+========  ==================================  =============================================
+
+Use it in tests as an async context manager::
+
+    async with TikTokEmulator(consent="approve") as tiktok:
+        authorize_url = tiktok.authorize_url
+
+or run it alone: ``python -m keyloom_tiktok.emulator --port 9000`` (see ``--help``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hmac
+import html
+import logging
+import math
+import secrets
+import sys
+import time
+import uuid
+from typing import TYPE_CHECKING, Final, Literal, TypeAlias, get_args
+from urllib.parse import quote, urlencode
+
+import attrs
+from aiohttp import web
+
+from keyloom_core.testing.emulator import (
+    LOOPBACK_HOST,
+    AccessToken,
+    AuthorizationCode,
+    Clock,
+    CodeFailure,
+    EmulatorServer,
+    FaultInjector,
+    FaultKind,
+    GrantBook,
+    PkceEncoding,
+    ScopeOption,
+    SlidingWindowLimiter,
+    TokenFailure,
+    TokenPair,
+    UserOption,
+    consent_page,
+    html_response,
+    log_id,
+    message_page,
+    run_forever,
+    verify_s256,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping, Sequence
+
+__all__ = [
+    "AUTHORIZE_PATH",
+    "CONSENT_PATH",
+    "DEFAULT_APPROVED_SCOPES",
+    "DEFAULT_CLIENT_KEY",
+    "DEFAULT_CLIENT_SECRET",
+    "DEFAULT_USERS",
+    "FIELD_SCOPES",
+    "KNOWN_SCOPES",
+    "REVOKE_PATH",
+    "SCOPE_DESCRIPTIONS",
+    "TOKEN_PATH",
+    "USER_INFO_PATH",
+    "AppType",
+    "ConsentMode",
+    "EmulatedApp",
+    "EmulatedUser",
+    "PkceMode",
+    "TikTokEmulator",
+    "main",
+    "redirect_uri_problem",
+]
+
+logger = logging.getLogger(__name__)
+
+AUTHORIZE_PATH: Final = "/v2/auth/authorize/"
+CONSENT_PATH: Final = "/v2/auth/authorize/consent"
+TOKEN_PATH: Final = "/v2/oauth/token/"
+REVOKE_PATH: Final = "/v2/oauth/revoke/"
+USER_INFO_PATH: Final = "/v2/user/info/"
+
+#: Which app types TikTok registers: web (https redirect URIs) or desktop (loopback ones).
+AppType: TypeAlias = Literal["web", "desktop"]
+#: How the emulated user answers the consent screen.
+ConsentMode: TypeAlias = Literal["form", "approve", "deny"]
+#: Which PKCE challenge encodings the token endpoint accepts.
+PkceMode: TypeAlias = Literal["hex", "base64url", "either"]
+
+BASIC_SCOPE: Final = "user.info.basic"
+
+#: Every scope the emulator knows, with the text shown on the consent screen.
+SCOPE_DESCRIPTIONS: Final[Mapping[str, str]] = {
+    "user.info.basic": "Read your profile info (avatar, display name)",
+    "user.info.profile": "Read your profile details (bio, profile link, verification, username)",
+    "user.info.stats": "Read your statistics (followers, following, likes, video count)",
+    "video.list": "Read your public videos",
+    "video.upload": "Upload content to your drafts",
+    "video.publish": "Post content to your account",
+}
+KNOWN_SCOPES: Final = frozenset(SCOPE_DESCRIPTIONS)
+#: Scopes a new app is approved for by default (``user.info.basic`` is always included).
+DEFAULT_APPROVED_SCOPES: Final = frozenset(
+    {"user.info.basic", "user.info.profile", "user.info.stats", "video.list"}
+)
+
+#: The scope each ``/v2/user/info/`` field needs (after TikTok's 2024 scope migration).
+FIELD_SCOPES: Final[Mapping[str, str]] = {
+    "open_id": "user.info.basic",
+    "union_id": "user.info.basic",
+    "avatar_url": "user.info.basic",
+    "avatar_url_100": "user.info.basic",
+    "avatar_large_url": "user.info.basic",
+    "display_name": "user.info.basic",
+    "bio_description": "user.info.profile",
+    "profile_deep_link": "user.info.profile",
+    "is_verified": "user.info.profile",
+    "username": "user.info.profile",
+    "follower_count": "user.info.stats",
+    "following_count": "user.info.stats",
+    "likes_count": "user.info.stats",
+    "video_count": "user.info.stats",
+}
+
+DEFAULT_CLIENT_KEY: Final = "awkeyloomemulator"
+DEFAULT_CLIENT_SECRET: Final = "keyloom-emulator-client-secret"
+_DEFAULT_REDIRECT_URIS: Final = (
+    "http://127.0.0.1:*/callback/",
+    "http://localhost:*/callback/",
+    "http://127.0.0.1:*/api/auth/oauth/tiktok/callback",
+    "http://localhost:*/api/auth/oauth/tiktok/callback",
+)
+
+_MAX_REDIRECT_URIS: Final = 10
+_MAX_REDIRECT_URI_LENGTH: Final = 512
+_DESKTOP_HOSTS: Final = frozenset({"localhost", "127.0.0.1"})
+_MAX_PENDING: Final = 10_000
+_OPEN_ID_NAMESPACE: Final = uuid.UUID("6f1d3c52-4a55-4b7e-9d8a-7c1f0e2b9a41")
+_UNION_ID_NAMESPACE: Final = uuid.UUID("0b8e7f15-2d6c-4f3a-8e21-5a9c4d7e1f60")
+_PKCE_ENCODINGS: Final[Mapping[str, tuple[PkceEncoding, ...]]] = {
+    "hex": ("hex",),
+    "base64url": ("base64url",),
+    "either": ("hex", "base64url"),
+}
+_FORM_TYPE: Final = "application/x-www-form-urlencoded"
+
+_MALFORMED: Final = "The request parameters are malformed."
+_SECRET_MISSED: Final = "Client secret is missed in request."
+_BAD_VERIFIER: Final = "Code verifier or code challenge is invalid."
+_CODE_FAILURES: Final[Mapping[CodeFailure, str]] = {
+    CodeFailure.UNKNOWN: "Authorization code is invalid.",
+    CodeFailure.EXPIRED: "Authorization code is expired.",
+    CodeFailure.USED: "Authorization code has been used.",
+    CodeFailure.CLIENT_MISMATCH: "Authorization code was issued to another client.",
+    CodeFailure.REDIRECT_MISMATCH: (
+        "Redirect URI does not match the one of the authorization request."
+    ),
+}
+_REFRESH_FAILURES: Final[Mapping[TokenFailure, str]] = {
+    TokenFailure.UNKNOWN: "Refresh token is invalid.",
+    TokenFailure.EXPIRED: "Refresh token is expired.",
+    TokenFailure.REVOKED: "Refresh token has been revoked or rotated.",
+    TokenFailure.CLIENT_MISMATCH: "Refresh token was issued to another client.",
+}
+_ACCESS_FAILURES: Final[Mapping[TokenFailure, str]] = {
+    TokenFailure.UNKNOWN: "Access token is invalid or not found in the request.",
+    TokenFailure.EXPIRED: "Access token has expired, please refresh token and retry.",
+    TokenFailure.REVOKED: "Access token has been revoked.",
+    TokenFailure.CLIENT_MISMATCH: "Access token is invalid.",
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Apps and users
+# --------------------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class _UriParts:
+    scheme: str
+    host: str
+    port: str | None
+    path: str
+
+
+def _split_uri(uri: str) -> _UriParts | None:
+    scheme, sep, rest = uri.partition("://")
+    if not sep or not scheme:
+        return None
+    authority, slash, path = rest.partition("/")
+    if not authority or "@" in authority:
+        return None
+    if authority.startswith("["):
+        inner, bracket, after = authority.partition("]")
+        if not bracket or (after and not after.startswith(":")):
+            return None
+        host, port = inner + "]", (after[1:] if after else None)
+    else:
+        host, colon, port_text = authority.partition(":")
+        port = port_text if colon else None
+    return _UriParts(scheme, host, port, slash + path)
+
+
+def _valid_port(port: str) -> bool:
+    return port.isdigit() and 0 < int(port) < 65536
+
+
+def redirect_uri_problem(uri: str, app_type: AppType) -> str | None:
+    """Return why TikTok would refuse to register *uri* for an app of *app_type*, or ``None``.
+
+    Web apps need an absolute ``https`` URI that is not on localhost; desktop apps need
+    ``http`` or ``https`` on ``localhost`` or ``127.0.0.1`` with a port (``*`` for any). Both
+    forbid a query string or fragment and 512 characters or more.
+    """
+    if len(uri) >= _MAX_REDIRECT_URI_LENGTH:
+        return "must be shorter than 512 characters"
+    if "?" in uri or "#" in uri:
+        return "must be static: no query string or fragment"
+    parts = _split_uri(uri)
+    if parts is None or any(char.isspace() for char in uri):
+        return "must be an absolute URL"
+    if app_type == "web":
+        return _web_uri_problem(parts)
+    return _desktop_uri_problem(parts)
+
+
+def _web_uri_problem(parts: _UriParts) -> str | None:
+    if parts.scheme != "https":
+        return "must use https for web apps"
+    if parts.host.lower() in _DESKTOP_HOSTS:
+        return "must not be on localhost for web apps (register a desktop app instead)"
+    if parts.port is not None and not _valid_port(parts.port):
+        return "has an invalid port"
+    return None
+
+
+def _desktop_uri_problem(parts: _UriParts) -> str | None:
+    if parts.scheme not in {"http", "https"}:
+        return "must use http or https"
+    if parts.host not in _DESKTOP_HOSTS:
+        return "must be on localhost or 127.0.0.1 for desktop apps"
+    if parts.port is None:
+        return "must have a port (or * for any port) for desktop apps"
+    if parts.port != "*" and not _valid_port(parts.port):
+        return "has an invalid port"
+    return None
+
+
+def _redirect_matches(registered: str, candidate: str) -> bool:
+    if candidate == registered:
+        return True
+    pattern = _split_uri(registered)
+    if pattern is None or pattern.port != "*" or "?" in candidate or "#" in candidate:
+        return False
+    actual = _split_uri(candidate)
+    return (
+        actual is not None
+        and actual.port is not None
+        and _valid_port(actual.port)
+        and (actual.scheme, actual.host, actual.path)
+        == (pattern.scheme, pattern.host, pattern.path)
+    )
+
+
+def _str_tuple(values: Iterable[str]) -> tuple[str, ...]:
+    if isinstance(values, str):
+        return (values,)
+    return tuple(values)
+
+
+def _approved(values: Iterable[str]) -> frozenset[str]:
+    return frozenset(_str_tuple(values)) | {BASIC_SCOPE}
+
+
+def _non_empty(_instance: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if not value:
+        raise ValueError(f"{attribute.name} must not be empty")
+
+
+@attrs.frozen(kw_only=True)
+class EmulatedApp:
+    """A client registered with the emulated TikTok developer portal.
+
+    Attributes:
+        client_key: TikTok's client id.
+        client_secret: The client secret.
+        redirect_uris: Registered redirect URIs (1 to 10), checked by the rules of
+            *app_type* (see :func:`redirect_uri_problem`).
+        app_type: ``"web"`` or ``"desktop"``; desktop apps must use PKCE.
+        approved_scopes: Scopes the app was approved for; ``user.info.basic`` is always in.
+        name: The app name shown on the consent screen.
+
+    """
+
+    client_key: str = attrs.field(validator=_non_empty)
+    client_secret: str = attrs.field(repr=False, validator=_non_empty)
+    redirect_uris: tuple[str, ...] = attrs.field(converter=_str_tuple)
+    app_type: AppType = attrs.field(
+        default="web", validator=attrs.validators.in_(get_args(AppType))
+    )
+    approved_scopes: frozenset[str] = attrs.field(
+        default=DEFAULT_APPROVED_SCOPES, converter=_approved
+    )
+    name: str = "Keyloom Test App"
+
+    def __attrs_post_init__(self) -> None:
+        """Check the redirect URIs and scopes like the developer portal does."""
+        if not 1 <= len(self.redirect_uris) <= _MAX_REDIRECT_URIS:
+            raise ValueError("an app needs 1 to 10 redirect URIs")
+        for uri in self.redirect_uris:
+            problem = redirect_uri_problem(uri, self.app_type)
+            if problem is not None:
+                raise ValueError(f"redirect URI {uri!r} {problem}")
+        unknown = self.approved_scopes - KNOWN_SCOPES
+        if unknown:
+            raise ValueError(f"unknown scopes: {', '.join(sorted(unknown))}")
+
+    @classmethod
+    def default(cls) -> EmulatedApp:
+        """Return the built-in test app: a desktop app with loopback wildcard-port redirects.
+
+        Its redirect URIs are ``http://127.0.0.1:*/callback/``,
+        ``http://localhost:*/callback/`` and the same hosts with
+        ``/api/auth/oauth/tiktok/callback``.
+        """
+        return cls(
+            client_key=DEFAULT_CLIENT_KEY,
+            client_secret=DEFAULT_CLIENT_SECRET,
+            redirect_uris=_DEFAULT_REDIRECT_URIS,
+            app_type="desktop",
+        )
+
+    def accepts_redirect_uri(self, uri: str) -> bool:
+        """Return whether *uri* matches a registered redirect URI (exactly, or by wildcard port)."""
+        return any(_redirect_matches(registered, uri) for registered in self.redirect_uris)
+
+    def secret_matches(self, secret: str) -> bool:
+        """Compare *secret* with the client secret in constant time."""
+        return hmac.compare_digest(secret.encode(), self.client_secret.encode())
+
+
+@attrs.frozen(kw_only=True)
+class EmulatedUser:
+    """A TikTok account in the emulator's user directory.
+
+    Attributes:
+        user_id: Internal id (also used in avatar URLs).
+        display_name: The display name.
+        username: The unique handle, without ``@``.
+        bio_description: The profile bio.
+        is_verified: The verification badge.
+        follower_count: Followers.
+        following_count: Accounts followed.
+        likes_count: Likes received.
+        video_count: Public videos.
+
+    """
+
+    user_id: str = attrs.field(validator=attrs.validators.matches_re(r"[A-Za-z0-9._-]{1,64}"))
+    display_name: str
+    username: str = attrs.field(validator=attrs.validators.matches_re(r"[A-Za-z0-9._]{1,24}"))
+    bio_description: str = ""
+    is_verified: bool = False
+    follower_count: int = 0
+    following_count: int = 0
+    likes_count: int = 0
+    video_count: int = 0
+
+
+#: The built-in user directory; the first user is the default.
+DEFAULT_USERS: Final = (
+    EmulatedUser(
+        user_id="emulated-creator",
+        display_name="Emulated Creator",
+        username="emulated.creator",
+        bio_description="Testing sign-in against an emulated TikTok.",
+        is_verified=True,
+        follower_count=12_345,
+        following_count=321,
+        likes_count=987_654,
+        video_count=42,
+    ),
+    EmulatedUser(
+        user_id="second-viewer",
+        display_name="Second Viewer",
+        username="second.viewer",
+        follower_count=17,
+        following_count=230,
+        likes_count=45,
+    ),
+)
+
+
+@attrs.frozen(kw_only=True)
+class _PendingAuthorization:
+    request_id: str = attrs.field(repr=False)
+    client_key: str
+    redirect_uri: str
+    scopes: tuple[str, ...]
+    state: str | None = attrs.field(repr=False)
+    code_challenge: str | None = attrs.field(repr=False)
+    code_challenge_method: str | None
+    expires_at: float
+
+
+class _AuthorizeError(Exception):
+    """An authorization request error that is reported by redirecting to the client."""
+
+    def __init__(self, error: str, description: str) -> None:
+        super().__init__(description)
+        self.error = error
+        self.description = description
+
+
+# --------------------------------------------------------------------------------------------
+# The emulator
+# --------------------------------------------------------------------------------------------
+
+
+class TikTokEmulator(EmulatorServer):
+    """TikTok Login Kit v2 on a loopback port.
+
+    Every constructor argument is also an attribute that may be changed while the emulator
+    runs (for example ``emulator.consent = "deny"`` or ``emulator.faults.rate = 0.5``).
+
+    :param clients: Registered apps; defaults to :meth:`EmulatedApp.default`.
+    :param users: The user directory; defaults to :data:`DEFAULT_USERS`.
+    :param default_user: The user id signed in by default; defaults to the first user.
+    :param consent: ``"form"`` (an HTML consent page to submit), ``"approve"`` (the user
+        grants at once) or ``"deny"`` (the user refuses at once).
+    :param withheld_scopes: Optional scopes the user declines (``"approve"`` mode) or that
+        start unticked (``"form"`` mode). ``user.info.basic`` cannot be withheld.
+    :param require_pkce_web: Whether web apps must send a PKCE challenge too.
+    :param pkce_encoding: Challenge encodings the token endpoint accepts.
+    :param rotate_refresh_tokens: Whether a refresh returns a new refresh token and kills
+        the old one.
+    :param access_token_ttl: Access token lifetime in seconds.
+    :param refresh_token_ttl: Refresh token lifetime in seconds.
+    :param client_token_ttl: Client-credentials token lifetime in seconds.
+    :param code_ttl: Authorization code lifetime in seconds.
+    :param consent_ttl: Seconds a consent form stays valid.
+    :param codes_need_encoding: Put ``*``, ``!``, ``~`` and a ``%xx`` sequence in codes, so
+        clients must decode the callback parameter exactly once.
+    :param auto_auth: Skip the consent form (in ``"form"`` mode) when the user already
+        granted every requested scope to the app, unless ``disable_auto_auth=1`` is sent.
+    :param user_info_rate_limit: ``/v2/user/info/`` requests allowed per app per window,
+        or ``None`` for no limit.
+    :param rate_limit_window: Sliding window length in seconds.
+    :param faults: Fault injector for the token, revoke and user-info endpoints; a disabled
+        one (rate 0) by default.
+    :param clock: The time source (codes, tokens, rate limits, consent forms).
+    :param host: A loopback address.
+    :param port: The port, ``0`` for a free one.
+    """
+
+    api_paths = frozenset({TOKEN_PATH, REVOKE_PATH, USER_INFO_PATH})
+
+    def __init__(
+        self,
+        *,
+        clients: Iterable[EmulatedApp] | None = None,
+        users: Iterable[EmulatedUser] | None = None,
+        default_user: str | None = None,
+        consent: ConsentMode = "form",
+        withheld_scopes: Iterable[str] = (),
+        require_pkce_web: bool = True,
+        pkce_encoding: PkceMode = "hex",
+        rotate_refresh_tokens: bool = True,
+        access_token_ttl: int = 86_400,
+        refresh_token_ttl: int = 31_536_000,
+        client_token_ttl: int = 7_200,
+        code_ttl: float = 600.0,
+        consent_ttl: float = 600.0,
+        codes_need_encoding: bool = True,
+        auto_auth: bool = True,
+        user_info_rate_limit: int | None = 600,
+        rate_limit_window: float = 60.0,
+        faults: FaultInjector | None = None,
+        clock: Clock = time.time,
+        host: str = LOOPBACK_HOST,
+        port: int = 0,
+    ) -> None:
+        """Configure the emulator; see the class docstring for the parameters."""
+        super().__init__(
+            host=host,
+            port=port,
+            faults=faults if faults is not None else FaultInjector(),
+            clock=clock,
+        )
+        self.clients: dict[str, EmulatedApp] = {}
+        for app in clients if clients is not None else (EmulatedApp.default(),):
+            self.add_client(app)
+        self.users: dict[str, EmulatedUser] = {}
+        for user in users if users is not None else DEFAULT_USERS:
+            self.add_user(user)
+        if not self.users:
+            raise ValueError("the emulator needs at least one user")
+        self.default_user = default_user if default_user is not None else next(iter(self.users))
+        if self.default_user not in self.users:
+            raise ValueError(f"unknown default user {self.default_user!r}")
+        self.consent = consent
+        self.withheld_scopes = frozenset(withheld_scopes)
+        self.require_pkce_web = require_pkce_web
+        self.pkce_encoding = pkce_encoding
+        self.rotate_refresh_tokens = rotate_refresh_tokens
+        self.access_token_ttl = access_token_ttl
+        self.refresh_token_ttl = refresh_token_ttl
+        self.client_token_ttl = client_token_ttl
+        self.code_ttl = code_ttl
+        self.consent_ttl = consent_ttl
+        self.codes_need_encoding = codes_need_encoding
+        self.auto_auth = auto_auth
+        #: Codes and tokens (``act.``/``rft.`` prefixes; ``clt.`` for client tokens).
+        self.grants = GrantBook(
+            clock=self._now,
+            code_ttl=code_ttl,
+            access_ttl=access_token_ttl,
+            refresh_ttl=refresh_token_ttl,
+            access_prefix="act.",
+            refresh_prefix="rft.",
+            code_factory=self._new_code,
+        )
+        #: The per-app, per-endpoint rate limiter of ``/v2/user/info/``.
+        self.rate_limiter = SlidingWindowLimiter(
+            user_info_rate_limit, rate_limit_window, clock=self._now
+        )
+        self._pending: dict[str, _PendingAuthorization] = {}
+        self._consents: dict[tuple[str, str], frozenset[str]] = {}
+
+    # -- configuration -------------------------------------------------------------------
+
+    @property
+    def consent(self) -> ConsentMode:
+        """How the emulated user answers: ``"form"``, ``"approve"`` or ``"deny"``."""
+        return self._consent
+
+    @consent.setter
+    def consent(self, value: ConsentMode) -> None:
+        if value not in get_args(ConsentMode):
+            raise ValueError(f"consent must be one of {get_args(ConsentMode)}")
+        self._consent = value
+
+    @property
+    def pkce_encoding(self) -> PkceMode:
+        """Challenge encodings the token endpoint accepts: ``hex``, ``base64url`` or ``either``."""
+        return self._pkce_encoding
+
+    @pkce_encoding.setter
+    def pkce_encoding(self, value: PkceMode) -> None:
+        if value not in _PKCE_ENCODINGS:
+            raise ValueError(f"pkce_encoding must be one of {get_args(PkceMode)}")
+        self._pkce_encoding = value
+
+    @property
+    def user_info_rate_limit(self) -> int | None:
+        """``/v2/user/info/`` requests allowed per app per window (``None``: unlimited)."""
+        return self.rate_limiter.limit
+
+    @user_info_rate_limit.setter
+    def user_info_rate_limit(self, value: int | None) -> None:
+        self.rate_limiter.limit = value
+
+    @property
+    def rate_limit_window(self) -> float:
+        """The rate-limit window in seconds."""
+        return self.rate_limiter.window
+
+    @rate_limit_window.setter
+    def rate_limit_window(self, value: float) -> None:
+        self.rate_limiter.window = value
+
+    def add_client(self, app: EmulatedApp) -> None:
+        """Register (or replace) an app."""
+        self.clients[app.client_key] = app
+
+    def add_user(self, user: EmulatedUser) -> None:
+        """Add (or replace) a user in the directory."""
+        self.users[user.user_id] = user
+
+    @property
+    def default_app(self) -> EmulatedApp:
+        """The first registered app."""
+        return next(iter(self.clients.values()))
+
+    # -- URLs and ids --------------------------------------------------------------------
+
+    @property
+    def authorize_url(self) -> str:
+        """Absolute URL of the authorization endpoint."""
+        return self.url_for(AUTHORIZE_PATH)
+
+    @property
+    def token_url(self) -> str:
+        """Absolute URL of the token endpoint."""
+        return self.url_for(TOKEN_PATH)
+
+    @property
+    def revoke_url(self) -> str:
+        """Absolute URL of the revocation endpoint."""
+        return self.url_for(REVOKE_PATH)
+
+    @property
+    def user_info_url(self) -> str:
+        """Absolute URL of the user-info endpoint."""
+        return self.url_for(USER_INFO_PATH)
+
+    @staticmethod
+    def open_id(user_id: str, client_key: str) -> str:
+        """Return the ``open_id`` of a user for an app (stable per user and client key)."""
+        return str(uuid.uuid5(_OPEN_ID_NAMESPACE, f"{client_key}\x00{user_id}"))
+
+    @staticmethod
+    def union_id(user_id: str) -> str:
+        """Return the ``union_id`` of a user (the same for every app)."""
+        return str(uuid.uuid5(_UNION_ID_NAMESPACE, user_id))
+
+    # -- application ---------------------------------------------------------------------
+
+    def add_routes(self, app: web.Application) -> None:
+        """Register TikTok's endpoints and the emulator's helper pages."""
+        app.router.add_get(AUTHORIZE_PATH, self._authorize)
+        app.router.add_get(AUTHORIZE_PATH.rstrip("/"), self._authorize)
+        app.router.add_post(CONSENT_PATH, self._consent_submitted)
+        app.router.add_post(TOKEN_PATH, self._token)
+        app.router.add_post(REVOKE_PATH, self._revoke)
+        app.router.add_get(USER_INFO_PATH, self._user_info)
+        app.router.add_get("/emulator/avatar.svg", self._avatar)
+        app.router.add_get("/emulator/avatar/{user_id}.svg", self._avatar)
+        app.router.add_get("/emulator/@{username}", self._profile)
+        app.router.add_get("/emulator/health", self._health)
+
+    def render_fault(
+        self, kind: FaultKind, status: int, request: web.Request
+    ) -> web.StreamResponse:
+        """Shape injected HTTP errors like TikTok: v2 envelope or OAuth error body."""
+        del kind
+        if request.path == USER_INFO_PATH:
+            code = "rate_limit_exceeded" if status == 429 else "internal_error"
+            return self._api_error(code, "Injected fault.", status=status)
+        error = "server_error" if status == 500 else "temporarily_unavailable"
+        return self._oauth_error(error, "Injected fault.", status=status)
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _now(self) -> float:
+        return self.clock()
+
+    def _new_code(self) -> str:
+        base = secrets.token_urlsafe(32)
+        if not self.codes_need_encoding:
+            return base
+        # Characters a client must percent-decode exactly once: "*", "!", and a "%xx"
+        # sequence that a second decoding would change.
+        return f"{base[:16]}*{base[16:32]}!{secrets.token_hex(2)}~%{secrets.token_hex(1)}"
+
+    def _api_headers(self, lid: str) -> dict[str, str]:
+        return {"x-tt-logid": lid, "Cache-Control": "no-store", "Pragma": "no-cache"}
+
+    def _oauth_error(self, error: str, description: str, *, status: int = 400) -> web.Response:
+        lid = log_id(self._now)
+        logger.info("OAuth error %s (%s), log_id %s", error, description, lid)
+        return web.json_response(
+            {"error": error, "error_description": description, "log_id": lid},
+            status=status,
+            headers=self._api_headers(lid),
+        )
+
+    def _oauth_ok(self, body: Mapping[str, object]) -> web.Response:
+        return web.json_response(body, headers=self._api_headers(log_id(self._now)))
+
+    def _api_ok(self, data: Mapping[str, object]) -> web.Response:
+        lid = log_id(self._now)
+        return web.json_response(
+            {"data": data, "error": {"code": "ok", "message": "", "log_id": lid}},
+            headers=self._api_headers(lid),
+        )
+
+    def _api_error(
+        self,
+        code: str,
+        message: str,
+        *,
+        status: int,
+        headers: Mapping[str, str] | None = None,
+    ) -> web.Response:
+        lid = log_id(self._now)
+        logger.info("API error %s (%s), log_id %s", code, message, lid)
+        return web.json_response(
+            {"data": {}, "error": {"code": code, "message": message, "log_id": lid}},
+            status=status,
+            headers={**self._api_headers(lid), **(headers or {})},
+        )
+
+    def _error_page(self, param: str) -> web.Response:
+        logger.info("authorization refused with an error page: %s", param)
+        paragraphs = [
+            "This may be due to specific app settings.",
+            "If you're a developer, correct the following and try again:",
+        ]
+        if param == "client_secret":
+            paragraphs.insert(
+                0,
+                "The client secret was sent to the authorization endpoint, where it ends up "
+                "in browser history and server logs. Never send it there, and rotate it.",
+            )
+        page = message_page(
+            title="TikTok",
+            heading="We couldn't log in with TikTok",
+            paragraphs=paragraphs,
+            code=param,
+            attributes={"error-param": param},
+        )
+        return html_response(page, status=400)
+
+    @staticmethod
+    def _redirect(redirect_uri: str, params: Sequence[tuple[str, str]]) -> web.Response:
+        location = f"{redirect_uri}?{urlencode(params, quote_via=quote)}"
+        return web.Response(status=302, headers={"Location": location, "Cache-Control": "no-store"})
+
+    def _redirect_error(
+        self, redirect_uri: str, error: str, description: str, state: str | None
+    ) -> web.Response:
+        logger.info("authorization ended with %s: %s", error, description)
+        params = [("error", error), ("error_description", description)]
+        if state is not None:
+            params.append(("state", state))
+        return self._redirect(redirect_uri, params)
+
+    # -- authorization -------------------------------------------------------------------
+
+    async def _authorize(self, request: web.Request) -> web.StreamResponse:
+        query = request.query
+        app = self.clients.get(query.get("client_key", ""))
+        if app is None:
+            return self._error_page("client_key")
+        if "client_secret" in query:
+            return self._error_page("client_secret")
+        redirect_uri = query.get("redirect_uri", "")
+        if not app.accepts_redirect_uri(redirect_uri):
+            return self._error_page("redirect_uri")
+        pkce_problem = self._pkce_problem(app, query)
+        if pkce_problem is not None:
+            return self._error_page(pkce_problem)
+        challenge = query.get("code_challenge") or None
+        method = query.get("code_challenge_method") if challenge else None
+        state = query.get("state")
+        try:
+            scopes = self._parse_request(query, app)
+        except _AuthorizeError as exc:
+            return self._redirect_error(redirect_uri, exc.error, exc.description, state)
+        pending = _PendingAuthorization(
+            request_id=secrets.token_urlsafe(24),
+            client_key=app.client_key,
+            redirect_uri=redirect_uri,
+            scopes=scopes,
+            state=state,
+            code_challenge=challenge,
+            code_challenge_method=method,
+            expires_at=self._now() + self.consent_ttl,
+        )
+        return self._decide(pending, app, force_consent=query.get("disable_auto_auth") == "1")
+
+    def _pkce_problem(self, app: EmulatedApp, query: Mapping[str, str]) -> str | None:
+        if not query.get("code_challenge"):
+            if app.app_type == "desktop" or self.require_pkce_web:
+                return "code_challenge"
+            return None
+        if query.get("code_challenge_method") != "S256":
+            return "code_challenge_method"
+        return None
+
+    @staticmethod
+    def _parse_request(query: Mapping[str, str], app: EmulatedApp) -> tuple[str, ...]:
+        """Check ``response_type`` and return the requested scopes, or raise."""
+        if query.get("response_type") != "code":
+            raise _AuthorizeError("unsupported_response_type", "The response_type must be code.")
+        raw = query.get("scope")
+        if raw is None or not raw.strip():
+            raise _AuthorizeError("invalid_request", "The scope parameter is missing.")
+        scopes: list[str] = []
+        for name in raw.split(","):
+            if not name:
+                continue
+            if any(char.isspace() for char in name):
+                raise _AuthorizeError(
+                    "invalid_scope",
+                    f"Scopes are comma-separated; {name!r} contains whitespace.",
+                )
+            if name not in KNOWN_SCOPES:
+                raise _AuthorizeError("invalid_scope", f"Unknown scope: {name!r}.")
+            if name not in app.approved_scopes:
+                raise _AuthorizeError(
+                    "invalid_scope", f"Scope {name!r} is not approved for this app."
+                )
+            if name not in scopes:
+                scopes.append(name)
+        if not scopes:
+            raise _AuthorizeError("invalid_request", "The scope parameter is missing.")
+        return tuple(scopes)
+
+    def _decide(
+        self, pending: _PendingAuthorization, app: EmulatedApp, *, force_consent: bool
+    ) -> web.StreamResponse:
+        mode = self.consent
+        if mode == "deny":
+            return self._deny(pending)
+        if mode == "approve":
+            granted = [
+                s for s in pending.scopes if s == BASIC_SCOPE or s not in self.withheld_scopes
+            ]
+            return self._grant(pending, self.default_user, granted)
+        if self.auto_auth and not force_consent:
+            previous = self._consents.get((pending.client_key, self.default_user), frozenset())
+            if previous.issuperset(pending.scopes):
+                return self._grant(pending, self.default_user, pending.scopes)
+        self._store_pending(pending)
+        return html_response(self._consent_html(pending, app))
+
+    def _consent_html(self, pending: _PendingAuthorization, app: EmulatedApp) -> str:
+        scopes = [
+            ScopeOption(
+                name=name,
+                description=SCOPE_DESCRIPTIONS[name],
+                required=name == BASIC_SCOPE,
+                checked=name not in self.withheld_scopes,
+            )
+            for name in pending.scopes
+        ]
+        users = [
+            UserOption(user.user_id, f"{user.display_name} (@{user.username})")
+            for user in self.users.values()
+        ]
+        return consent_page(
+            app_name=app.name,
+            action=CONSENT_PATH,
+            scopes=scopes,
+            hidden={"request_id": pending.request_id},
+            title=f"TikTok - Authorize {app.name}",
+            provider_name="TikTok",
+            users=users,
+            selected_user=self.default_user,
+            notice=f"Emulated TikTok. You will return to {pending.redirect_uri}",
+            approve_label="Authorize",
+            deny_label="Cancel",
+            accent="#fe2c55",
+        )
+
+    def _store_pending(self, pending: _PendingAuthorization) -> None:
+        now = self._now()
+        for request_id in [k for k, p in self._pending.items() if p.expires_at <= now]:
+            del self._pending[request_id]
+        while len(self._pending) >= _MAX_PENDING:
+            del self._pending[next(iter(self._pending))]
+        self._pending[pending.request_id] = pending
+
+    def _take_pending(self, request_id: str) -> _PendingAuthorization | None:
+        pending = self._pending.pop(request_id, None)
+        if pending is None or pending.expires_at <= self._now():
+            return None
+        return pending
+
+    def _deny(self, pending: _PendingAuthorization) -> web.Response:
+        return self._redirect_error(
+            pending.redirect_uri,
+            "access_denied",
+            "The user denied the authorization request.",
+            pending.state,
+        )
+
+    def _grant(
+        self, pending: _PendingAuthorization, user_id: str, granted: Sequence[str]
+    ) -> web.Response:
+        if not granted:
+            return self._redirect_error(
+                pending.redirect_uri,
+                "access_denied",
+                "The user did not grant any permission.",
+                pending.state,
+            )
+        key = (pending.client_key, user_id)
+        self._consents[key] = self._consents.get(key, frozenset()) | frozenset(granted)
+        code = self.grants.issue_code(
+            client_id=pending.client_key,
+            redirect_uri=pending.redirect_uri,
+            user_id=user_id,
+            scopes=granted,
+            code_challenge=pending.code_challenge,
+            code_challenge_method=pending.code_challenge_method,
+            ttl=self.code_ttl,
+        )
+        params = [("code", code.code), ("scopes", ",".join(code.scopes))]
+        if pending.state is not None:
+            params.append(("state", pending.state))
+        logger.info("authorization granted to client %s", pending.client_key)
+        return self._redirect(pending.redirect_uri, params)
+
+    async def _consent_submitted(self, request: web.Request) -> web.StreamResponse:
+        form = await request.post() if request.content_type == _FORM_TYPE else None
+        pending = self._take_pending(_form_text(form, "request_id")) if form else None
+        if form is None or pending is None:
+            page = message_page(
+                title="TikTok",
+                heading="This authorization request is no longer valid",
+                paragraphs=["It expired or was already answered. Start signing in again."],
+            )
+            return html_response(page, status=400)
+        decision = _form_text(form, "decision")
+        user_id = _form_text(form, "user") or self.default_user
+        if decision == "deny":
+            return self._deny(pending)
+        if decision != "approve" or user_id not in self.users:
+            page = message_page(
+                title="TikTok",
+                heading="Invalid consent form",
+                paragraphs=["Choose Authorize or Cancel, and a user from the list."],
+            )
+            return html_response(page, status=400)
+        ticked = {value for value in form.getall("scope", []) if isinstance(value, str)}
+        granted = [s for s in pending.scopes if s == BASIC_SCOPE or s in ticked]
+        return self._grant(pending, user_id, granted)
+
+    # -- token endpoint ------------------------------------------------------------------
+
+    async def _read_form(self, request: web.Request) -> dict[str, str] | web.Response:
+        if request.content_type != _FORM_TYPE:
+            return self._oauth_error("invalid_request", _MALFORMED)
+        form = await request.post()
+        values: dict[str, str] = {}
+        for key in set(form.keys()):
+            items = form.getall(key)
+            if len(items) != 1 or not isinstance(items[0], str):
+                return self._oauth_error("invalid_request", _MALFORMED)
+            values[key] = items[0]
+        return values
+
+    def _authenticate(self, form: Mapping[str, str]) -> EmulatedApp | web.Response:
+        client_key = form.get("client_key", "")
+        if not client_key:
+            return self._oauth_error("invalid_request", _MALFORMED)
+        secret = form.get("client_secret", "")
+        if not secret:
+            return self._oauth_error("invalid_request", _SECRET_MISSED)
+        app = self.clients.get(client_key)
+        if app is None or not app.secret_matches(secret):
+            return self._oauth_error(
+                "invalid_client", "Client key or client secret is invalid.", status=401
+            )
+        return app
+
+    async def _token(self, request: web.Request) -> web.StreamResponse:
+        form = await self._read_form(request)
+        if isinstance(form, web.Response):
+            return form
+        app = self._authenticate(form)
+        if isinstance(app, web.Response):
+            return app
+        grant_type = form.get("grant_type", "")
+        grant = {
+            "authorization_code": self._exchange_code,
+            "refresh_token": self._refresh,
+            "client_credentials": self._client_credentials,
+        }.get(grant_type)
+        if grant is None:
+            if not grant_type:
+                return self._oauth_error("invalid_request", _MALFORMED)
+            return self._oauth_error("unsupported_grant_type", "The grant type is not supported.")
+        return grant(app, form)
+
+    def _client_credentials(self, app: EmulatedApp, form: Mapping[str, str]) -> web.Response:
+        del form
+        pair = self.grants.issue_tokens(
+            client_id=app.client_key,
+            user_id=None,
+            scopes=(),
+            refresh=False,
+            access_ttl=self.client_token_ttl,
+            access_prefix="clt.",
+        )
+        return self._oauth_ok(
+            {
+                "access_token": pair.access_token,
+                "expires_in": pair.expires_in(self._now()),
+                "token_type": "Bearer",
+            }
+        )
+
+    def _exchange_code(self, app: EmulatedApp, form: Mapping[str, str]) -> web.Response:
+        code, redirect_uri = form.get("code", ""), form.get("redirect_uri", "")
+        if not code or not redirect_uri:
+            return self._oauth_error("invalid_request", _MALFORMED)
+        found = self.grants.inspect_code(code, client_id=app.client_key, redirect_uri=redirect_uri)
+        if isinstance(found, CodeFailure):
+            return self._oauth_error("invalid_grant", _CODE_FAILURES[found])
+        if not self._verifier_ok(found, form.get("code_verifier", "")):
+            return self._oauth_error("invalid_request", _BAD_VERIFIER)
+        if found.user_id not in self.users:
+            return self._oauth_error("invalid_grant", "The user of this code no longer exists.")
+        self.grants.consume_code(code, client_id=app.client_key, redirect_uri=redirect_uri)
+        pair = self.grants.issue_tokens(
+            client_id=app.client_key,
+            user_id=found.user_id,
+            scopes=found.scopes,
+            access_ttl=self.access_token_ttl,
+            refresh_ttl=self.refresh_token_ttl,
+        )
+        return self._user_token_response(pair)
+
+    def _verifier_ok(self, code: AuthorizationCode, verifier: str) -> bool:
+        if code.code_challenge is None:
+            return True
+        encodings = _PKCE_ENCODINGS[self.pkce_encoding]
+        return verify_s256(verifier, code.code_challenge, encodings=encodings)
+
+    def _refresh(self, app: EmulatedApp, form: Mapping[str, str]) -> web.Response:
+        refresh_token = form.get("refresh_token", "")
+        if not refresh_token:
+            return self._oauth_error("invalid_request", _MALFORMED)
+        result = self.grants.refresh(
+            refresh_token,
+            client_id=app.client_key,
+            rotate=self.rotate_refresh_tokens,
+            access_ttl=self.access_token_ttl,
+            refresh_ttl=self.refresh_token_ttl,
+        )
+        if isinstance(result, TokenFailure):
+            return self._oauth_error("invalid_grant", _REFRESH_FAILURES[result])
+        return self._user_token_response(result)
+
+    def _user_token_response(self, pair: TokenPair) -> web.Response:
+        now = self._now()
+        return self._oauth_ok(
+            {
+                "access_token": pair.access_token,
+                "expires_in": pair.expires_in(now),
+                "open_id": self.open_id(pair.user_id or "", pair.client_id),
+                "refresh_expires_in": pair.refresh_expires_in(now) or 0,
+                "refresh_token": pair.refresh_token,
+                "scope": ",".join(pair.scopes),
+                "token_type": "Bearer",
+            }
+        )
+
+    async def _revoke(self, request: web.Request) -> web.StreamResponse:
+        form = await self._read_form(request)
+        if isinstance(form, web.Response):
+            return form
+        app = self._authenticate(form)
+        if isinstance(app, web.Response):
+            return app
+        token = form.get("token", "")
+        if not token:
+            return self._oauth_error("invalid_request", _MALFORMED)
+        if self.grants.revoke(token, client_id=app.client_key) is TokenFailure.CLIENT_MISMATCH:
+            return self._oauth_error("invalid_request", "The token was issued to another client.")
+        return self._oauth_ok({})
+
+    # -- user info -----------------------------------------------------------------------
+
+    async def _user_info(self, request: web.Request) -> web.StreamResponse:
+        found = self._bearer(request)
+        if isinstance(found, web.Response):
+            return found
+        token, user = found
+        retry_after = self.rate_limiter.hit((token.client_id, USER_INFO_PATH))
+        if retry_after is not None:
+            return self._api_error(
+                "rate_limit_exceeded",
+                "The API rate limit was exceeded. Please retry later.",
+                status=429,
+                headers={"Retry-After": str(max(1, math.ceil(retry_after)))},
+            )
+        fields = self._requested_fields(request.query.get("fields", ""), token.scopes)
+        if isinstance(fields, web.Response):
+            return fields
+        values = self._user_fields(user, token.client_id)
+        return self._api_ok({"user": {name: values[name] for name in fields}})
+
+    def _bearer(self, request: web.Request) -> tuple[AccessToken, EmulatedUser] | web.Response:
+        scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+        value = value.strip()
+        found: AccessToken | TokenFailure = TokenFailure.UNKNOWN
+        if scheme.lower() == "bearer" and value:
+            found = self.grants.lookup_access(value)
+        if isinstance(found, TokenFailure):
+            return self._api_error("access_token_invalid", _ACCESS_FAILURES[found], status=401)
+        user = self.users.get(found.user_id or "")
+        if user is None:  # a client-credentials token, or a user removed at runtime
+            message = _ACCESS_FAILURES[TokenFailure.UNKNOWN]
+            return self._api_error("access_token_invalid", message, status=401)
+        return found, user
+
+    def _requested_fields(self, raw: str, granted: Sequence[str]) -> list[str] | web.Response:
+        fields: list[str] = []
+        for name in (part.strip() for part in raw.split(",")):
+            if name and name not in fields:
+                fields.append(name)
+        unknown = [name for name in fields if name not in FIELD_SCOPES]
+        missing = sorted({FIELD_SCOPES[name] for name in fields if name in FIELD_SCOPES})
+        missing = [scope for scope in missing if scope not in granted]
+        response: web.Response | None = None
+        if not fields:
+            response = self._api_error(
+                "invalid_params", "The fields parameter is required.", status=400
+            )
+        elif unknown:
+            response = self._api_error(
+                "invalid_params", f"Unknown fields: {', '.join(unknown)}.", status=400
+            )
+        elif BASIC_SCOPE not in granted:
+            response = self._api_error(
+                "scope_not_authorized",
+                f"The user did not authorize the scope required: {BASIC_SCOPE}.",
+                status=401,
+            )
+        elif missing:
+            response = self._api_error(
+                "scope_permission_missed",
+                f"The requested fields need scopes the user did not grant: {', '.join(missing)}.",
+                status=400,
+            )
+        return fields if response is None else response
+
+    def _user_fields(self, user: EmulatedUser, client_key: str) -> dict[str, object]:
+        avatar = self.url_for(f"/emulator/avatar/{user.user_id}.svg")
+        return {
+            "open_id": self.open_id(user.user_id, client_key),
+            "union_id": self.union_id(user.user_id),
+            "avatar_url": avatar,
+            "avatar_url_100": f"{avatar}?size=100",
+            "avatar_large_url": f"{avatar}?size=720",
+            "display_name": user.display_name,
+            "bio_description": user.bio_description,
+            "profile_deep_link": self.url_for(f"/emulator/@{user.username}"),
+            "is_verified": user.is_verified,
+            "username": user.username,
+            "follower_count": user.follower_count,
+            "following_count": user.following_count,
+            "likes_count": user.likes_count,
+            "video_count": user.video_count,
+        }
+
+    # -- helper pages --------------------------------------------------------------------
+
+    async def _avatar(self, request: web.Request) -> web.StreamResponse:
+        user = self.users.get(request.match_info.get("user_id", self.default_user))
+        if user is None:
+            raise web.HTTPNotFound
+        try:
+            size = min(max(int(request.query.get("size", "168")), 16), 1080)
+        except ValueError:
+            size = 168
+        return web.Response(
+            text=_avatar_svg(user, size),
+            content_type="image/svg+xml",
+            headers={"Cache-Control": "public, max-age=3600"},
+        )
+
+    async def _profile(self, request: web.Request) -> web.StreamResponse:
+        username = request.match_info["username"]
+        user = next((u for u in self.users.values() if u.username == username), None)
+        if user is None:
+            raise web.HTTPNotFound
+        page = message_page(
+            title=f"{user.display_name} (@{user.username})",
+            heading=user.display_name,
+            paragraphs=[
+                f"@{user.username}" + (" (verified)" if user.is_verified else ""),
+                user.bio_description,
+                (
+                    f"{user.follower_count} followers, {user.following_count} following, "
+                    f"{user.likes_count} likes, {user.video_count} videos"
+                ),
+            ],
+        )
+        return html_response(page)
+
+    async def _health(self, request: web.Request) -> web.StreamResponse:
+        del request
+        return web.json_response({"status": "ok"})
+
+
+def _form_text(form: Mapping[str, object] | None, name: str) -> str:
+    if form is None:
+        return ""
+    value = form.get(name)
+    return value if isinstance(value, str) else ""
+
+
+_AVATAR_COLOURS: Final = ("#fe2c55", "#25f4ee", "#7b61ff", "#ff9f1c", "#2ec4b6", "#3a86ff")
+
+
+def _avatar_svg(user: EmulatedUser, size: int) -> str:
+    initials = "".join(word[0] for word in user.display_name.split()[:2]).upper() or "?"
+    colour = _AVATAR_COLOURS[int(TikTokEmulator.union_id(user.user_id)[:8], 16) % 6]
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{size}" height="{size}" '
+        f'viewBox="0 0 100 100" role="img" aria-label="{html.escape(user.display_name)}">'
+        f'<rect width="100" height="100" rx="50" fill="{colour}"/>'
+        '<text x="50" y="50" dy=".35em" text-anchor="middle" font-family="sans-serif" '
+        f'font-size="38" font-weight="700" fill="#fff">{html.escape(initials)}</text></svg>'
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m keyloom_tiktok.emulator",
+        description="Run a local TikTok Login Kit (OAuth v2) emulator until Ctrl-C.",
+    )
+    parser.add_argument("--host", default=LOOPBACK_HOST, help="loopback address to bind")
+    parser.add_argument("--port", type=int, default=0, help="port (default: a free one)")
+    parser.add_argument("--client-key", default=DEFAULT_CLIENT_KEY, help="the app's client_key")
+    parser.add_argument(
+        "--client-secret",
+        help="the app's client secret (default: the built-in one, or random with --client-key)",
+    )
+    parser.add_argument(
+        "--redirect-uri",
+        action="append",
+        default=[],
+        metavar="URI",
+        help="registered redirect URI (repeatable; desktop default: loopback wildcard ports)",
+    )
+    parser.add_argument("--app-type", choices=get_args(AppType), default="desktop")
+    parser.add_argument(
+        "--scopes",
+        default=",".join(sorted(DEFAULT_APPROVED_SCOPES)),
+        help="comma-separated scopes the app is approved for",
+    )
+    parser.add_argument("--consent", choices=get_args(ConsentMode), default="form")
+    parser.add_argument("--pkce-encoding", choices=get_args(PkceMode), default="hex")
+    parser.add_argument(
+        "--no-pkce-web", action="store_true", help="do not require PKCE from web apps"
+    )
+    parser.add_argument("--no-rotation", action="store_true", help="keep refresh tokens on refresh")
+    parser.add_argument("--access-token-ttl", type=int, default=86_400)
+    parser.add_argument("--refresh-token-ttl", type=int, default=31_536_000)
+    parser.add_argument("--user-info-rate-limit", type=int, default=600)
+    parser.add_argument("--fault-rate", type=float, default=0.0, help="0..1")
+    parser.add_argument("--seed", type=int, default=0, help="fault sequence seed")
+    parser.add_argument(
+        "--fault-kinds",
+        default=",".join(get_args(FaultKind)),
+        help="comma-separated subset of: " + ", ".join(get_args(FaultKind)),
+    )
+    parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    return parser
+
+
+def _announce(emulator: TikTokEmulator, app: EmulatedApp) -> None:
+    lines = [
+        f"TikTok emulator listening on {emulator.url}",
+        f"  authorize:  {emulator.authorize_url}",
+        f"  token:      {emulator.token_url}",
+        f"  revoke:     {emulator.revoke_url}",
+        f"  user info:  {emulator.user_info_url}",
+        f"  client_key:    {app.client_key}",
+        f"  client_secret: {app.client_secret}",
+        f"  app type:      {app.app_type}",
+        *(f"  redirect URI:  {uri}" for uri in app.redirect_uris),
+        f"  consent: {emulator.consent}; press Ctrl-C to stop",
+    ]
+    sys.stdout.write("\n".join(lines) + "\n")
+    sys.stdout.flush()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the emulator from the command line (``python -m keyloom_tiktok.emulator``)."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=str(args.log_level).upper(), format="%(levelname)s %(name)s: %(message)s"
+    )
+    secret = args.client_secret
+    if secret is None:
+        secret = (
+            DEFAULT_CLIENT_SECRET
+            if args.client_key == DEFAULT_CLIENT_KEY
+            else secrets.token_urlsafe(24)
+        )
+    redirect_uris = args.redirect_uri
+    if not redirect_uris:
+        if args.app_type == "web":
+            parser.error("web apps need at least one --redirect-uri (https, not localhost)")
+        redirect_uris = list(_DEFAULT_REDIRECT_URIS)
+    try:
+        app = EmulatedApp(
+            client_key=args.client_key,
+            client_secret=secret,
+            redirect_uris=redirect_uris,
+            app_type=args.app_type,
+            approved_scopes=[s for s in args.scopes.split(",") if s],
+        )
+        emulator = TikTokEmulator(
+            clients=[app],
+            consent=args.consent,
+            pkce_encoding=args.pkce_encoding,
+            require_pkce_web=not args.no_pkce_web,
+            rotate_refresh_tokens=not args.no_rotation,
+            access_token_ttl=args.access_token_ttl,
+            refresh_token_ttl=args.refresh_token_ttl,
+            user_info_rate_limit=args.user_info_rate_limit,
+            faults=FaultInjector(
+                rate=args.fault_rate,
+                seed=args.seed,
+                kinds=[k for k in args.fault_kinds.split(",") if k],
+            ),
+            host=args.host,
+            port=args.port,
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
+    run_forever(emulator, on_ready=lambda _server: _announce(emulator, app))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
