@@ -47,3 +47,19 @@ def typecheck(session: nox.Session) -> None:
     _install_project(session)
     session.install("mypy>=1.10")
     session.run("mypy", "--strict", "keyloom_core", *[f"{p}" for p in PLUGINS])
+
+
+@nox.session(python="3.11")
+def bench(session: nox.Session) -> None:
+    """Benchmarks: login throughput vs raw aiohttp and Authlib, core CPU, start-up, memory."""
+    _install_project(session)
+    # Authlib (on httpx) is a contender in the benchmark only, never a dependency.
+    session.install("authlib>=1.3", "httpx>=0.27", "pyinstrument>=4.6")
+    session.run("python", "benchmarks/run.py", *session.posargs)
+
+
+@nox.session(python="3.11")
+def stress(session: nox.Session) -> None:
+    """Load, injected-fault and fuzz figures through the real web integration."""
+    _install_project(session)
+    session.run("python", "benchmarks/stress.py", *session.posargs)

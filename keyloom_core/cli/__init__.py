@@ -1,0 +1,53 @@
+"""The ``keyloom`` command: ``providers``, ``doctor``, ``login`` and ``demo``.
+
+Each subcommand lives in its own module exposing ``add_arguments(parser)`` and
+``run(args) -> int``; a module is imported only when its subcommand runs, so the command
+starts fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+__all__ = ["main"]
+
+COMMANDS = {
+    "providers": "list the installed provider plugins",
+    "doctor": "check a configuration before your users do",
+    "login": "sign in from the terminal over a loopback redirect",
+    "demo": "run the demo app (against a local emulator when no credentials are set)",
+}
+
+
+def _parser(argv: Sequence[str]) -> tuple[argparse.ArgumentParser, str | None]:
+    parser = argparse.ArgumentParser(prog="keyloom", description="Keyloom command line.")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    chosen = next((a for a in argv if a in COMMANDS), None)
+    for name, text in COMMANDS.items():
+        sub = subparsers.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
+        if name == chosen:
+            importlib.import_module(f"keyloom_core.cli.{name}").add_arguments(sub)
+    return parser, chosen
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    parser, chosen = _parser(args_list)
+    args = parser.parse_args(args_list)
+    if args.command is None or chosen is None:
+        parser.print_help()
+        return 2
+    module = importlib.import_module(f"keyloom_core.cli.{args.command}")
+    try:
+        code: int = module.run(args)
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,5 @@
+"""python -m keyloom_core.cli."""
+
+from . import main
+
+raise SystemExit(main())
