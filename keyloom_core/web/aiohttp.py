@@ -1,0 +1,97 @@
+"""Keyloom for aiohttp.web: mount the auth routes and read the session in handlers.
+
+::
+
+    from aiohttp import web
+    from keyloom_core.web.aiohttp import current_user, setup_keyloom
+
+    async def dashboard(request: web.Request) -> web.Response:
+        user = await current_user(request)
+        if user is None:
+            raise web.HTTPFound("/api/auth/oauth/tiktok/start?callbackUrl=/dashboard")
+        return web.Response(text=f"Hello {user['name']}")
+
+    app = web.Application()
+    setup_keyloom(app, keyloom)
+    app.router.add_get("/dashboard", dashboard)
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+from multidict import CIMultiDict
+
+from ._protocol import AuthHandler, AuthRequest, LoginCallback, LogoutCallback, parse_cookies
+
+if TYPE_CHECKING:
+    from keyloom_core._keyloom import Keyloom
+    from keyloom_core.sessions import Session
+
+__all__ = ["KEYLOOM_HANDLER", "current_session", "current_user", "setup_keyloom"]
+
+KEYLOOM_HANDLER = web.AppKey("keyloom_handler", AuthHandler)
+"""The app key under which :func:`setup_keyloom` stores the :class:`AuthHandler`."""
+
+
+def setup_keyloom(
+    app: web.Application,
+    keyloom: Keyloom,
+    *,
+    on_login: LoginCallback | None = None,
+    on_logout: LogoutCallback | None = None,
+) -> AuthHandler:
+    """Mount the auth routes under ``keyloom.base_path`` and tie *keyloom* to *app*'s life.
+
+    *keyloom* is opened when the app starts and closed when it shuts down (through
+    ``app.cleanup_ctx``). For *on_login* and *on_logout* see
+    :class:`~keyloom_core.web.AuthHandler`.
+
+    :returns: the handler, also stored as ``app[KEYLOOM_HANDLER]``.
+    """
+    handler = AuthHandler(keyloom, on_login=on_login, on_logout=on_logout)
+    app[KEYLOOM_HANDLER] = handler
+
+    async def keyloom_lifetime(_: web.Application) -> AsyncIterator[None]:
+        async with keyloom:
+            yield
+
+    app.cleanup_ctx.append(keyloom_lifetime)
+    app.router.add_route("*", f"{keyloom.base_path}/{{tail:.*}}", partial(_handle, handler))
+    return handler
+
+
+async def _handle(handler: AuthHandler, request: web.Request) -> web.StreamResponse:
+    path = handler.relative_path(request.path) or "/"
+    auth_request = AuthRequest.from_raw(
+        request.method, path, request.rel_url.raw_query_string, request.headers.items()
+    )
+    response = await handler.handle(auth_request)
+    return web.Response(
+        status=response.status,
+        body=response.body,
+        headers=CIMultiDict(response.header_list()),
+    )
+
+
+def _handler(request: web.Request) -> AuthHandler:
+    try:
+        return request.config_dict[KEYLOOM_HANDLER]
+    except KeyError:
+        msg = "Keyloom is not set up on this app: call setup_keyloom(app, keyloom)"
+        raise RuntimeError(msg) from None
+
+
+async def current_session(request: web.Request) -> Session | None:
+    """The request's valid Keyloom session, or ``None`` (no cookie, tampered, expired)."""
+    cookies = parse_cookies(request.headers.getall("Cookie", ()))
+    return _handler(request).current_session(cookies)
+
+
+async def current_user(request: web.Request) -> dict[str, Any] | None:
+    """The signed-in user object (``id``, ``name``, ``email``, ``image``…), or ``None``."""
+    session = await current_session(request)
+    return dict(session.user) if session is not None else None
