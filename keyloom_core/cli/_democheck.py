@@ -1,0 +1,82 @@
+"""``keyloom demo --check``: one sign-in through the demo as a browser would do it.
+
+It follows every redirect itself, fills the emulator's consent form (keeping the ticked
+scopes, pressing the approve button), lands on the dashboard and signs out again.
+"""
+
+from __future__ import annotations
+
+import re
+from html.parser import HTMLParser
+from urllib.parse import urljoin
+
+from ..errors import KeyloomError
+
+__all__ = ["sign_in_once"]
+
+
+class _FormReader(HTMLParser):
+    """Collects the first form's action and the fields a browser would submit."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.action: str | None = None
+        self.fields: list[tuple[str, str]] = []
+        self.buttons: dict[str, tuple[str, str]] = {}
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = {k: v or "" for k, v in attrs}
+        if tag == "form" and self.action is None:
+            self.action = a.get("action", "")
+        elif tag == "input" and "name" in a and "disabled" not in a:
+            kind = a.get("type", "text")
+            if kind == "hidden" or (kind == "checkbox" and "checked" in a):
+                self.fields.append((a["name"], a.get("value", "on")))
+        elif tag == "button" and "name" in a:
+            self.buttons[a.get("value", "")] = (a["name"], a.get("value", ""))
+        elif tag == "option" and "selected" in a:
+            self.fields.append(("user", a.get("value", "")))
+
+
+class DemoCheckError(KeyloomError):
+    """The demo did not behave as a signed-in browser expects."""
+
+    code = "demo_check_failed"
+
+
+async def sign_in_once(site_url: str) -> tuple[str, list[str]]:
+    """Sign in through the demo at *site_url*; return the display name and granted scopes."""
+    import aiohttp  # noqa: PLC0415
+
+    jar = aiohttp.CookieJar(unsafe=True)
+    async with aiohttp.ClientSession(cookie_jar=jar) as http:
+        start = f"{site_url}/api/auth/oauth/tiktok/start?callbackUrl=/dashboard"
+        async with http.get(start) as consent:
+            page = await consent.text()
+            consent_url = str(consent.url)
+        form = _FormReader()
+        form.feed(page)
+        if form.action is None or "approve" not in form.buttons:
+            msg = f"no consent form at {consent_url}"
+            raise DemoCheckError(msg)
+        fields = [*form.fields, form.buttons["approve"]]
+        async with http.post(urljoin(consent_url, form.action), data=fields) as landed:
+            dashboard = await landed.text()
+            if landed.url.path != "/dashboard" or landed.status != 200:  # noqa: PLR2004
+                msg = f"expected the dashboard, got HTTP {landed.status} at {landed.url.path}"
+                raise DemoCheckError(msg)
+        name = re.search(r'id=display-name>([^<]*)<', dashboard)
+        scopes = re.findall(r"<span class=chip>([^<]*)</span>", dashboard)
+        async with http.get(f"{site_url}/api/auth/session") as session:
+            if (await session.json()).get("user") is None:
+                msg = "the session endpoint does not see the signed-in user"
+                raise DemoCheckError(msg)
+        async with http.get(f"{site_url}/api/auth/csrf") as csrf:
+            token = (await csrf.json())["csrfToken"]
+        async with http.post(
+            f"{site_url}/api/auth/logout", headers={"x-keyloom-csrf": token}
+        ) as out:
+            if out.status != 200:  # noqa: PLR2004
+                msg = f"sign-out answered HTTP {out.status}"
+                raise DemoCheckError(msg)
+        return (name.group(1) if name else "?"), scopes

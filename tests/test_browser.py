@@ -1,0 +1,122 @@
+"""The demo app driven by real headless Chromium against the TikTok emulator."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.anyio, pytest.mark.browser]
+
+CHROMIUM = os.environ.get("KEYLOOM_CHROMIUM", "/usr/bin/chromium")
+ARTIFACTS = Path(os.environ.get("KEYLOOM_ARTIFACTS", Path(__file__).parent.parent / "artifacts"))
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+if not shutil.which(CHROMIUM):
+    pytest.skip(f"Chromium not found at {CHROMIUM} (scripts/test.sh installs it)", allow_module_level=True)
+
+playwright_api = pytest.importorskip("playwright.async_api")
+pytest.importorskip("keyloom_tiktok")
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+async def site():
+    from keyloom_core.cli.demo import demo_site
+
+    async with demo_site(port=0, emulator=True) as running:
+        yield running
+
+
+@pytest.fixture
+async def page():
+    async with playwright_api.async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        context = await browser.new_context()
+        tab = await context.new_page()
+        tab.set_default_timeout(15_000)
+        try:
+            yield tab
+        finally:
+            await browser.close()
+
+
+async def test_sign_in_untick_optional_scope_and_sign_out(site, page) -> None:
+    await page.goto(f"{site.url}/")
+    button = page.locator("#signin")
+    assert await button.inner_text() == "Sign in with TikTok"
+    await button.click()
+    # The emulator's consent page: untick an optional scope, then approve.
+    await page.wait_for_selector("form button.approve")
+    assert "TikTok" in await page.content()
+    stats = page.locator("input[type=checkbox][value='user.info.stats']")
+    assert await stats.is_checked()
+    await stats.uncheck()
+    await page.click("form button.approve")
+    await page.wait_for_url(f"{site.url}/dashboard")
+
+    assert await page.inner_text("#display-name") == "Emulated Creator"
+    open_id = await page.inner_text("#open-id")
+    assert len(open_id) > 10
+    granted = await page.locator("#scopes .chip:not(.off)").all_inner_texts()
+    declined = await page.locator("#scopes .chip.off").all_inner_texts()
+    assert sorted(granted) == ["user.info.basic", "user.info.profile"]
+    assert declined == ["user.info.stats"]
+    avatar = page.locator(".profile img")
+    assert await avatar.evaluate("img => img.complete && img.naturalWidth > 0")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shot = ARTIFACTS / "dashboard.png"
+    await page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 1000
+
+    session = await page.evaluate("fetch('/api/auth/session').then(r => r.json())")
+    assert session["user"]["id"] == open_id
+    assert session["user"]["email"] is None
+
+    await page.click("#signout")
+    await page.wait_for_url(f"{site.url}/")
+    await page.wait_for_selector("#signin")
+    session = await page.evaluate("fetch('/api/auth/session').then(r => r.json())")
+    assert session == {"session": None, "user": None}
+    # the dashboard is closed again
+    await page.goto(f"{site.url}/dashboard")
+    assert page.url == f"{site.url}/"
+
+
+async def test_button_shows_connecting_state(site, page) -> None:
+    await page.goto(f"{site.url}/")
+    # Hold the navigation so the loading state can be observed.
+    await page.route("**/oauth/tiktok/start**", lambda route: None)
+    await page.click("#signin")
+    button = page.locator("#signin")
+    await page.wait_for_function("document.getElementById('signin').disabled")
+    assert await button.inner_text() == "Connecting…"
+
+
+async def test_deny_shows_friendly_error_page(site, page) -> None:
+    await page.goto(f"{site.url}/")
+    await page.click("#signin")
+    await page.wait_for_selector("form button.deny")
+    await page.click("form button.deny")
+    await page.wait_for_load_state()
+    assert "/api/auth/oauth/tiktok/callback" in page.url
+    text = await page.inner_text("body")
+    assert "cancel" in text.lower()
+    assert "Traceback" not in text
+    session = await page.evaluate("fetch('/api/auth/session').then(r => r.json())")
+    assert session["user"] is None
