@@ -388,11 +388,19 @@ class Keyloom:
         caller = self.registry.provider_caller(hook, provider.id)
         names = [impl.plugin_name for impl in reversed(caller.get_hookimpls())]
         pending: list[Awaitable[Any]] = caller(provider=provider, **kwargs)
+        expected = _RETURN_TYPES[hook]
         try:
             for index, awaitable in enumerate(pending):
                 value = await self._run(names[index], provider.id, hook, awaitable)
-                if value is not None:
-                    return value
+                if value is None:
+                    continue
+                if not isinstance(value, expected):
+                    msg = (
+                        f"plugin '{names[index]}' returned {type(value).__name__} from hook "
+                        f"'{hook}', expected {expected.__name__}"
+                    )
+                    raise PluginError(msg, plugin=names[index], provider_id=provider.id)
+                return value
         finally:
             for awaitable in pending:
                 close = getattr(awaitable, "close", None)
@@ -415,13 +423,21 @@ class Keyloom:
             log.exception("plugin %s failed in %s", plugin, hook)
             raise PluginError(msg, plugin=plugin, provider_id=provider_id) from exc
 
-    async def _broadcast(self, hook: str, **kwargs: Any) -> None:
+    async def _broadcast(self, hook: str, *, tolerant: bool = False, **kwargs: Any) -> None:
+        """Await every plugin's implementation in order; *tolerant* logs failures and goes on."""
         caller = getattr(self.registry.pm.hook, hook)
         names = [impl.plugin_name for impl in reversed(caller.get_hookimpls())]
         pending: list[Awaitable[None]] = caller(**kwargs)
+        provider = kwargs.get("provider")
+        provider_id = provider.id if isinstance(provider, Provider) else kwargs.get("provider_id")
         try:
             for index, awaitable in enumerate(pending):
-                await self._run(names[index], kwargs.get("provider_id", ""), hook, awaitable)
+                try:
+                    await self._run(names[index], provider_id or "", hook, awaitable)
+                except KeyloomError as exc:
+                    if not tolerant:
+                        raise
+                    log.warning("plugin %s failed in %s: %s", names[index], hook, exc.code)
         finally:
             for awaitable in pending:
                 close = getattr(awaitable, "close", None)
@@ -433,13 +449,23 @@ class Keyloom:
     ) -> None:
         context.setdefault("reason", getattr(error, "reason", error.code))
         log.info("login failed: provider=%s code=%s %s", provider_id, error.code, context)
-        try:
-            with anyio.CancelScope(shield=True), anyio.move_on_after(self.timeout):
-                await self._broadcast(
-                    "login_failed", provider_id=provider_id, error=error, context=dict(context)
-                )
-        except KeyloomError as exc:
-            log.warning("a login_failed hook failed: %s", exc)
+        with anyio.CancelScope(shield=True), anyio.move_on_after(self.timeout):
+            await self._broadcast(
+                "login_failed",
+                tolerant=True,
+                provider_id=provider_id,
+                error=error,
+                context=dict(context),
+            )
+
+
+_RETURN_TYPES: dict[str, type] = {
+    "authorize_params": Mapping,
+    "exchange_code": TokenSet,
+    "refresh_token": TokenSet,
+    "revoke_token": bool,
+    "fetch_profile": Profile,
+}
 
 
 def _callback_error(prov: Provider, query: Mapping[str, str]) -> AuthorizationError | ProviderError:

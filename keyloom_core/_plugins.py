@@ -169,6 +169,8 @@ class PluginRegistry:
         if self.pm.is_registered(plugin):
             return
         name = name or getattr(plugin, "__name__", None) or type(plugin).__name__
+        if self.pm.has_plugin(name):
+            name = f"{name}#{id(plugin):x}"
         self._register(plugin, PluginInfo(name, None, None, plugin))
 
     def _register(self, plugin: object, info: PluginInfo) -> None:
@@ -190,8 +192,16 @@ class PluginRegistry:
                     kind = "async def" if impl_hook.name in ASYNC_HOOKS else "def"
                     msg = f"{info.describe()}: hook '{impl_hook.name}' must be a '{kind}'"
                     raise PluginError(msg, plugin=info.name, distribution=info.distribution)
+        try:
+            self._collect_providers(plugin, info)
+        except PluginError:
+            if self.pm.is_registered(plugin):
+                self.pm.unregister(plugin)
+            for pid in [k for k, v in self.providers.items() if v.plugin.plugin is plugin]:
+                del self.providers[pid]
+            raise
         self.infos[info.name] = info
-        self._collect_providers(plugin, info)
+        self._callers.clear()
 
     def _collect_providers(self, plugin: object, info: PluginInfo) -> None:
         def register(spec: object, factory: ProviderFactory | None = None) -> None:
@@ -200,7 +210,6 @@ class PluginRegistry:
                 raise PluginError(msg, plugin=info.name, distribution=info.distribution)
             if spec.id in self.providers:
                 other = self.providers[spec.id].plugin
-                self.pm.unregister(plugin)
                 msg = (
                     f"provider id '{spec.id}' is claimed twice: by {other.describe()} "
                     f"and by {info.describe()}"

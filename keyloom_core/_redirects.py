@@ -15,7 +15,7 @@ def _origin(url: str) -> tuple[str, str]:
 
 
 def _unsafe(text: str) -> bool:
-    return "\\" in text or any(ord(c) < 0x21 or ord(c) == 0x7F for c in text)
+    return "\\" in text or any(ord(c) < 0x20 or ord(c) == 0x7F for c in text)
 
 
 def safe_callback_url(value: str | None, base_url: str) -> str:

@@ -11,7 +11,7 @@ from typing import Literal
 __all__ = ["CODE_VERIFIER_PATTERN", "new_code_verifier", "s256_challenge"]
 
 #: RFC 7636 §4.1: 43 to 128 characters of ``[A-Z] [a-z] [0-9] - . _ ~``.
-CODE_VERIFIER_PATTERN = re.compile(r"^[A-Za-z0-9\-._~]{43,128}$")
+CODE_VERIFIER_PATTERN = re.compile(r"[A-Za-z0-9\-._~]{43,128}")
 
 
 def new_code_verifier() -> str:
@@ -26,7 +26,7 @@ def s256_challenge(verifier: str, encoding: Literal["base64url", "hex"] = "base6
         SHA-256 digest, which TikTok's documentation and SDK use).
     :raises ValueError: if *verifier* is not a valid RFC 7636 code verifier.
     """
-    if not CODE_VERIFIER_PATTERN.match(verifier):
+    if not CODE_VERIFIER_PATTERN.fullmatch(verifier):
         msg = "code verifier must be 43-128 characters of [A-Za-z0-9-._~]"
         raise ValueError(msg)
     digest = hashlib.sha256(verifier.encode("ascii")).digest()

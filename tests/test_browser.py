@@ -101,7 +101,7 @@ async def test_sign_in_untick_optional_scope_and_sign_out(site, page) -> None:
 async def test_button_shows_connecting_state(site, page) -> None:
     await page.goto(f"{site.url}/")
     # Hold the navigation so the loading state can be observed.
-    await page.route("**/oauth/tiktok/start**", lambda route: None)
+    await page.route("**/oauth/tiktok/start**", lambda _route: None)
     await page.click("#signin")
     button = page.locator("#signin")
     await page.wait_for_function("document.getElementById('signin').disabled")

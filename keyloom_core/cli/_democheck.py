@@ -62,10 +62,10 @@ async def sign_in_once(site_url: str) -> tuple[str, list[str]]:
         fields = [*form.fields, form.buttons["approve"]]
         async with http.post(urljoin(consent_url, form.action), data=fields) as landed:
             dashboard = await landed.text()
-            if landed.url.path != "/dashboard" or landed.status != 200:  # noqa: PLR2004
+            if landed.url.path != "/dashboard" or landed.status != 200:
                 msg = f"expected the dashboard, got HTTP {landed.status} at {landed.url.path}"
                 raise DemoCheckError(msg)
-        name = re.search(r'id=display-name>([^<]*)<', dashboard)
+        name = re.search(r"id=display-name>([^<]*)<", dashboard)
         scopes = re.findall(r"<span class=chip>([^<]*)</span>", dashboard)
         async with http.get(f"{site_url}/api/auth/session") as session:
             if (await session.json()).get("user") is None:
@@ -76,7 +76,7 @@ async def sign_in_once(site_url: str) -> tuple[str, list[str]]:
         async with http.post(
             f"{site_url}/api/auth/logout", headers={"x-keyloom-csrf": token}
         ) as out:
-            if out.status != 200:  # noqa: PLR2004
+            if out.status != 200:
                 msg = f"sign-out answered HTTP {out.status}"
                 raise DemoCheckError(msg)
         return (name.group(1) if name else "?"), scopes

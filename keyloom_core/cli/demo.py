@@ -35,12 +35,15 @@ DEMO_SCOPES = ("user.info.basic", "user.info.profile", "user.info.stats")
 _STYLE = """
 :root{color-scheme:light dark;--ink:#161823;--paper:#fff;--muted:#6b6e78;--line:#e3e3e6;
 --accent:#fe2c55;--accent2:#25f4ee}
-@media (prefers-color-scheme:dark){:root{--ink:#f1f1f2;--paper:#121212;--muted:#a0a3ab;--line:#2c2c30}}
-*{box-sizing:border-box}body{margin:0;font:16px/1.5 system-ui,-apple-system,"Segoe UI",sans-serif;
+@media (prefers-color-scheme:dark){
+:root{--ink:#f1f1f2;--paper:#121212;--muted:#a0a3ab;--line:#2c2c30}}
+*{box-sizing:border-box}
+body{margin:0;font:16px/1.5 system-ui,-apple-system,"Segoe UI",sans-serif;
 color:var(--ink);background:var(--paper);display:grid;place-items:center;min-height:100vh}
 main{width:min(440px,92vw);padding:2rem;border:1px solid var(--line);border-radius:16px}
 h1{font-size:1.4rem;margin:0 0 .25rem}p.lead{color:var(--muted);margin:0 0 1.5rem}
-button{all:unset;box-sizing:border-box;width:100%;text-align:center;cursor:pointer;padding:.8rem 1rem;
+button{all:unset;box-sizing:border-box;width:100%;text-align:center;cursor:pointer;
+padding:.8rem 1rem;
 border-radius:10px;background:var(--ink);color:var(--paper);font-weight:600;
 box-shadow:-2px -2px 0 var(--accent2),2px 2px 0 var(--accent)}
 button[disabled]{opacity:.7;cursor:progress}
@@ -112,8 +115,8 @@ def _build_app(keyloom: Keyloom, mode: str) -> web.Application:
     routes = web.RouteTableDef()
     footer = (
         f'<p class=mode>Mode: {"local TikTok emulator" if mode == "emulator" else "TikTok"}'
-        f" &middot; redirect URI <code>{html.escape(keyloom.redirect_uri(keyloom.provider(PROVIDER)))}"
-        "</code></p>"
+        " &middot; redirect URI "
+        f"<code>{html.escape(keyloom.redirect_uri(keyloom.provider(PROVIDER)))}</code></p>"
     )
 
     @routes.get("/")
@@ -146,7 +149,8 @@ def _build_app(keyloom: Keyloom, mode: str) -> web.Application:
         body = (
             f"<div class=profile>{avatar}<div><h1 id=display-name>{name}</h1>"
             "<p class=lead>Signed in with TikTok</p></div></div>"
-            f"<dl><dt>open_id</dt><dd><code id=open-id>{html.escape(str(user.get('id')))}</code></dd>"
+            "<dl><dt>open_id</dt>"
+            f"<dd><code id=open-id>{html.escape(str(user.get('id')))}</code></dd>"
             f"<dt>Scopes</dt><dd id=scopes>{chips}</dd></dl>"
             "<button id=signout type=button class=secondary>Sign out</button>" + footer
         )
@@ -181,7 +185,6 @@ async def demo_site(
 
     use_emulator = emulator if emulator is not None else not os.environ.get("TIKTOK_CLIENT_ID")
     async with AsyncExitStack() as stack:
-        runner_holder: list[web.AppRunner] = []
         sock_port = port
         if sock_port == 0:
             import socket  # noqa: PLC0415
@@ -221,7 +224,6 @@ async def demo_site(
         app = _build_app(keyloom, "emulator" if use_emulator else "tiktok")
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        runner_holder.append(runner)
         stack.push_async_callback(runner.cleanup)
         await web.TCPSite(runner, host, sock_port).start()
         yield DemoSite(
