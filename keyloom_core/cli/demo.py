@@ -47,7 +47,8 @@ padding:.8rem 1rem;
 border-radius:10px;background:var(--ink);color:var(--paper);font-weight:600;
 box-shadow:-2px -2px 0 var(--accent2),2px 2px 0 var(--accent)}
 button[disabled]{opacity:.7;cursor:progress}
-button.secondary{background:transparent;color:var(--ink);border:1px solid var(--line);box-shadow:none}
+button.secondary{background:transparent;color:var(--ink);border:1px solid var(--line);
+box-shadow:none}
 .profile{display:flex;gap:1rem;align-items:center;margin-bottom:1.25rem}
 .profile img{width:72px;height:72px;border-radius:50%;border:2px solid var(--line)}
 dl{display:grid;grid-template-columns:auto 1fr;gap:.35rem 1rem;margin:0 0 1.5rem}

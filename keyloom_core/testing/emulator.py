@@ -11,7 +11,10 @@ module holds the parts every such emulator needs; a provider module (for example
 - :class:`FaultInjector`: deterministic, seedable aiohttp middleware that injects HTTP errors,
   delays, hangs, malformed or truncated bodies and connection resets.
 - :class:`EmulatorServer`: loopback-only aiohttp server base class (async context manager),
-  plus :func:`run_forever` for command-line use.
+  plus :func:`run_forever` for command-line use. It also defines the *conformance
+  convention* (:meth:`EmulatorServer.for_client`, :attr:`EmulatorServer.consent`, the
+  provider's error codes and :meth:`EmulatorServer.expected_profile`) through which
+  :mod:`keyloom_core.testing.conformance` drives any provider's emulator.
 - :func:`consent_page`, :func:`message_page` and :func:`html_response`: escaped HTML helpers.
 - :func:`log_id`, :class:`ManualClock` and the PKCE helpers :func:`s256_challenge` and
   :func:`verify_s256`.
@@ -40,7 +43,7 @@ import struct
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, ClassVar, Final, Literal, TypeAlias, get_args
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, TypeAlias, get_args
 
 import attrs
 from aiohttp import web
@@ -52,12 +55,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CODE_VERIFIER_PATTERN",
+    "CONSENT_MODES",
     "FAULT_KINDS",
     "LOOPBACK_HOST",
     "AccessToken",
     "AuthorizationCode",
     "Clock",
     "CodeFailure",
+    "ConsentMode",
     "EmulatorServer",
     "FaultInjector",
     "FaultKind",
@@ -1293,6 +1298,14 @@ def _loopback(host: str) -> str:
     return str(address)
 
 
+#: How the emulated user answers an authorization request.
+ConsentMode: TypeAlias = Literal["form", "approve", "deny"]
+
+#: Every consent mode: ``"form"`` (an HTML consent page to submit), ``"approve"`` (the user
+#: grants at once) and ``"deny"`` (the user refuses at once).
+CONSENT_MODES: Final[tuple[ConsentMode, ...]] = get_args(ConsentMode)
+
+
 class EmulatorServer:
     """Base class of a provider emulator: an aiohttp application on a loopback port.
 
@@ -1302,16 +1315,33 @@ class EmulatorServer:
         async with MyEmulator() as emulator:
             ...  # emulator.url is e.g. "http://127.0.0.1:41234"
 
+    **The conformance convention.** A provider plugin names its emulator in
+    ``ProviderSpec.emulator`` (``"module:Class"``); generic tools, such as
+    :mod:`keyloom_core.testing.conformance` and ``keyloom login --emulator``, then drive it
+    without knowing the provider, through:
+
+    - :meth:`for_client`: an emulator with one registered client (id, secret, redirect URIs
+      and the scopes it may request);
+    - :attr:`consent`: how the emulated user answers the next authorization requests;
+    - :attr:`invalid_client_error` and :attr:`invalid_grant_error`: the provider's error
+      codes for a wrong client secret and for an unusable (expired, replayed) code;
+    - :meth:`expected_profile`: what the signed-in user's normalised profile should be.
+
     :param host: A loopback address (``"localhost"`` means ``127.0.0.1``); anything else
         raises :class:`ValueError`.
     :param port: The port, ``0`` for a free one.
     :param faults: A fault injector applied to :attr:`api_paths`; settable at runtime.
     :param clock: The time source of the emulator's bookkeeping.
     :param shutdown_timeout: Seconds in-flight requests get when the server stops.
+    :param consent: The initial :attr:`consent` mode.
     """
 
     #: Paths (trailing slash ignored) that faults apply to unless the injector says otherwise.
     api_paths: ClassVar[frozenset[str]] = frozenset()
+    #: The token endpoint's ``error`` for a wrong client secret.
+    invalid_client_error: ClassVar[str] = "invalid_client"
+    #: The token endpoint's ``error`` for an unknown, expired or already used code.
+    invalid_grant_error: ClassVar[str] = "invalid_grant"
 
     def __init__(
         self,
@@ -1321,6 +1351,7 @@ class EmulatorServer:
         faults: FaultInjector | None = None,
         clock: Clock = time.time,
         shutdown_timeout: float = 1.0,
+        consent: ConsentMode = "form",
     ) -> None:
         """Configure the server; nothing is bound until :meth:`start`."""
         self.host = _loopback(host)
@@ -1328,9 +1359,58 @@ class EmulatorServer:
         self.faults = faults
         self.clock = clock
         self.shutdown_timeout = shutdown_timeout
+        self.consent = consent
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
         self._stopping: asyncio.Event | None = None
+
+    # -- the conformance convention ------------------------------------------------------
+
+    @classmethod
+    def for_client(
+        cls,
+        client_id: str,
+        client_secret: str,
+        redirect_uris: Sequence[str],
+        scopes: Iterable[str],
+        **options: Any,
+    ) -> Self:
+        """Return an emulator (not started) with one registered client.
+
+        :param client_id: The client's id.
+        :param client_secret: The client's secret.
+        :param redirect_uris: The redirect URIs registered for the client (exact matches).
+        :param scopes: The scopes the client may request (an app-review approval, where the
+            provider has one).
+        :param options: Passed on to the constructor (``consent``, ``clock``, ``faults``,
+            ``port`` and the subclass's own options).
+        :raises NotImplementedError: the subclass does not follow the convention.
+        """
+        del client_id, client_secret, redirect_uris, scopes, options
+        msg = f"{cls.__name__} does not implement EmulatorServer.for_client"
+        raise NotImplementedError(msg)
+
+    @property
+    def consent(self) -> ConsentMode:
+        """How the emulated user answers: ``"form"``, ``"approve"`` or ``"deny"``."""
+        return self._consent
+
+    @consent.setter
+    def consent(self, value: ConsentMode) -> None:
+        if value not in CONSENT_MODES:
+            raise ValueError(f"consent must be one of {CONSENT_MODES}")
+        self._consent: ConsentMode = value
+
+    def expected_profile(self, client_id: str, scopes: Iterable[str]) -> Mapping[str, Any] | None:
+        """Return the normalised profile a plugin should read for the default user, or ``None``.
+
+        The mapping holds :class:`keyloom_core.Profile` fields (``id``, ``name``, ``email``,
+        ``image``) as they should be for a login of *client_id* that was granted *scopes*;
+        ``None`` (the default) means the emulator does not say, and only the profile's shape
+        is checked.
+        """
+        del client_id, scopes
+        return None
 
     # -- subclass hooks ------------------------------------------------------------------
 

@@ -40,7 +40,7 @@ import secrets
 import sys
 import time
 import uuid
-from typing import TYPE_CHECKING, Final, Literal, TypeAlias, get_args
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias, get_args
 from urllib.parse import quote, urlencode
 
 import attrs
@@ -52,6 +52,7 @@ from keyloom_core.testing.emulator import (
     AuthorizationCode,
     Clock,
     CodeFailure,
+    ConsentMode,
     EmulatorServer,
     FaultInjector,
     FaultKind,
@@ -106,8 +107,6 @@ USER_INFO_PATH: Final = "/v2/user/info/"
 
 #: Which app types TikTok registers: web (https redirect URIs) or desktop (loopback ones).
 AppType: TypeAlias = Literal["web", "desktop"]
-#: How the emulated user answers the consent screen.
-ConsentMode: TypeAlias = Literal["form", "approve", "deny"]
 #: Which PKCE challenge encodings the token endpoint accepts.
 PkceMode: TypeAlias = Literal["hex", "base64url", "either"]
 
@@ -510,6 +509,7 @@ class TikTokEmulator(EmulatorServer):
             port=port,
             faults=faults if faults is not None else FaultInjector(),
             clock=clock,
+            consent=consent,
         )
         self.clients: dict[str, EmulatedApp] = {}
         for app in clients if clients is not None else (EmulatedApp.default(),):
@@ -522,7 +522,6 @@ class TikTokEmulator(EmulatorServer):
         self.default_user = default_user if default_user is not None else next(iter(self.users))
         if self.default_user not in self.users:
             raise ValueError(f"unknown default user {self.default_user!r}")
-        self.consent = consent
         self.withheld_scopes = frozenset(withheld_scopes)
         self.require_pkce_web = require_pkce_web
         self.pkce_encoding = pkce_encoding
@@ -551,18 +550,45 @@ class TikTokEmulator(EmulatorServer):
         self._pending: dict[str, _PendingAuthorization] = {}
         self._consents: dict[tuple[str, str], frozenset[str]] = {}
 
+    # -- the conformance convention ------------------------------------------------------
+
+    @classmethod
+    def for_client(
+        cls,
+        client_id: str,
+        client_secret: str,
+        redirect_uris: Sequence[str],
+        scopes: Iterable[str],
+        **options: Any,
+    ) -> TikTokEmulator:
+        """Return an emulator with one app, approved for *scopes* (see the kit's convention).
+
+        The app is a desktop app when every redirect URI is a loopback one, a web app
+        otherwise; *options* go to the constructor.
+        """
+        uris = tuple(redirect_uris)
+        desktop = all(redirect_uri_problem(uri, "desktop") is None for uri in uris)
+        app = EmulatedApp(
+            client_key=client_id,
+            client_secret=client_secret,
+            redirect_uris=uris,
+            app_type="desktop" if desktop else "web",
+            approved_scopes=tuple(scopes),
+        )
+        return cls(clients=[app], **options)
+
+    def expected_profile(self, client_id: str, scopes: Iterable[str]) -> Mapping[str, Any] | None:
+        """The default user as Keyloom should normalise it: ``open_id``, name, avatar, no e-mail."""
+        del scopes
+        user = self.users[self.default_user]
+        return {
+            "id": self.open_id(user.user_id, client_id),
+            "name": user.display_name,
+            "email": None,
+            "image": self.url_for(f"/emulator/avatar/{user.user_id}.svg"),
+        }
+
     # -- configuration -------------------------------------------------------------------
-
-    @property
-    def consent(self) -> ConsentMode:
-        """How the emulated user answers: ``"form"``, ``"approve"`` or ``"deny"``."""
-        return self._consent
-
-    @consent.setter
-    def consent(self, value: ConsentMode) -> None:
-        if value not in get_args(ConsentMode):
-            raise ValueError(f"consent must be one of {get_args(ConsentMode)}")
-        self._consent = value
 
     @property
     def pkce_encoding(self) -> PkceMode:
