@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -99,13 +100,22 @@ async def test_sign_in_untick_optional_scope_and_sign_out(site, page) -> None:
 
 
 async def test_button_shows_connecting_state(site, page) -> None:
+    seen: list[tuple[str, bool]] = []
+    await page.expose_function("reportButton", lambda text, disabled: seen.append((text, disabled)))
+    await page.add_init_script(
+        """
+        document.addEventListener("DOMContentLoaded", () => {
+          const button = document.getElementById("signin");
+          if (!button) return;
+          new MutationObserver(() => reportButton(button.textContent, button.disabled))
+            .observe(button, {attributes: true, childList: true, characterData: true, subtree: true});
+        });
+        """
+    )
     await page.goto(f"{site.url}/")
-    # Hold the navigation so the loading state can be observed.
-    await page.route("**/oauth/tiktok/start**", lambda _route: None)
     await page.click("#signin")
-    button = page.locator("#signin")
-    await page.wait_for_function("document.getElementById('signin').disabled")
-    assert await button.inner_text() == "Connecting…"
+    await page.wait_for_selector("form button.approve")  # the consent page loaded
+    assert ("Connecting…", True) in seen
 
 
 async def test_deny_shows_friendly_error_page(site, page) -> None:
@@ -118,5 +128,5 @@ async def test_deny_shows_friendly_error_page(site, page) -> None:
     text = await page.inner_text("body")
     assert "cancel" in text.lower()
     assert "Traceback" not in text
-    session = await page.evaluate("fetch('/api/auth/session').then(r => r.json())")
-    assert session["user"] is None
+    await page.goto(f"{site.url}/api/auth/session")
+    assert json.loads(await page.inner_text("body")) == {"session": None, "user": None}

@@ -55,7 +55,7 @@ dl{display:grid;grid-template-columns:auto 1fr;gap:.35rem 1rem;margin:0 0 1.5rem
 dt{color:var(--muted)}dd{margin:0;overflow-wrap:anywhere}code{font-size:.85rem}
 .chip{display:inline-block;padding:.1rem .5rem;margin:0 .25rem .25rem 0;border-radius:99px;
 border:1px solid var(--line);font-size:.8rem}.chip.off{opacity:.5;text-decoration:line-through}
-.mode{margin-top:1.5rem;font-size:.8rem;color:var(--muted)}
+.mode{margin-top:1.5rem;font-size:.8rem;color:var(--muted);overflow-wrap:anywhere}
 """
 
 _SIGN_IN_SCRIPT = """
