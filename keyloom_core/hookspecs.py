@@ -33,7 +33,7 @@ if TYPE_CHECKING:
         TokenSet,
     )
 
-__all__ = ["PROJECT", "hookimpl", "hookspec"]
+__all__ = ["PROJECT", "ProviderFactory", "hookimpl", "hookspec"]
 
 PROJECT = "keyloom"
 hookspec = pluggy.HookspecMarker(PROJECT)

@@ -16,6 +16,7 @@ __all__ = [
     "LoginResult",
     "LoginStart",
     "Profile",
+    "ProfileOverrides",
     "Provider",
     "ProviderSpec",
     "TokenSet",

@@ -109,7 +109,8 @@ def tiktok(
         client_secret=client_secret,
         scopes=scopes,
         required_scopes=required_scopes,
-        approved_scopes=approved_scopes,
+        # user.info.basic comes with Login Kit: it is never part of an app review.
+        approved_scopes=None if approved_scopes is None else {*approved_scopes, BASIC},
         profile_overrides=profile_overrides,
         redirect_uri=redirect_uri,
         endpoint_origin=endpoint_origin,
