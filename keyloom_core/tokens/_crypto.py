@@ -1,0 +1,114 @@
+"""Encryption of stored tokens: AES-256-GCM with keys derived from the app's secrets."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ..errors import ConfigurationError
+from ._store import TokenDecryptionError
+
+try:
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+except ImportError as exc:  # pragma: no cover - depends on the installation
+    msg = (
+        "keyloom_core.tokens encrypts tokens with the 'cryptography' package: "
+        "pip install 'keyloom-core[tokens]'"
+    )
+    raise ImportError(msg) from exc
+
+__all__ = ["TokenCipher"]
+
+#: Secrets shorter than this are refused (the same rule as the signing secret).
+MIN_SECRET_LENGTH = 32
+
+_FORMAT = b"\x01"
+_KEY_ID_BYTES = 8
+_NONCE_BYTES = 12
+_HEADER = len(_FORMAT) + _KEY_ID_BYTES + _NONCE_BYTES
+
+
+def _derive(secret: str, info: bytes, length: int) -> bytes:
+    hkdf = HKDF(algorithm=hashes.SHA256(), length=length, salt=b"keyloom", info=info)
+    return hkdf.derive(secret.encode("utf-8"))
+
+
+class TokenCipher:
+    """Encrypts token payloads for one purpose; decrypts with the current or an old secret.
+
+    The key is ``HKDF-SHA256(secret, salt="keyloom", info="keyloom/{purpose}/aes-256-gcm")``,
+    so it is independent of the keys that sign state and sessions with the same secret.
+    Each value is ``0x01 | key id (8 bytes) | nonce (12 bytes) | AES-GCM ciphertext+tag``,
+    authenticated together with *associated* data (the store passes the provider and
+    account, so a value copied to another account does not decrypt). The key id (itself
+    derived with HKDF, revealing nothing about the key) picks the secret for decryption.
+
+    :param secret: the current secret; new values are always encrypted with it.
+    :param old_secrets: previous secrets, still accepted for reading (rotation).
+    :param purpose: binds the keys to one use.
+    :raises ConfigurationError: a secret is shorter than 32 characters.
+    """
+
+    __slots__ = ("_keys", "_purpose")
+
+    def __init__(
+        self, secret: str, old_secrets: Sequence[str] = (), *, purpose: str = "token-store/v1"
+    ) -> None:
+        self._purpose = purpose
+        self._keys: list[tuple[bytes, AESGCM]] = []
+        for value in (secret, *old_secrets):
+            if not isinstance(value, str) or len(value) < MIN_SECRET_LENGTH:
+                msg = f"token store secrets must be at least {MIN_SECRET_LENGTH} characters"
+                raise ConfigurationError(msg)
+            base = f"keyloom/{purpose}".encode()
+            key = _derive(value, base + b"/aes-256-gcm", 32)
+            key_id = _derive(value, base + b"/key-id", _KEY_ID_BYTES)
+            self._keys.append((key_id, AESGCM(key)))
+
+    def __repr__(self) -> str:
+        return f"TokenCipher(purpose={self._purpose!r}, keys={len(self._keys)})"
+
+    def encrypt(self, payload: Mapping[str, Any], associated: bytes) -> bytes:
+        """Encrypt a JSON-ready *payload* with the current secret's key."""
+        key_id, aead = self._keys[0]
+        nonce = os.urandom(_NONCE_BYTES)
+        plain = json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
+        return _FORMAT + key_id + nonce + aead.encrypt(nonce, plain, associated)
+
+    def decrypt(self, blob: bytes, associated: bytes) -> dict[str, Any]:
+        """Decrypt what :meth:`encrypt` wrote.
+
+        :raises TokenDecryptionError: no configured secret decrypts it, or it is corrupt.
+        """
+        if len(blob) <= _HEADER or blob[:1] != _FORMAT:
+            msg = "a stored token entry is not in a known format"
+            raise TokenDecryptionError(msg)
+        key_id = blob[1 : 1 + _KEY_ID_BYTES]
+        nonce = blob[1 + _KEY_ID_BYTES : _HEADER]
+        for candidate_id, aead in self._keys:
+            if candidate_id != key_id:
+                continue
+            try:
+                plain = aead.decrypt(nonce, blob[_HEADER:], associated)
+            except InvalidTag:
+                continue
+            data = json.loads(plain)
+            if not isinstance(data, dict):  # pragma: no cover - we wrote it ourselves
+                break
+            return data
+        msg = "a stored token entry cannot be decrypted with the configured secrets"
+        raise TokenDecryptionError(msg)
+
+    def needs_rewrap(self, blob: bytes) -> bool:
+        """Whether *blob* was encrypted with an old secret (a write re-encrypts it)."""
+        return blob[1 : 1 + _KEY_ID_BYTES] != self._keys[0][0]
+
+
+def associated_data(provider_id: str, account_id: str) -> bytes:
+    """The associated data binding an encrypted value to its key."""
+    return f"keyloom-token\x00{provider_id}\x00{account_id}".encode()

@@ -1,0 +1,240 @@
+"""A token store in Redis, shared by every process and host of an app.
+
+Needs the ``redis`` package (``pip install 'keyloom-core[redis]'``); uses its asyncio client.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import TYPE_CHECKING, Any, Final, TypeVar
+
+import anyio
+
+from ._crypto import TokenCipher, associated_data
+from ._store import StoredGrant, TokenLockTimeoutError, TokenStoreError
+
+try:
+    from redis.asyncio import Redis
+    from redis.exceptions import RedisError
+except ImportError as exc:  # pragma: no cover - depends on the installation
+    msg = "RedisTokenStore needs the 'redis' package: pip install 'keyloom-core[redis]'"
+    raise ImportError(msg) from exc
+
+if TYPE_CHECKING:
+    from ..models import TokenSet
+
+__all__ = ["RedisTokenStore"]
+
+log = logging.getLogger("keyloom.tokens")
+
+T = TypeVar("T")
+
+# KEYS[1] grant hash; ARGV: blob, expected version ('' = any), expire-at ms ('' = never).
+_PUT: Final = """
+local current = redis.call('HGET', KEYS[1], 'v')
+if ARGV[2] ~= '' and current ~= ARGV[2] then return 0 end
+local version = 1
+if current then version = tonumber(current) + 1 end
+redis.call('HSET', KEYS[1], 'v', version, 'd', ARGV[1])
+if ARGV[3] ~= '' then
+  redis.call('PEXPIREAT', KEYS[1], ARGV[3])
+else
+  redis.call('PERSIST', KEYS[1])
+end
+return version
+"""
+# KEYS[1] grant hash; ARGV[1] expected version ('' = any).
+_DELETE: Final = """
+if ARGV[1] ~= '' and redis.call('HGET', KEYS[1], 'v') ~= ARGV[1] then return 0 end
+return redis.call('DEL', KEYS[1])
+"""
+# KEYS[1] lock key; ARGV[1] owner token. Only the owner releases.
+_RELEASE: Final = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def _text(value: object) -> str:
+    return value.decode("ascii") if isinstance(value, bytes) else str(value)
+
+
+class RedisTokenStore:
+    """A :class:`~keyloom_core.tokens.TokenStore` in Redis.
+
+    Each account is a hash ``{prefix}grant:{provider}:{account}`` with the version ``v`` in
+    clear and the AES-256-GCM encrypted payload ``d`` (base64, so clients created with
+    ``decode_responses=True`` work too). Writes and compare-and-swap run as Lua scripts, so
+    they are atomic. An entry expires with its refresh token (``PEXPIREAT``).
+
+    The refresh lock is ``SET {prefix}lock:{provider}:{account} <random> NX PX <ttl>``,
+    polled while taken and released by a Lua script only by its owner, so a lease that
+    expired and was taken by another process is never released by the first holder.
+
+    :param redis: a ``redis://`` URL (the store then owns and closes the client, with
+        5-second socket timeouts) or a ``redis.asyncio.Redis`` client (borrowed, not closed).
+    :param secret: the current encryption secret (at least 32 characters); usually the app's
+        Keyloom secret.
+    :param old_secrets: previous secrets, still accepted for reading.
+    :param prefix: the key prefix.
+    :param clock: the time source of ``updated_at``.
+    """
+
+    def __init__(
+        self,
+        redis: str | Redis,
+        *,
+        secret: str,
+        old_secrets: Sequence[str] = (),
+        prefix: str = "keyloom:tokens:",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if isinstance(redis, str):
+            self._client: Redis = Redis.from_url(
+                redis, socket_timeout=5.0, socket_connect_timeout=5.0
+            )
+            self._owns_client = True
+        else:
+            self._client = redis
+            self._owns_client = False
+        self._cipher = TokenCipher(secret, old_secrets)
+        self.prefix = prefix
+        self._clock = clock
+        self._put = self._client.register_script(_PUT)
+        self._delete = self._client.register_script(_DELETE)
+        self._release = self._client.register_script(_RELEASE)
+
+    def __repr__(self) -> str:
+        return f"RedisTokenStore(prefix={self.prefix!r})"
+
+    async def __aenter__(self) -> RedisTokenStore:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    @property
+    def client(self) -> Redis:
+        """The Redis client in use."""
+        return self._client
+
+    def key(self, provider_id: str, account_id: str) -> str:
+        """The Redis key of an account's grant."""
+        return f"{self.prefix}grant:{provider_id}:{account_id}"
+
+    def lock_key(self, provider_id: str, account_id: str) -> str:
+        """The Redis key of an account's refresh lock."""
+        return f"{self.prefix}lock:{provider_id}:{account_id}"
+
+    async def _call(self, awaitable: Awaitable[T], provider_id: str, account_id: str) -> T:
+        try:
+            return await awaitable
+        except RedisError as exc:
+            msg = f"the Redis token store failed: {type(exc).__name__}"
+            raise TokenStoreError(msg, provider_id=provider_id, account_id=account_id) from exc
+
+    async def get(self, provider_id: str, account_id: str) -> StoredGrant | None:
+        """The stored grant, or ``None``.
+
+        :raises TokenDecryptionError: written with a secret no longer configured.
+        """
+        pending: Awaitable[list[Any]] = self._client.hmget(
+            self.key(provider_id, account_id), ["v", "d"]
+        )
+        version, data = await self._call(pending, provider_id, account_id)
+        if version is None or data is None:
+            return None
+        try:
+            blob = base64.b64decode(_text(data))
+            payload = self._cipher.decrypt(blob, associated_data(provider_id, account_id))
+        except TokenStoreError as exc:
+            exc.provider_id, exc.account_id = provider_id, account_id
+            raise
+        except ValueError as exc:
+            msg = "a stored token entry is not valid base64"
+            raise TokenStoreError(msg, provider_id=provider_id, account_id=account_id) from exc
+        return StoredGrant.from_payload(provider_id, account_id, int(_text(version)), payload)
+
+    async def put(
+        self,
+        provider_id: str,
+        account_id: str,
+        tokens: TokenSet,
+        *,
+        scopes: Iterable[str],
+        if_version: int | None = None,
+    ) -> StoredGrant | None:
+        """Write the next version; with *if_version*, only over exactly that version."""
+        grant = StoredGrant.new(provider_id, account_id, tokens, scopes, 0, now=self._clock())
+        blob = self._cipher.encrypt(grant.to_payload(), associated_data(provider_id, account_id))
+        expiry = tokens.refresh_expires_at
+        args = [
+            base64.b64encode(blob).decode("ascii"),
+            "" if if_version is None else str(if_version),
+            "" if expiry is None else str(int(expiry * 1000) + 60_000),
+        ]
+        result = self._put(keys=[self.key(provider_id, account_id)], args=args)
+        version = int(await self._call(result, provider_id, account_id))
+        if version == 0:
+            return None
+        return StoredGrant(
+            provider_id=provider_id,
+            account_id=account_id,
+            tokens=tokens,
+            granted_scopes=grant.granted_scopes,
+            version=version,
+            updated_at=grant.updated_at,
+        )
+
+    async def delete(
+        self, provider_id: str, account_id: str, *, if_version: int | None = None
+    ) -> bool:
+        """Remove the entry (only version *if_version*, when given)."""
+        args = ["" if if_version is None else str(if_version)]
+        result = self._delete(keys=[self.key(provider_id, account_id)], args=args)
+        return int(await self._call(result, provider_id, account_id)) > 0
+
+    def lock(
+        self, provider_id: str, account_id: str, *, ttl: float, wait: float
+    ) -> AbstractAsyncContextManager[None]:
+        """The account's refresh lock (``SET NX PX``), shared by every client of the server."""
+        return self._lease(provider_id, account_id, ttl, wait)
+
+    @contextlib.asynccontextmanager
+    async def _lease(
+        self, provider_id: str, account_id: str, ttl: float, wait: float
+    ) -> AsyncIterator[None]:
+        key = self.lock_key(provider_id, account_id)
+        owner = secrets.token_hex(16)
+        ttl_ms = max(1, int(ttl * 1000))
+        deadline = time.monotonic() + wait
+        delay = 0.005
+        while not await self._call(
+            self._client.set(key, owner, nx=True, px=ttl_ms), provider_id, account_id
+        ):
+            if time.monotonic() + delay > deadline:
+                msg = f"the refresh lock stayed taken for {wait:g}s"
+                raise TokenLockTimeoutError(msg, provider_id=provider_id, account_id=account_id)
+            await anyio.sleep(delay)
+            delay = min(delay * 2, 0.1)
+        try:
+            yield
+        finally:
+            with anyio.CancelScope(shield=True):
+                try:
+                    await self._call(
+                        self._release(keys=[key], args=[owner]), provider_id, account_id
+                    )
+                except TokenStoreError as exc:  # the lease expires by itself
+                    log.warning("could not release a refresh lock: %s", exc)
+
+    async def aclose(self) -> None:
+        """Close the client if this store created it."""
+        if self._owns_client:
+            await self._client.aclose()

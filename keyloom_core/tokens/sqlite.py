@@ -1,0 +1,302 @@
+"""A token store in an SQLite file: the embedded default for apps on one host."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
+from typing import TYPE_CHECKING, Final, TypeVar
+
+import anyio
+import anyio.to_thread
+
+from ._crypto import TokenCipher, associated_data
+from ._store import StoredGrant, TokenLockTimeoutError, TokenStoreError
+
+if TYPE_CHECKING:
+    from ..models import TokenSet
+
+__all__ = ["SQLiteTokenStore"]
+
+log = logging.getLogger("keyloom.tokens")
+
+T = TypeVar("T")
+
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS keyloom_tokens (
+    provider TEXT NOT NULL,
+    account TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    payload BLOB NOT NULL,
+    refresh_expires_at REAL,
+    PRIMARY KEY (provider, account)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS keyloom_token_locks (
+    provider TEXT NOT NULL,
+    account TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    expires_at REAL NOT NULL,
+    PRIMARY KEY (provider, account)
+) WITHOUT ROWID;
+"""
+_GET: Final = "SELECT version, payload FROM keyloom_tokens WHERE provider = ? AND account = ?"
+_UPSERT: Final = """
+INSERT INTO keyloom_tokens (provider, account, version, payload, refresh_expires_at)
+VALUES (?, ?, 1, ?, ?)
+ON CONFLICT (provider, account) DO UPDATE SET
+    version = keyloom_tokens.version + 1,
+    payload = excluded.payload,
+    refresh_expires_at = excluded.refresh_expires_at
+RETURNING version
+"""
+_SWAP: Final = """
+UPDATE keyloom_tokens SET version = version + 1, payload = ?, refresh_expires_at = ?
+WHERE provider = ? AND account = ? AND version = ?
+RETURNING version
+"""
+_DELETE: Final = "DELETE FROM keyloom_tokens WHERE provider = ? AND account = ?"
+_DELETE_VERSION: Final = _DELETE + " AND version = ?"
+_TAKE_LOCK: Final = """
+INSERT INTO keyloom_token_locks (provider, account, owner, expires_at) VALUES (?, ?, ?, ?)
+ON CONFLICT (provider, account) DO UPDATE SET
+    owner = excluded.owner, expires_at = excluded.expires_at
+WHERE keyloom_token_locks.expires_at <= ?
+"""
+_RELEASE_LOCK: Final = (
+    "DELETE FROM keyloom_token_locks WHERE provider = ? AND account = ? AND owner = ?"
+)
+_PURGE: Final = (
+    "DELETE FROM keyloom_tokens WHERE refresh_expires_at IS NOT NULL AND refresh_expires_at <= ?"
+)
+
+
+class SQLiteTokenStore:
+    """A :class:`~keyloom_core.tokens.TokenStore` in an SQLite file, for the processes of a host.
+
+    Tokens are encrypted (AES-256-GCM, see :class:`~keyloom_core.tokens.TokenCipher`); the
+    provider id, account id, version and refresh-token expiry are stored in clear. The file
+    is created with mode ``0600`` and opened on first use in WAL mode with
+    ``synchronous=FULL`` (a committed rotated refresh token survives a power cut).
+
+    The event loop never blocks: every SQLite call runs in a worker thread, one at a time,
+    on this store's single connection. Each write is one atomic statement
+    (``... RETURNING version``), so compare-and-swap needs no open transaction.
+
+    The refresh lock is a lease row in ``keyloom_token_locks``, taken by one atomic
+    ``INSERT … ON CONFLICT DO UPDATE … WHERE expires_at <= now`` and polled while taken.
+    SQLite's own write lock is held only for that statement, never across the provider
+    call, so a slow refresh of one account does not stall writes for the others, and a
+    crashed holder's lease expires after its ``ttl``.
+
+    :param path: the database file (created if missing).
+    :param secret: the current encryption secret (at least 32 characters); usually the app's
+        Keyloom secret.
+    :param old_secrets: previous secrets, still accepted for reading.
+    :param busy_timeout: seconds an SQLite call waits for another process's write.
+    :param clock: the time source of ``updated_at``.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        secret: str,
+        old_secrets: Sequence[str] = (),
+        busy_timeout: float = 5.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.path = Path(path)
+        self._cipher = TokenCipher(secret, old_secrets)
+        self._busy_timeout = busy_timeout
+        self._clock = clock
+        self._conn: sqlite3.Connection | None = None
+        self._closed = False
+        self._limiter = anyio.CapacityLimiter(1)
+
+    def __repr__(self) -> str:
+        return f"SQLiteTokenStore({str(self.path)!r})"
+
+    async def __aenter__(self) -> SQLiteTokenStore:
+        await self._run(lambda _conn: None)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    # -- the thread side -----------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        if not self.path.exists():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600)
+            os.close(fd)
+        conn = sqlite3.connect(
+            self.path,
+            timeout=self._busy_timeout,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.executescript(_SCHEMA)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._closed:
+            msg = "the token store is closed"
+            raise RuntimeError(msg)
+        if self._conn is None:
+            self._conn = self._connect()
+        return fn(self._conn)
+
+    async def _run(
+        self,
+        fn: Callable[[sqlite3.Connection], T],
+        provider_id: str | None = None,
+        account_id: str | None = None,
+    ) -> T:
+        try:
+            return await anyio.to_thread.run_sync(self._call, fn, limiter=self._limiter)
+        except sqlite3.Error as exc:
+            msg = f"the SQLite token store failed: {type(exc).__name__}: {exc}"
+            raise TokenStoreError(msg, provider_id=provider_id, account_id=account_id) from exc
+
+    # -- the store -------------------------------------------------------------------------
+
+    async def get(self, provider_id: str, account_id: str) -> StoredGrant | None:
+        """The stored grant, or ``None``.
+
+        :raises TokenDecryptionError: written with a secret no longer configured.
+        """
+
+        def read(conn: sqlite3.Connection) -> tuple[int, bytes] | None:
+            row = conn.execute(_GET, (provider_id, account_id)).fetchone()
+            return None if row is None else (int(row[0]), bytes(row[1]))
+
+        row = await self._run(read, provider_id, account_id)
+        if row is None:
+            return None
+        version, blob = row
+        try:
+            payload = self._cipher.decrypt(blob, associated_data(provider_id, account_id))
+        except TokenStoreError as exc:
+            exc.provider_id, exc.account_id = provider_id, account_id
+            raise
+        return StoredGrant.from_payload(provider_id, account_id, version, payload)
+
+    async def put(
+        self,
+        provider_id: str,
+        account_id: str,
+        tokens: TokenSet,
+        *,
+        scopes: Iterable[str],
+        if_version: int | None = None,
+    ) -> StoredGrant | None:
+        """Write the next version; with *if_version*, only over exactly that version."""
+        grant = StoredGrant.new(provider_id, account_id, tokens, scopes, 0, now=self._clock())
+        blob = self._cipher.encrypt(grant.to_payload(), associated_data(provider_id, account_id))
+        expiry = tokens.refresh_expires_at
+
+        def write(conn: sqlite3.Connection) -> int | None:
+            if if_version is None:
+                cursor = conn.execute(_UPSERT, (provider_id, account_id, blob, expiry))
+            else:
+                cursor = conn.execute(_SWAP, (blob, expiry, provider_id, account_id, if_version))
+            row = cursor.fetchone()
+            cursor.close()
+            return None if row is None else int(row[0])
+
+        version = await self._run(write, provider_id, account_id)
+        if version is None:
+            return None
+        return StoredGrant(
+            provider_id=provider_id,
+            account_id=account_id,
+            tokens=tokens,
+            granted_scopes=grant.granted_scopes,
+            version=version,
+            updated_at=grant.updated_at,
+        )
+
+    async def delete(
+        self, provider_id: str, account_id: str, *, if_version: int | None = None
+    ) -> bool:
+        """Remove the entry (only version *if_version*, when given)."""
+
+        def remove(conn: sqlite3.Connection) -> bool:
+            if if_version is None:
+                cursor = conn.execute(_DELETE, (provider_id, account_id))
+            else:
+                cursor = conn.execute(_DELETE_VERSION, (provider_id, account_id, if_version))
+            return cursor.rowcount > 0
+
+        return await self._run(remove, provider_id, account_id)
+
+    def lock(
+        self, provider_id: str, account_id: str, *, ttl: float, wait: float
+    ) -> AbstractAsyncContextManager[None]:
+        """The account's refresh lock: a lease row shared by every process using the file."""
+        return self._lease(provider_id, account_id, ttl, wait)
+
+    @contextlib.asynccontextmanager
+    async def _lease(
+        self, provider_id: str, account_id: str, ttl: float, wait: float
+    ) -> AsyncIterator[None]:
+        owner = secrets.token_hex(16)
+
+        def take(conn: sqlite3.Connection) -> bool:
+            now = time.time()
+            cursor = conn.execute(_TAKE_LOCK, (provider_id, account_id, owner, now + ttl, now))
+            return cursor.rowcount > 0
+
+        def release(conn: sqlite3.Connection) -> None:
+            conn.execute(_RELEASE_LOCK, (provider_id, account_id, owner))
+
+        deadline = time.monotonic() + wait
+        delay = 0.005
+        while not await self._run(take, provider_id, account_id):
+            if time.monotonic() + delay > deadline:
+                msg = f"the refresh lock stayed taken for {wait:g}s"
+                raise TokenLockTimeoutError(msg, provider_id=provider_id, account_id=account_id)
+            await anyio.sleep(delay)
+            delay = min(delay * 2, 0.1)
+        try:
+            yield
+        finally:
+            with anyio.CancelScope(shield=True):
+                try:
+                    await self._run(release, provider_id, account_id)
+                except TokenStoreError as exc:  # the lease expires by itself
+                    log.warning("could not release a refresh lock: %s", exc)
+
+    async def purge_expired(self, now: float | None = None) -> int:
+        """Delete entries whose refresh token has expired; return how many."""
+        when = time.time() if now is None else now
+
+        def purge(conn: sqlite3.Connection) -> int:
+            return conn.execute(_PURGE, (when,)).rowcount
+
+        return await self._run(purge)
+
+    async def aclose(self) -> None:
+        """Close the connection (in its worker thread)."""
+
+        def shut() -> None:
+            conn, self._conn = self._conn, None
+            self._closed = True
+            if conn is not None:
+                conn.close()
+
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(shut, limiter=self._limiter)
