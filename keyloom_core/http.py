@@ -116,18 +116,27 @@ class HttpResponse:
         """Whether the status is 2xx."""
         return 200 <= self.status < 300
 
-    def json_object(
+    def json(
         self, error: type[ProviderError] = ProviderError, provider_id: str | None = None
-    ) -> dict[str, Any]:
-        """Parse the body as a JSON object, or raise *error* (never with the body's text)."""
+    ) -> Any:
+        """Parse the body as JSON (an empty body reads as ``{}``), or raise *error*.
+
+        The error never quotes the body, which may hold tokens.
+        """
         try:
-            data = json.loads(self.body) if self.body.strip() else {}
-        except (ValueError, UnicodeDecodeError) as exc:
+            return json.loads(self.body) if self.body.strip() else {}
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             raise error(
                 f"provider answered HTTP {self.status} with a body that is not JSON",
                 provider_id=provider_id,
                 http_status=self.status,
             ) from exc
+
+    def json_object(
+        self, error: type[ProviderError] = ProviderError, provider_id: str | None = None
+    ) -> dict[str, Any]:
+        """Parse the body as a JSON object, or raise *error* (never with the body's text)."""
+        data = self.json(error, provider_id)
         if not isinstance(data, dict):
             raise error(
                 f"provider answered HTTP {self.status} with JSON that is not an object",

@@ -240,7 +240,10 @@ class TokenSet:
             raise ValueError(msg)
         now = time.time() if now is None else now
         expires_in = _as_int(data.get("expires_in"), "expires_in")
-        refresh_in = _as_int(data.get("refresh_expires_in"), "refresh_expires_in")
+        refresh_in = _as_int(
+            data.get("refresh_expires_in", data.get("refresh_token_expires_in")),
+            "refresh_expires_in",
+        )
         refresh = _opt_str(data.get("refresh_token"), "refresh_token") or None
         scope = _opt_str(data.get("scope"), "scope")
         token_type = _opt_str(data.get("token_type"), "token_type") or "Bearer"

@@ -1,0 +1,103 @@
+"""``keyloom providers``: the installed provider plugins, and the ones that fail to load.
+
+For each provider an installed plugin offers: its id and name, the distribution and version
+that ships it, the entry point, its default and known scopes, the environment variables of
+its credentials and its emulator. Broken plugins are listed with their error, and make the
+command exit with 1. ``--json`` prints the same as one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from .._plugins import DISABLE_AUTOLOAD_ENV, PluginRegistry, autoload_disabled
+
+__all__ = ["add_arguments", "collect", "run"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Declare ``--json``."""
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _split_label(label: str | None) -> tuple[str | None, str | None]:
+    if not label:
+        return None, None
+    name, _, version = label.rpartition(" ")
+    return (name, version) if name else (label, None)
+
+
+def collect(registry: PluginRegistry) -> dict[str, Any]:
+    """The providers and broken plugins of *registry*, as JSON-ready data."""
+    providers = []
+    for provider_id in sorted(registry.providers):
+        registered = registry.providers[provider_id]
+        spec, info = registered.spec, registered.plugin
+        dist, version = _split_label(info.distribution)
+        providers.append(
+            {
+                "id": spec.id,
+                "name": spec.name,
+                "distribution": dist,
+                "version": version,
+                "entry_point": info.entry_point,
+                "plugin": info.name,
+                "default_scopes": sorted(spec.default_scopes),
+                "known_scopes": sorted(spec.known_scopes),
+                "env": [f"{spec.env_prefix}_CLIENT_ID", f"{spec.env_prefix}_CLIENT_SECRET"],
+                "emulator": spec.emulator,
+            }
+        )
+    broken = []
+    for plugin in registry.broken:
+        dist, version = _split_label(plugin.distribution)
+        broken.append(
+            {
+                "entry_point": plugin.entry_point,
+                "distribution": dist,
+                "version": version,
+                "error": str(plugin.error),
+            }
+        )
+    return {"providers": providers, "broken": broken}
+
+
+def _print_text(data: dict[str, Any]) -> None:
+    out = sys.stdout.write
+    if not data["providers"]:
+        out("No provider plugins are installed (pip install keyloom-tiktok, for example).\n")
+    for p in data["providers"]:
+        origin = f"{p['distribution']} {p['version']}" if p["distribution"] else p["plugin"]
+        out(f"{p['id']}  {p['name']}  ({origin})\n")
+        if p["entry_point"]:
+            out(f"  entry point:     {p['entry_point']}\n")
+        out(f"  default scopes:  {', '.join(p['default_scopes']) or '(none)'}\n")
+        out(f"  known scopes:    {', '.join(p['known_scopes']) or '(not checked)'}\n")
+        out(f"  credentials:     {', '.join(p['env'])}\n")
+        if p["emulator"]:
+            out(f"  emulator:        {p['emulator']}\n")
+    if data["broken"]:
+        out(f"\nBroken plugins ({len(data['broken'])}):\n")
+        for b in data["broken"]:
+            out(f"  {b['entry_point']}  ({b['distribution']} {b['version']})\n")
+            out(f"    {b['error']}\n")
+        out("  Apps that load plugins automatically will not start: fix or uninstall them.\n")
+
+
+def run(args: argparse.Namespace) -> int:
+    """List the providers; 1 if any plugin is broken."""
+    registry = PluginRegistry(autoload=True, strict=False)
+    data = collect(registry)
+    if args.json:
+        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+    else:
+        _print_text(data)
+        if autoload_disabled():
+            sys.stdout.write(
+                f"\nNote: {DISABLE_AUTOLOAD_ENV} is set, so apps load none of these "
+                "automatically.\n"
+            )
+    return 1 if data["broken"] else 0
