@@ -94,6 +94,9 @@ def _classify(
     if isinstance(exc, (aiohttp.ClientError, OSError)):
         msg = f"connection to the provider failed ({where}): {type(exc).__name__}"
         return NetworkError(msg, provider_id=provider_id), idempotent
+    if isinstance(exc, ValueError):  # e.g. a header value aiohttp refuses to send
+        msg = f"cannot send this request to the provider ({where}): {type(exc).__name__}"
+        return ProviderError(msg, provider_id=provider_id), False
     raise exc
 
 
@@ -296,6 +299,10 @@ class HttpClient:
                     return response
                 retry_after = _retry_after(response.headers.get("Retry-After"))
                 delay = self.retry.delay(attempt, retry_after)
+                if delay is not None and anyio.current_time() + delay >= (
+                    anyio.current_effective_deadline()
+                ):
+                    delay = None  # the caller's time budget would run out while waiting
                 if delay is None:
                     if response.status == _HTTP_TOO_MANY:
                         raise RateLimitedError(

@@ -169,20 +169,35 @@ class AuthorizationRequest:
     code_challenge_method: str = "S256"
 
 
+_MAX_LIFETIME = 10**10  # seconds; anything longer is not a lifetime
+_TOKEN_CHARS = re.compile(r"[\x21-\x7e]{1,4096}")  # printable ASCII, as a header needs
+
+
 def _as_int(value: object, name: str) -> int | None:
     if value is None:
         return None
-    if isinstance(value, bool):
+    number: int | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, float) and math.isfinite(value):
+        number = int(value)
+    elif isinstance(value, str) and value.strip().isdigit() and len(value) < 20:
+        number = int(value.strip())
+    if number is None:
         msg = f"{name} is not a number"
         raise TypeError(msg)
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and math.isfinite(value):
-        return int(value)
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value.strip())
-    msg = f"{name} is not a number"
-    raise TypeError(msg)
+    if not 0 <= number <= _MAX_LIFETIME:
+        msg = f"{name} is out of range"
+        raise ValueError(msg)
+    return number
+
+
+def _token(value: object, name: str) -> str | None:
+    token = _opt_str(value, name)
+    if token is not None and not _TOKEN_CHARS.fullmatch(token):
+        msg = f"{name} has characters a token cannot have, or is too long"
+        raise ValueError(msg)
+    return token
 
 
 def _opt_str(value: object, name: str) -> str | None:
@@ -234,8 +249,8 @@ class TokenSet:
         if not isinstance(data, Mapping):
             msg = "token response is not a JSON object"
             raise TypeError(msg)
-        access = data.get("access_token")
-        if not isinstance(access, str) or not access:
+        access = _token(data.get("access_token"), "access_token")
+        if not access:
             msg = "token response has no access_token"
             raise ValueError(msg)
         now = time.time() if now is None else now
@@ -244,7 +259,7 @@ class TokenSet:
             data.get("refresh_expires_in", data.get("refresh_token_expires_in")),
             "refresh_expires_in",
         )
-        refresh = _opt_str(data.get("refresh_token"), "refresh_token") or None
+        refresh = _token(data.get("refresh_token") or None, "refresh_token")
         scope = _opt_str(data.get("scope"), "scope")
         token_type = _opt_str(data.get("token_type"), "token_type") or "Bearer"
         account = _opt_str(data.get("open_id"), "open_id")

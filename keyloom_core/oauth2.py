@@ -99,7 +99,7 @@ def parse_token_response(
     raise_for_error(response, data, provider, error)
     try:
         return TokenSet.from_response(data, previous=previous)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, ArithmeticError) as exc:
         msg = f"{provider.spec.name} sent an invalid token answer: {exc}"
         raise error(msg, provider_id=provider.id, http_status=response.status) from exc
 

@@ -206,7 +206,7 @@ def _json_response(
     headers: tuple[tuple[str, str], ...] = (),
     cookies: tuple[str, ...] = (),
 ) -> AuthResponse:
-    body = json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+    body = json.dumps(data, separators=(",", ":")).encode()  # ASCII: lone surrogates survive
     return AuthResponse(status, body, _JSON, headers=(*_COMMON_HEADERS, *headers), cookies=cookies)
 
 

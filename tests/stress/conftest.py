@@ -1,0 +1,37 @@
+"""Fixtures of the reliability and security suite (the harness is ``stresskit.py``).
+
+``stack``
+    The TikTok emulator (consent ``approve``, a ``CodeLedger`` counting each code's
+    submissions to its token endpoint) and the real aiohttp.web app signing in with it,
+    both on 127.0.0.1; a :class:`stresskit.Stack`.
+``browser``
+    A simulated browser: an ``aiohttp.ClientSession`` with its own cookie jar.
+
+The fixtures of ``tests/conftest.py`` (``fake_provider``, ``make_provider``...) work here
+too.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import stresskit
+
+
+@pytest.fixture
+async def stack() -> AsyncIterator[stresskit.Stack]:
+    async with stresskit.stress_stack() as running:
+        yield running
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[aiohttp.ClientSession]:
+    async with stresskit.browser() as session:
+        yield session
