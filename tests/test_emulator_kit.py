@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import dataclasses
 import json
 import logging
 import re
@@ -13,8 +15,11 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from keyloom_core.testing import emulator as emulator_kit
 from keyloom_core.testing.emulator import (
     FAULT_KINDS,
+    HEALTH_PATH,
+    LOOPBACK_HOST,
     AccessToken,
     AuthorizationCode,
     CodeFailure,
@@ -23,12 +28,17 @@ from keyloom_core.testing.emulator import (
     FaultKind,
     GrantBook,
     ManualClock,
+    PendingRequests,
     ScopeOption,
     SlidingWindowLimiter,
     TokenFailure,
     TokenPair,
     UserOption,
+    add_emulator_arguments,
     consent_page,
+    emulator_main,
+    emulator_options,
+    faults_from_args,
     html_response,
     log_id,
     message_page,
@@ -38,7 +48,7 @@ from keyloom_core.testing.emulator import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Callable
 
 pytestmark = pytest.mark.anyio
 
@@ -714,6 +724,147 @@ async def test_access_log_has_no_query_strings(
 def test_base_server_requires_routes() -> None:
     with pytest.raises(NotImplementedError):
         EmulatorServer().build_app()
+
+
+async def test_every_server_answers_health(demo: DemoServer, http: aiohttp.ClientSession) -> None:
+    injector_of(demo).rate = 1.0  # faults apply to api_paths only
+    async with http.get(demo.url_for(HEALTH_PATH)) as response:
+        assert response.status == 200
+        assert await response.json() == {"status": "ok"}
+
+
+# --- PendingRequests ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Pending:
+    request_id: str
+    expires_at: float
+
+
+def test_pending_requests_are_taken_once_and_never_after_expiry(clock: ManualClock) -> None:
+    pending = PendingRequests[Pending](clock)
+    first, second = Pending("a", clock() + 60), Pending("b", clock() + 10)
+    pending.add(first)
+    pending.add(second)
+    assert pending.take("a") == first
+    assert pending.take("a") is None
+    assert pending.take("unknown") is None
+    clock.advance(10)
+    assert pending.take("b") is None
+
+
+def test_pending_requests_drop_the_expired_then_the_oldest(clock: ManualClock) -> None:
+    pending = PendingRequests[Pending](clock, limit=2)
+    pending.add(Pending("short", clock() + 5))
+    pending.add(Pending("a", clock() + 60))
+    clock.advance(5)
+    pending.add(Pending("b", clock() + 60))  # "short" expired: room without evicting "a"
+    assert len(pending) == 2
+    pending.add(Pending("c", clock() + 60))  # full: the oldest, "a", goes
+    assert len(pending) == 2
+    assert pending.take("a") is None
+    assert pending.take("b") is not None
+    assert pending.take("c") is not None
+
+
+# --- Command line ------------------------------------------------------------------------------
+
+
+def demo_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="demo")
+    add_emulator_arguments(
+        parser,
+        client_id="builtin-id",
+        client_secret="builtin-secret",
+        client_id_option="--client-key",
+    )
+    parser.add_argument("--fail", action="store_true")
+    return parser
+
+
+def demo_factory(args: argparse.Namespace) -> DemoServer:
+    if args.fail:
+        raise ValueError("this demo cannot start")
+    return DemoServer(**emulator_options(args))
+
+
+def test_shared_arguments_and_the_options_they_give() -> None:
+    argv = ["--client-key", "k", "--port", "9", "--consent", "deny", "--fault-rate", "0.5"]
+    args = demo_parser().parse_args([*argv, "--seed", "7", "--fault-kinds", "reset,500"])
+    assert (args.client_id, args.client_secret, args.log_level) == ("k", None, "INFO")
+    options = emulator_options(args)
+    assert (options["host"], options["port"], options["consent"]) == (LOOPBACK_HOST, 9, "deny")
+    faults = options["faults"]
+    assert (faults.rate, faults.seed, faults.kinds) == (0.5, 7, ("500", "reset"))
+    defaults = demo_parser().parse_args([])
+    assert defaults.client_id == "builtin-id"
+    assert faults_from_args(defaults).kinds == FAULT_KINDS
+    assert faults_from_args(defaults).rate == 0
+    with pytest.raises(SystemExit):
+        demo_parser().parse_args(["--consent", "maybe"])
+    assert "--client-key CLIENT_KEY" in demo_parser().format_help()
+
+
+@pytest.fixture
+def served(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Replace run_forever: start, announce and stop at once; record the URL."""
+    urls: list[str] = []
+
+    def run_forever(
+        server: EmulatorServer, *, on_ready: Callable[[EmulatorServer], None] | None = None
+    ) -> None:
+        async def serve() -> None:
+            async with server:
+                urls.append(server.url)
+                if on_ready is not None:
+                    on_ready(server)
+
+        asyncio.run(serve())
+
+    monkeypatch.setattr(emulator_kit, "run_forever", run_forever)
+    monkeypatch.setattr(logging, "basicConfig", lambda **kwargs: urls.append(kwargs["level"]))
+    return urls
+
+
+@pytest.mark.parametrize(
+    ("argv", "secret"),
+    [
+        ([], "builtin-secret"),
+        (["--client-key", "other"], None),
+        (["--client-key", "other", "--client-secret", "mine"], "mine"),
+    ],
+)
+def test_emulator_main_serves_and_announces(
+    served: list[str], capsys: pytest.CaptureFixture[str], argv: list[str], secret: str | None
+) -> None:
+    def describe(server: DemoServer) -> list[str]:
+        return [f"  page:       {server.url_for('/page')}"]
+
+    argv = [*argv, "--consent", "approve", "--log-level", "debug"]
+    assert emulator_main("Demo emulator", demo_parser(), demo_factory, describe, argv) == 0
+    level, url = served
+    assert level == "DEBUG"
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"Demo emulator listening on {url}"
+    assert lines[1] == f"  client_key:    {'other' if argv[0] == '--client-key' else 'builtin-id'}"
+    shown = lines[2].removeprefix("  client_secret: ")
+    assert (shown == secret) if secret else re.fullmatch(r"[\w-]{32}", shown)
+    assert lines[3:] == [f"  page:       {url}/page", "  consent: approve; press Ctrl-C to stop"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [(["--fail"], "this demo cannot start"), (["--fault-kinds", "nope"], "unknown fault kinds")],
+)
+def test_emulator_main_reports_a_bad_configuration_as_a_usage_error(
+    served: list[str], capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    with pytest.raises(SystemExit) as caught:
+        emulator_main("Demo emulator", demo_parser(), demo_factory, lambda _server: [], argv)
+    assert caught.value.code == 2
+    assert f"demo: error: {message}" in capsys.readouterr().err
+    assert served == ["INFO"]  # logging configured, nothing served
 
 
 # --- HTML helpers ------------------------------------------------------------------------------

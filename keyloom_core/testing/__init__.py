@@ -1,1 +1,15 @@
-"""Test helpers for Keyloom: provider emulators and their building blocks."""
+"""Test kits for Keyloom provider plugins.
+
+- :mod:`keyloom_core.testing.emulator`, the emulator kit: the parts of a local, loopback-only
+  provider emulator (grant bookkeeping, PKCE, consent pages, pending requests, rate limits,
+  seeded fault injection, the :class:`~keyloom_core.testing.emulator.EmulatorServer` base
+  class and its conformance convention) and the command line every emulator shares.
+- :mod:`keyloom_core.testing.conformance`, the conformance kit: checks that drive a real
+  :class:`~keyloom_core.Keyloom` through a provider's emulator (authorization URL, code
+  exchange, profile, refresh, revocation, error mapping, scope policy, faults, secrets kept
+  out of logs), as a pytest base class
+  (:class:`~keyloom_core.testing.conformance.ProviderConformance`) or as
+  :func:`~keyloom_core.testing.conformance.run_conformance`.
+- :mod:`keyloom_core.testing.pytest_plugin`: the ``keyloom_conformance`` and
+  ``keyloom_emulator`` fixtures, inert unless used.
+"""

@@ -62,7 +62,7 @@ import re
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from urllib.parse import parse_qs, parse_qsl, urlsplit
 
 import anyio
@@ -118,6 +118,7 @@ __all__ = [
 #: The app's public URL during checks; the redirect URI is the Keyloom default under it.
 BASE_URL = "https://conformance.keyloom.test"
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+E = TypeVar("E", bound=Exception)
 
 
 class ConformanceError(AssertionError):
@@ -529,6 +530,27 @@ async def check_revoke(session: ConformanceSession) -> None:
     raise _fail("revoke returned True but the access token still works")
 
 
+async def _refused(
+    call: Awaitable[object], error: type[E], *, what: str, accepted: str, code: str | None = None
+) -> E:
+    """Await *call*, which must raise *error* (with the provider error *code*, if given).
+
+    Return the error; fail the check if *call* succeeds (*accepted* says so) or raises
+    anything else (named after *what*).
+    """
+    try:
+        await call
+    except error as exc:
+        if code is not None and getattr(exc, "error", None) != code:
+            msg = f"the error code is {getattr(exc, 'error', None)!r}, not {code!r}"
+            raise _fail(msg) from exc
+        return exc
+    except Exception as exc:
+        msg = f"{what} raised {type(exc).__name__}, not {error.__name__}"
+        raise _fail(msg) from exc
+    raise _fail(accepted)
+
+
 async def check_wrong_secret(session: ConformanceSession) -> None:
     """A wrong client secret raises TokenExchangeError with the provider's error code."""
     wrong = "wrong-" + secrets.token_urlsafe(16)
@@ -536,19 +558,15 @@ async def check_wrong_secret(session: ConformanceSession) -> None:
     async with session.define(session.configure(client_secret=wrong)) as keyloom:
         start = await keyloom.begin_login(session.provider_id)
         query = await session.authorize(start)
-        try:
-            await keyloom.complete_login(session.provider_id, query, start.state)
-        except TokenExchangeError as exc:
-            if exc.error != emulator.invalid_client_error:
-                msg = f"the error code is {exc.error!r}, not {emulator.invalid_client_error!r}"
-                raise _fail(msg) from exc
-            if wrong in f"{exc} {exc!r} {exc.description}":
-                raise _fail("the error shows the client secret") from exc
-            return
-        except Exception as exc:
-            msg = f"a wrong client secret raised {type(exc).__name__}, not TokenExchangeError"
-            raise _fail(msg) from exc
-    raise _fail("the login succeeded with a wrong client secret")
+        exc = await _refused(
+            keyloom.complete_login(session.provider_id, query, start.state),
+            TokenExchangeError,
+            what="a wrong client secret",
+            accepted="the login succeeded with a wrong client secret",
+            code=emulator.invalid_client_error,
+        )
+    if wrong in f"{exc} {exc!r} {exc.description}":
+        raise _fail("the error shows the client secret") from exc
 
 
 async def check_access_denied(session: ConformanceSession) -> None:
@@ -557,14 +575,12 @@ async def check_access_denied(session: ConformanceSession) -> None:
     session.running_emulator().consent = "deny"
     start = await keyloom.begin_login(session.provider_id)
     query = await session.authorize(start)
-    try:
-        await keyloom.complete_login(session.provider_id, query, start.state)
-    except AccessDeniedError:
-        return
-    except Exception as exc:
-        msg = f"a refused consent raised {type(exc).__name__}, not AccessDeniedError"
-        raise _fail(msg) from exc
-    raise _fail("the login succeeded although the user refused")
+    await _refused(
+        keyloom.complete_login(session.provider_id, query, start.state),
+        AccessDeniedError,
+        what="a refused consent",
+        accepted="the login succeeded although the user refused",
+    )
 
 
 async def check_replayed_code(session: ConformanceSession) -> None:
@@ -573,17 +589,13 @@ async def check_replayed_code(session: ConformanceSession) -> None:
     _, start, query = await session.login()
     # Another app process (its own state guard) receives the same callback again.
     async with session.define(state_guard=MemoryStateGuard()) as other:
-        try:
-            await other.complete_login(session.provider_id, query, start.state)
-        except TokenExchangeError as exc:
-            if exc.error != emulator.invalid_grant_error:
-                msg = f"the error code is {exc.error!r}, not {emulator.invalid_grant_error!r}"
-                raise _fail(msg) from exc
-            return
-        except Exception as exc:
-            msg = f"a replayed code raised {type(exc).__name__}, not TokenExchangeError"
-            raise _fail(msg) from exc
-    raise _fail("a replayed authorization code was accepted")
+        await _refused(
+            other.complete_login(session.provider_id, query, start.state),
+            TokenExchangeError,
+            what="a replayed code",
+            accepted="a replayed authorization code was accepted",
+            code=emulator.invalid_grant_error,
+        )
 
 
 async def check_scope_policy(session: ConformanceSession) -> None:
@@ -625,25 +637,20 @@ async def check_provider_faults(session: ConformanceSession) -> None:
     start = await keyloom.begin_login(session.provider_id)
     query = await session.authorize(start)
     emulator.faults.queue("500")
-    try:
-        await keyloom.complete_login(session.provider_id, query, start.state)
-    except ProviderError:
-        pass
-    except Exception as exc:
-        msg = f"HTTP 500 at the token endpoint raised {type(exc).__name__}, not a ProviderError"
-        raise _fail(msg) from exc
-    else:
-        raise _fail("the login succeeded although the token endpoint failed")
+    await _refused(
+        keyloom.complete_login(session.provider_id, query, start.state),
+        ProviderError,
+        what="HTTP 500 at the token endpoint",
+        accepted="the login succeeded although the token endpoint failed",
+    )
     result, _, _ = await session.login()
     emulator.faults.queue("malformed_json")
-    try:
-        await keyloom.fetch_profile(session.provider_id, result.tokens)
-    except ProviderError:
-        return
-    except Exception as exc:
-        msg = f"a profile answer that is not JSON raised {type(exc).__name__}, not ProviderError"
-        raise _fail(msg) from exc
-    raise _fail("a profile answer that is not JSON was accepted")
+    await _refused(
+        keyloom.fetch_profile(session.provider_id, result.tokens),
+        ProviderError,
+        what="a profile answer that is not JSON",
+        accepted="a profile answer that is not JSON was accepted",
+    )
 
 
 class _Capture(logging.Handler):

@@ -10,12 +10,17 @@ module holds the parts every such emulator needs; a provider module (for example
 - :class:`SlidingWindowLimiter`: per-key sliding-window rate limiting.
 - :class:`FaultInjector`: deterministic, seedable aiohttp middleware that injects HTTP errors,
   delays, hangs, malformed or truncated bodies and connection resets.
+- :class:`PendingRequests`: authorization requests waiting for the user's answer on a
+  consent form, each taken at most once and never after it expires.
 - :class:`EmulatorServer`: loopback-only aiohttp server base class (async context manager),
   plus :func:`run_forever` for command-line use. It also defines the *conformance
   convention* (:meth:`EmulatorServer.for_client`, :attr:`EmulatorServer.consent`, the
   provider's error codes and :meth:`EmulatorServer.expected_profile`) through which
   :mod:`keyloom_core.testing.conformance` drives any provider's emulator.
 - :func:`consent_page`, :func:`message_page` and :func:`html_response`: escaped HTML helpers.
+- :func:`add_emulator_arguments`, :func:`emulator_options`, :func:`faults_from_args` and
+  :func:`emulator_main`: the command line every emulator shares
+  (``python -m your_plugin.emulator``), so a provider module adds only its own options.
 - :func:`log_id`, :class:`ManualClock` and the PKCE helpers :func:`s256_challenge` and
   :func:`verify_s256`.
 
@@ -24,6 +29,7 @@ Nothing here logs token values, codes or client secrets.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import base64
 import contextlib
@@ -40,10 +46,22 @@ import secrets
 import signal
 import socket
 import struct
+import sys
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, TypeAlias, get_args
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    ClassVar,
+    Final,
+    Generic,
+    Literal,
+    Protocol,
+    TypeAlias,
+    TypeVar,
+    get_args,
+)
 
 import attrs
 from aiohttp import web
@@ -57,6 +75,7 @@ __all__ = [
     "CODE_VERIFIER_PATTERN",
     "CONSENT_MODES",
     "FAULT_KINDS",
+    "HEALTH_PATH",
     "LOOPBACK_HOST",
     "AccessToken",
     "AuthorizationCode",
@@ -70,13 +89,19 @@ __all__ = [
     "GrantBook",
     "Handler",
     "ManualClock",
+    "PendingRequest",
+    "PendingRequests",
     "PkceEncoding",
     "ScopeOption",
     "SlidingWindowLimiter",
     "TokenFailure",
     "TokenPair",
     "UserOption",
+    "add_emulator_arguments",
     "consent_page",
+    "emulator_main",
+    "emulator_options",
+    "faults_from_args",
     "html_response",
     "log_id",
     "message_page",
@@ -96,6 +121,9 @@ Handler: TypeAlias = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 #: The address emulators bind to by default.
 LOOPBACK_HOST: Final = "127.0.0.1"
+
+#: Every emulator answers ``GET`` here with ``{"status": "ok"}``.
+HEALTH_PATH: Final = "/emulator/health"
 
 
 # --------------------------------------------------------------------------------------------
@@ -732,6 +760,58 @@ class GrantBook:
             self._grants.pop(grant.grant_id, None)
 
 
+class PendingRequest(Protocol):
+    """What :class:`PendingRequests` keeps: a request with an id and an expiry time."""
+
+    @property
+    def request_id(self) -> str:
+        """The id the consent form sends back."""
+
+    @property
+    def expires_at(self) -> float:
+        """When the request can no longer be answered (seconds since the epoch)."""
+
+
+P = TypeVar("P", bound=PendingRequest)
+
+
+class PendingRequests(Generic[P]):
+    """Authorization requests waiting for the user's answer on a consent form.
+
+    A request is taken at most once, and never after its ``expires_at``. Expired requests
+    are dropped whenever one is added, and beyond *limit* the oldest go first.
+
+    :param clock: The time source.
+    :param limit: Requests kept at most.
+    """
+
+    def __init__(self, clock: Clock = time.time, *, limit: int = 10_000) -> None:
+        """Start with no pending request."""
+        self.clock = clock
+        self.limit = limit
+        self._requests: dict[str, P] = {}
+
+    def __len__(self) -> int:
+        """The number of requests kept (expired ones included until the next :meth:`add`)."""
+        return len(self._requests)
+
+    def add(self, request: P) -> None:
+        """Keep *request* under its ``request_id``."""
+        now = self.clock()
+        for request_id in [k for k, r in self._requests.items() if r.expires_at <= now]:
+            del self._requests[request_id]
+        while len(self._requests) >= self.limit:
+            del self._requests[next(iter(self._requests))]
+        self._requests[request.request_id] = request
+
+    def take(self, request_id: str) -> P | None:
+        """Remove and return the request, or ``None`` if it is unknown, taken or expired."""
+        request = self._requests.pop(request_id, None)
+        if request is None or request.expires_at <= self.clock():
+            return None
+        return request
+
+
 # --------------------------------------------------------------------------------------------
 # Rate limiting
 # --------------------------------------------------------------------------------------------
@@ -1286,6 +1366,11 @@ class _PathOnlyAccessLogger(AbstractAccessLogger):
         )
 
 
+async def _health(request: web.Request) -> web.StreamResponse:
+    del request
+    return web.json_response({"status": "ok"})
+
+
 def _loopback(host: str) -> str:
     if host == "localhost":
         return LOOPBACK_HOST
@@ -1310,7 +1395,8 @@ class EmulatorServer:
     """Base class of a provider emulator: an aiohttp application on a loopback port.
 
     Subclasses implement :meth:`add_routes` and list the paths that faults apply to in
-    :attr:`api_paths`. Use as an async context manager::
+    :attr:`api_paths`; every emulator also answers ``GET`` :data:`HEALTH_PATH`
+    (``/emulator/health``) with ``{"status": "ok"}``. Use as an async context manager::
 
         async with MyEmulator() as emulator:
             ...  # emulator.url is e.g. "http://127.0.0.1:41234"
@@ -1430,7 +1516,7 @@ class EmulatorServer:
         return any(_normalise_path(p) == normalised for p in self.api_paths)
 
     def build_app(self) -> web.Application:
-        """Create the application: the fault middleware plus :meth:`add_routes`."""
+        """Create the application: fault middleware, :data:`HEALTH_PATH`, :meth:`add_routes`."""
 
         @web.middleware
         async def faults(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -1445,6 +1531,7 @@ class EmulatorServer:
             )
 
         app = web.Application(middlewares=[faults])
+        app.router.add_get(HEALTH_PATH, _health)
         self.add_routes(app)
         return app
 
@@ -1556,3 +1643,113 @@ def run_forever(
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(main())
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------------
+
+S = TypeVar("S", bound=EmulatorServer)
+
+
+def add_emulator_arguments(
+    parser: argparse.ArgumentParser,
+    *,
+    client_id: str,
+    client_secret: str,
+    client_id_option: str = "--client-id",
+) -> None:
+    """Add the options every emulator's command line has, for :func:`emulator_main`.
+
+    They are ``--host``, ``--port``, the registered client's id (*client_id_option*, such as
+    TikTok's ``--client-key``; read back as ``args.client_id``), ``--client-secret``,
+    ``--consent``, ``--fault-rate``, ``--seed``, ``--fault-kinds`` and ``--log-level``.
+    Without ``--client-secret``, :func:`emulator_main` sets ``args.client_secret`` to the
+    built-in *client_secret* for the built-in *client_id*, and to a random one for any other.
+    """
+    name = client_id_option.removeprefix("--").replace("-", "_")
+    parser.add_argument("--host", default=LOOPBACK_HOST, help="loopback address to bind")
+    parser.add_argument("--port", type=int, default=0, help="port (default: a free one)")
+    parser.add_argument(
+        client_id_option,
+        dest="client_id",
+        default=client_id,
+        metavar=name.upper(),
+        help=f"the app's {name}",
+    )
+    parser.add_argument(
+        "--client-secret",
+        help=f"the app's client secret (default: the built-in one; random for another {name})",
+    )
+    parser.add_argument("--consent", choices=CONSENT_MODES, default="form")
+    parser.add_argument("--fault-rate", type=float, default=0.0, help="0..1")
+    parser.add_argument("--seed", type=int, default=0, help="fault sequence seed")
+    parser.add_argument(
+        "--fault-kinds",
+        default=",".join(FAULT_KINDS),
+        help="comma-separated subset of: " + ", ".join(FAULT_KINDS),
+    )
+    parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    parser.set_defaults(builtin_client=(client_id, client_secret), client_id_name=name)
+
+
+def faults_from_args(args: argparse.Namespace) -> FaultInjector:
+    """The fault injector that ``--fault-rate``, ``--seed`` and ``--fault-kinds`` describe."""
+    kinds = [kind for kind in str(args.fault_kinds).split(",") if kind]
+    return FaultInjector(rate=args.fault_rate, seed=args.seed, kinds=kinds)
+
+
+def emulator_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The :class:`EmulatorServer` keywords the shared options give.
+
+    ``host``, ``port``, ``consent`` and ``faults`` (see :func:`faults_from_args`): pass them
+    on with ``MyEmulator(..., **emulator_options(args))``.
+    """
+    return {
+        "host": args.host,
+        "port": args.port,
+        "consent": args.consent,
+        "faults": faults_from_args(args),
+    }
+
+
+def emulator_main(
+    name: str,
+    parser: argparse.ArgumentParser,
+    factory: Callable[[argparse.Namespace], S],
+    describe: Callable[[S], Iterable[str]],
+    argv: Sequence[str] | None = None,
+) -> int:
+    """Run an emulator from its command line until Ctrl-C or SIGTERM; return the exit status.
+
+    Parses *argv* with *parser* (set up with :func:`add_emulator_arguments`), configures
+    logging, builds the server with ``factory(args)`` (a :class:`ValueError` there is reported
+    as a usage error) and, once it listens, prints that *name* is listening on its URL, the
+    client's credentials, the lines of ``describe(server)`` and how to stop it.
+    """
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=str(args.log_level).upper(), format="%(levelname)s %(name)s: %(message)s"
+    )
+    builtin_id, builtin_secret = args.builtin_client
+    if args.client_secret is None:
+        builtin = args.client_id == builtin_id
+        args.client_secret = builtin_secret if builtin else secrets.token_urlsafe(24)
+    try:
+        server = factory(args)
+    except ValueError as exc:
+        parser.error(str(exc))
+
+    def announce(_server: EmulatorServer) -> None:
+        lines = [
+            f"{name} listening on {server.url}",
+            f"  {args.client_id_name + ':':<15}{args.client_id}",
+            f"  client_secret: {args.client_secret}",
+            *describe(server),
+            f"  consent: {server.consent}; press Ctrl-C to stop",
+        ]
+        sys.stdout.write("\n".join(lines) + "\n")
+        sys.stdout.flush()
+
+    run_forever(server, on_ready=announce)
+    return 0

@@ -1,14 +1,13 @@
 """Sign in with GitHub (OAuth apps, and GitHub Apps with expiring user tokens) for Keyloom.
 
-The core's RFC 6749 hooks build the authorization URL and exchange the code (GitHub's errors
-come with HTTP 200 and an ``error`` field, which the core reads). This plugin adds GitHub's
-scope rules, the profile (``/user`` and ``/user/emails``), refresh and revocation.
+The core's RFC 6749 hooks build the authorization URL, exchange the code (reading GitHub's
+errors, sent with HTTP 200), refresh and read ``/user``. This plugin adds GitHub's scope
+rules, its name for a dead refresh token, the e-mail of ``/user/emails`` and revocation.
 """
 
 from __future__ import annotations
 
 import base64
-import json
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
@@ -26,9 +25,9 @@ from keyloom_core import (
     TokenSet,
     configure_provider,
     hookimpl,
+    oauth2,
     parse_scopes,
 )
-from keyloom_core.oauth2 import client_credentials, parse_token_response, raise_for_error
 
 __all__ = ["IMPLIED_SCOPES", "SCOPES", "SPEC", "github"]
 
@@ -41,11 +40,10 @@ IMPLIED_SCOPES = {
     "write:packages": "read:packages",
     "project": "read:project",
 }
-#: Every OAuth app scope this plugin accepts.
+#: Every OAuth app scope this plugin accepts: those above, and those that include no other.
 SCOPES = parse_scopes(
-    "user read:user user:email user:follow repo repo:status repo_deployment public_repo "
-    "repo:invite security_events admin:org write:org read:org write:packages read:packages "
-    "project read:project gist notifications workflow delete_repo codespace admin:repo_hook"
+    " ".join([*IMPLIED_SCOPES, *IMPLIED_SCOPES.values()])
+    + " gist notifications workflow delete_repo codespace admin:repo_hook"
 )
 SPEC = ProviderSpec(
     id="github",
@@ -83,68 +81,51 @@ def validate_scopes(provider: Provider) -> None:
 
 
 @hookimpl
-async def refresh_token(provider: Provider, tokens: TokenSet, http: HttpClient) -> TokenSet:
-    """Refresh an expiring GitHub App user token; the refresh token rotates."""
-    form = {"grant_type": "refresh_token", "refresh_token": tokens.refresh_token or ""}
-    headers = {"Accept": "application/json"}
-    url, form = provider.spec.token_url, {**client_credentials(provider), **form}
-    response = await http.post_form(url, form, headers=headers, provider_id=provider.id)
-    dead = response.json_object(TokenRefreshError, provider.id).get("error") == "bad_refresh_token"
-    error = ReauthenticationRequiredError if dead else TokenRefreshError
-    return parse_token_response(response, provider, error, previous=tokens)
+async def refresh_token(provider: Provider, tokens: TokenSet, http: HttpClient) -> TokenSet | None:
+    """The core's refresh; GitHub's ``bad_refresh_token`` is RFC 6749's ``invalid_grant``."""
+    try:
+        return await oauth2.refresh_token(provider, tokens, http)
+    except TokenRefreshError as exc:
+        if exc.error != "bad_refresh_token":
+            raise
+        raise ReauthenticationRequiredError(
+            exc.message,
+            provider_id=provider.id,
+            error=exc.error,
+            description=exc.description,
+            http_status=exc.http_status,
+        ) from exc
 
 
 @hookimpl
 async def revoke_token(provider: Provider, tokens: TokenSet, http: HttpClient) -> bool:
-    """Revoke the token, authenticated as the app (basic auth); GitHub answers 204."""
+    """``DELETE`` the token, authenticated as the app (basic auth); GitHub answers 204."""
     url = (provider.spec.revoke_url or "").replace("{client_id}", quote(provider.client_id))
-    basic = base64.b64encode(f"{provider.client_id}:{provider.client_secret}".encode()).decode()
+    app = base64.b64encode(f"{provider.client_id}:{provider.client_secret}".encode()).decode()
+    headers, body = {**_API, "Authorization": f"Basic {app}"}, {"access_token": tokens.access_token}
     response = await http.request(
-        "DELETE",
-        url,
-        json_body={"access_token": tokens.access_token},
-        headers={**_API, "Authorization": f"Basic {basic}"},
-        idempotent=True,
-        provider_id=provider.id,
+        "DELETE", url, json_body=body, headers=headers, idempotent=True, provider_id=provider.id
     )
     if response.status != 204:
         data = response.json_object(RevokeError, provider.id)
-        raise_for_error(response, data, provider, RevokeError)
+        oauth2.raise_for_error(response, data, provider, RevokeError)
     return True
 
 
-async def _get(http: HttpClient, url: str, tokens: TokenSet, provider: Provider) -> Any:
-    response = await http.get(
-        url, bearer=tokens.access_token, headers=_API, provider_id=provider.id
-    )
-    if not response.ok:
-        data = response.json_object(ProfileError, provider.id)
-        raise_for_error(response, data, provider, ProfileError)
-    try:
-        return json.loads(response.body)
-    except ValueError as exc:
-        raise ProfileError("GitHub sent a body that is not JSON", provider_id=provider.id) from exc
-
-
 @hookimpl
-async def fetch_profile(provider: Provider, tokens: TokenSet, http: HttpClient) -> Profile:
-    """``GET /user``; the e-mail is the primary, verified one of ``/user/emails``, if granted."""
-    user = await _get(http, provider.spec.profile_url or "", tokens, provider)
-    if not isinstance(user, dict) or type(user.get("id")) is not int:
-        raise ProfileError("GitHub's profile has no user id", provider_id=provider.id)
-    email = None
-    if {"user", "user:email"} & (provider.scopes if tokens.scopes is None else tokens.scopes):
-        emails = await _get(http, f"{provider.spec.profile_url}/emails", tokens, provider)
-        for row in emails if isinstance(emails, list) else ():
-            if isinstance(row, dict) and row.get("primary") is True and row.get("verified") is True:
-                email = row.get("email") if isinstance(row.get("email"), str) else None
-    name, image = user.get("name") or user.get("login"), user.get("avatar_url")
-    return Profile(
-        provider_id=provider.id,
-        id=str(user["id"]),
-        name=name if isinstance(name, str) else None,
-        email=email,
-        email_verified=email is not None,
-        image=image if isinstance(image, str) else None,
-        raw=user,
-    )
+async def fetch_profile(provider: Provider, tokens: TokenSet, http: HttpClient) -> Profile | None:
+    """The core reads ``/user``; the e-mail is the primary, verified one of ``/user/emails``."""
+    profile = await oauth2.fetch_profile(provider, tokens, http)
+    granted = provider.scopes if tokens.scopes is None else tokens.scopes
+    if profile is None or not {"user", "user:email"} & granted:
+        return profile
+    url, bearer = f"{provider.spec.profile_url}/emails", tokens.access_token
+    response = await http.get(url, bearer=bearer, headers=_API, provider_id=provider.id)
+    emails = response.json(ProfileError, provider.id)  # a list, where all is well
+    error = emails if isinstance(emails, dict) else {}
+    oauth2.raise_for_error(response, error, provider, ProfileError)
+    for row in emails if isinstance(emails, list) else ():
+        email = row.get("email") if isinstance(row, dict) else None
+        if isinstance(email, str) and row.get("primary") is True and row.get("verified") is True:
+            return profile.with_overrides({"email": email, "email_verified": True})
+    return profile

@@ -41,10 +41,9 @@ import html
 import json
 import logging
 import secrets
-import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Final, get_args
+from typing import Any, Final
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 import attrs
@@ -59,14 +58,17 @@ from keyloom_core.testing.emulator import (
     FaultInjector,
     FaultKind,
     GrantBook,
+    PendingRequests,
     ScopeOption,
     TokenFailure,
     TokenPair,
     UserOption,
+    add_emulator_arguments,
     consent_page,
+    emulator_main,
+    emulator_options,
     html_response,
     message_page,
-    run_forever,
     verify_s256,
 )
 
@@ -368,7 +370,7 @@ class GitHubEmulator(EmulatorServer):
         self.code_ttl = code_ttl
         #: Codes and tokens.
         self.grants = GrantBook(clock=self._now, code_ttl=code_ttl, code_factory=_new_code)
-        self._pending: dict[str, _Pending] = {}
+        self._pending = PendingRequests[_Pending](self._now, limit=_MAX_PENDING)
         self._authorized: dict[tuple[str, str], frozenset[str]] = {}
         self._code_redirects: dict[str, str] = {}  # GitHub lets the token request omit it
 
@@ -451,7 +453,6 @@ class GitHubEmulator(EmulatorServer):
         app.router.add_get(EMAILS_PATH, self._emails)
         app.router.add_delete(_REVOKE_PREFIX + "{client_id}/token", self._revoke)
         app.router.add_get("/emulator/avatars/{user_id}.svg", self._avatar)
-        app.router.add_get("/emulator/health", self._health)
 
     def render_fault(
         self, kind: FaultKind, status: int, request: web.Request
@@ -497,7 +498,7 @@ class GitHubEmulator(EmulatorServer):
             previous is not None and previous.issuperset(pending.scopes)
         ):
             return self._grant(pending, self.default_user)
-        self._store_pending(pending)
+        self._pending.add(pending)
         return html_response(self._consent_html(pending, app))
 
     def _refuse(self, app: EmulatedOAuthApp, query: Mapping[str, str]) -> web.Response | None:
@@ -535,19 +536,11 @@ class GitHubEmulator(EmulatorServer):
             accent="#1f883d",
         )
 
-    def _store_pending(self, pending: _Pending) -> None:
-        now = self._now()
-        for request_id in [k for k, p in self._pending.items() if p.expires_at <= now]:
-            del self._pending[request_id]
-        while len(self._pending) >= _MAX_PENDING:
-            del self._pending[next(iter(self._pending))]
-        self._pending[pending.request_id] = pending
-
     async def _consent_submitted(self, request: web.Request) -> web.StreamResponse:
         form = await request.post() if request.content_type == _FORM_TYPE else None
         request_id = form.get("request_id") if form is not None else None
-        pending = self._pending.pop(request_id, None) if isinstance(request_id, str) else None
-        if form is None or pending is None or pending.expires_at <= self._now():
+        pending = self._pending.take(request_id) if isinstance(request_id, str) else None
+        if form is None or pending is None:
             return _error_page("This authorization request expired or was already answered.")
         if form.get("decision") == "deny":
             return self._deny(pending)
@@ -765,10 +758,6 @@ class GitHubEmulator(EmulatorServer):
         )
         return web.Response(text=svg, content_type="image/svg+xml")
 
-    async def _health(self, request: web.Request) -> web.StreamResponse:
-        del request
-        return web.json_response({"status": "ok"})
-
 
 # --------------------------------------------------------------------------------------------
 # Helpers
@@ -859,13 +848,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m keyloom_github.emulator",
         description="Run a local GitHub OAuth emulator until Ctrl-C.",
     )
-    parser.add_argument("--host", default=LOOPBACK_HOST, help="loopback address to bind")
-    parser.add_argument("--port", type=int, default=0, help="port (default: a free one)")
-    parser.add_argument("--client-id", default=DEFAULT_CLIENT_ID, help="the app's client id")
-    parser.add_argument(
-        "--client-secret",
-        help="the app's client secret (default: the built-in one, or random with --client-id)",
-    )
+    add_emulator_arguments(parser, client_id=DEFAULT_CLIENT_ID, client_secret=DEFAULT_CLIENT_SECRET)
     parser.add_argument(
         "--callback-url",
         action="append",
@@ -873,71 +856,36 @@ def _parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="registered callback URL (repeatable; default: any path on 127.0.0.1/localhost)",
     )
-    parser.add_argument("--consent", choices=get_args(ConsentMode), default="form")
     parser.add_argument(
         "--expiring-tokens", action="store_true", help="issue expiring tokens and refresh tokens"
     )
     parser.add_argument("--require-pkce", action="store_true", help="refuse requests without PKCE")
-    parser.add_argument("--fault-rate", type=float, default=0.0, help="0..1")
-    parser.add_argument("--seed", type=int, default=0, help="fault sequence seed")
-    parser.add_argument(
-        "--fault-kinds",
-        default=",".join(get_args(FaultKind)),
-        help="comma-separated subset of: " + ", ".join(get_args(FaultKind)),
-    )
-    parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     return parser
+
+
+def _from_args(args: argparse.Namespace) -> GitHubEmulator:
+    app = EmulatedOAuthApp(
+        client_id=args.client_id,
+        client_secret=args.client_secret,
+        callback_urls=args.callback_url or _DEFAULT_CALLBACKS,
+        expiring_tokens=args.expiring_tokens,
+    )
+    return GitHubEmulator(clients=[app], require_pkce=args.require_pkce, **emulator_options(args))
+
+
+def _describe(emulator: GitHubEmulator) -> list[str]:
+    return [
+        f"  authorize:  {emulator.authorize_url}",
+        f"  token:      {emulator.token_url}",
+        f"  user:       {emulator.user_url}",
+        *(f"  callback URL:  {url}" for url in emulator.default_app.callback_urls),
+        f"  use: github(..., endpoint_origin={json.dumps(emulator.url)})",
+    ]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the emulator from the command line (``python -m keyloom_github.emulator``)."""
-    parser = _parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=str(args.log_level).upper(), format="%(levelname)s %(name)s: %(message)s"
-    )
-    secret = args.client_secret or (
-        DEFAULT_CLIENT_SECRET if args.client_id == DEFAULT_CLIENT_ID else secrets.token_urlsafe(24)
-    )
-    try:
-        app = EmulatedOAuthApp(
-            client_id=args.client_id,
-            client_secret=secret,
-            callback_urls=args.callback_url or _DEFAULT_CALLBACKS,
-            expiring_tokens=args.expiring_tokens,
-        )
-        emulator = GitHubEmulator(
-            clients=[app],
-            consent=args.consent,
-            require_pkce=args.require_pkce,
-            faults=FaultInjector(
-                rate=args.fault_rate,
-                seed=args.seed,
-                kinds=[k for k in args.fault_kinds.split(",") if k],
-            ),
-            host=args.host,
-            port=args.port,
-        )
-    except ValueError as exc:
-        parser.error(str(exc))
-
-    def announce(_server: EmulatorServer) -> None:
-        lines = [
-            f"GitHub emulator listening on {emulator.url}",
-            f"  authorize:  {emulator.authorize_url}",
-            f"  token:      {emulator.token_url}",
-            f"  user:       {emulator.user_url}",
-            f"  client_id:     {app.client_id}",
-            f"  client_secret: {app.client_secret}",
-            *(f"  callback URL:  {url}" for url in app.callback_urls),
-            f"  use: github(..., endpoint_origin={json.dumps(emulator.url)})",
-            f"  consent: {emulator.consent}; press Ctrl-C to stop",
-        ]
-        sys.stdout.write("\n".join(lines) + "\n")
-        sys.stdout.flush()
-
-    run_forever(emulator, on_ready=announce)
-    return 0
+    return emulator_main("GitHub emulator", _parser(), _from_args, _describe, argv)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,6 @@ import html
 import logging
 import math
 import secrets
-import sys
 import time
 import uuid
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias, get_args
@@ -57,17 +56,20 @@ from keyloom_core.testing.emulator import (
     FaultInjector,
     FaultKind,
     GrantBook,
+    PendingRequests,
     PkceEncoding,
     ScopeOption,
     SlidingWindowLimiter,
     TokenFailure,
     TokenPair,
     UserOption,
+    add_emulator_arguments,
     consent_page,
+    emulator_main,
+    emulator_options,
     html_response,
     log_id,
     message_page,
-    run_forever,
     verify_s256,
 )
 
@@ -547,7 +549,7 @@ class TikTokEmulator(EmulatorServer):
         self.rate_limiter = SlidingWindowLimiter(
             user_info_rate_limit, rate_limit_window, clock=self._now
         )
-        self._pending: dict[str, _PendingAuthorization] = {}
+        self._pending = PendingRequests[_PendingAuthorization](self._now, limit=_MAX_PENDING)
         self._consents: dict[tuple[str, str], frozenset[str]] = {}
 
     # -- the conformance convention ------------------------------------------------------
@@ -677,7 +679,6 @@ class TikTokEmulator(EmulatorServer):
         app.router.add_get("/emulator/avatar.svg", self._avatar)
         app.router.add_get("/emulator/avatar/{user_id}.svg", self._avatar)
         app.router.add_get("/emulator/@{username}", self._profile)
-        app.router.add_get("/emulator/health", self._health)
 
     def render_fault(
         self, kind: FaultKind, status: int, request: web.Request
@@ -863,7 +864,7 @@ class TikTokEmulator(EmulatorServer):
             previous = self._consents.get((pending.client_key, self.default_user), frozenset())
             if previous.issuperset(pending.scopes):
                 return self._grant(pending, self.default_user, pending.scopes)
-        self._store_pending(pending)
+        self._pending.add(pending)
         return html_response(self._consent_html(pending, app))
 
     def _consent_html(self, pending: _PendingAuthorization, app: EmulatedApp) -> str:
@@ -894,20 +895,6 @@ class TikTokEmulator(EmulatorServer):
             deny_label="Cancel",
             accent="#fe2c55",
         )
-
-    def _store_pending(self, pending: _PendingAuthorization) -> None:
-        now = self._now()
-        for request_id in [k for k, p in self._pending.items() if p.expires_at <= now]:
-            del self._pending[request_id]
-        while len(self._pending) >= _MAX_PENDING:
-            del self._pending[next(iter(self._pending))]
-        self._pending[pending.request_id] = pending
-
-    def _take_pending(self, request_id: str) -> _PendingAuthorization | None:
-        pending = self._pending.pop(request_id, None)
-        if pending is None or pending.expires_at <= self._now():
-            return None
-        return pending
 
     def _deny(self, pending: _PendingAuthorization) -> web.Response:
         return self._redirect_error(
@@ -946,7 +933,7 @@ class TikTokEmulator(EmulatorServer):
 
     async def _consent_submitted(self, request: web.Request) -> web.StreamResponse:
         form = await request.post() if request.content_type == _FORM_TYPE else None
-        pending = self._take_pending(_form_text(form, "request_id")) if form else None
+        pending = self._pending.take(_form_text(form, "request_id")) if form else None
         if form is None or pending is None:
             page = message_page(
                 title="TikTok",
@@ -1224,10 +1211,6 @@ class TikTokEmulator(EmulatorServer):
         )
         return html_response(page)
 
-    async def _health(self, request: web.Request) -> web.StreamResponse:
-        del request
-        return web.json_response({"status": "ok"})
-
 
 def _form_text(form: Mapping[str, object] | None, name: str) -> str:
     if form is None:
@@ -1261,12 +1244,11 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m keyloom_tiktok.emulator",
         description="Run a local TikTok Login Kit (OAuth v2) emulator until Ctrl-C.",
     )
-    parser.add_argument("--host", default=LOOPBACK_HOST, help="loopback address to bind")
-    parser.add_argument("--port", type=int, default=0, help="port (default: a free one)")
-    parser.add_argument("--client-key", default=DEFAULT_CLIENT_KEY, help="the app's client_key")
-    parser.add_argument(
-        "--client-secret",
-        help="the app's client secret (default: the built-in one, or random with --client-key)",
+    add_emulator_arguments(
+        parser,
+        client_id=DEFAULT_CLIENT_KEY,
+        client_secret=DEFAULT_CLIENT_SECRET,
+        client_id_option="--client-key",
     )
     parser.add_argument(
         "--redirect-uri",
@@ -1281,7 +1263,6 @@ def _parser() -> argparse.ArgumentParser:
         default=",".join(sorted(DEFAULT_APPROVED_SCOPES)),
         help="comma-separated scopes the app is approved for",
     )
-    parser.add_argument("--consent", choices=get_args(ConsentMode), default="form")
     parser.add_argument("--pkce-encoding", choices=get_args(PkceMode), default="hex")
     parser.add_argument(
         "--no-pkce-web", action="store_true", help="do not require PKCE from web apps"
@@ -1290,82 +1271,49 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--access-token-ttl", type=int, default=86_400)
     parser.add_argument("--refresh-token-ttl", type=int, default=31_536_000)
     parser.add_argument("--user-info-rate-limit", type=int, default=600)
-    parser.add_argument("--fault-rate", type=float, default=0.0, help="0..1")
-    parser.add_argument("--seed", type=int, default=0, help="fault sequence seed")
-    parser.add_argument(
-        "--fault-kinds",
-        default=",".join(get_args(FaultKind)),
-        help="comma-separated subset of: " + ", ".join(get_args(FaultKind)),
-    )
-    parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     return parser
 
 
-def _announce(emulator: TikTokEmulator, app: EmulatedApp) -> None:
-    lines = [
-        f"TikTok emulator listening on {emulator.url}",
+def _from_args(args: argparse.Namespace) -> TikTokEmulator:
+    redirect_uris = args.redirect_uri
+    if not redirect_uris:
+        if args.app_type == "web":
+            raise ValueError("web apps need at least one --redirect-uri (https, not localhost)")
+        redirect_uris = list(_DEFAULT_REDIRECT_URIS)
+    app = EmulatedApp(
+        client_key=args.client_id,
+        client_secret=args.client_secret,
+        redirect_uris=redirect_uris,
+        app_type=args.app_type,
+        approved_scopes=[s for s in args.scopes.split(",") if s],
+    )
+    return TikTokEmulator(
+        clients=[app],
+        pkce_encoding=args.pkce_encoding,
+        require_pkce_web=not args.no_pkce_web,
+        rotate_refresh_tokens=not args.no_rotation,
+        access_token_ttl=args.access_token_ttl,
+        refresh_token_ttl=args.refresh_token_ttl,
+        user_info_rate_limit=args.user_info_rate_limit,
+        **emulator_options(args),
+    )
+
+
+def _describe(emulator: TikTokEmulator) -> list[str]:
+    app = emulator.default_app
+    return [
         f"  authorize:  {emulator.authorize_url}",
         f"  token:      {emulator.token_url}",
         f"  revoke:     {emulator.revoke_url}",
         f"  user info:  {emulator.user_info_url}",
-        f"  client_key:    {app.client_key}",
-        f"  client_secret: {app.client_secret}",
         f"  app type:      {app.app_type}",
         *(f"  redirect URI:  {uri}" for uri in app.redirect_uris),
-        f"  consent: {emulator.consent}; press Ctrl-C to stop",
     ]
-    sys.stdout.write("\n".join(lines) + "\n")
-    sys.stdout.flush()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the emulator from the command line (``python -m keyloom_tiktok.emulator``)."""
-    parser = _parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=str(args.log_level).upper(), format="%(levelname)s %(name)s: %(message)s"
-    )
-    secret = args.client_secret
-    if secret is None:
-        secret = (
-            DEFAULT_CLIENT_SECRET
-            if args.client_key == DEFAULT_CLIENT_KEY
-            else secrets.token_urlsafe(24)
-        )
-    redirect_uris = args.redirect_uri
-    if not redirect_uris:
-        if args.app_type == "web":
-            parser.error("web apps need at least one --redirect-uri (https, not localhost)")
-        redirect_uris = list(_DEFAULT_REDIRECT_URIS)
-    try:
-        app = EmulatedApp(
-            client_key=args.client_key,
-            client_secret=secret,
-            redirect_uris=redirect_uris,
-            app_type=args.app_type,
-            approved_scopes=[s for s in args.scopes.split(",") if s],
-        )
-        emulator = TikTokEmulator(
-            clients=[app],
-            consent=args.consent,
-            pkce_encoding=args.pkce_encoding,
-            require_pkce_web=not args.no_pkce_web,
-            rotate_refresh_tokens=not args.no_rotation,
-            access_token_ttl=args.access_token_ttl,
-            refresh_token_ttl=args.refresh_token_ttl,
-            user_info_rate_limit=args.user_info_rate_limit,
-            faults=FaultInjector(
-                rate=args.fault_rate,
-                seed=args.seed,
-                kinds=[k for k in args.fault_kinds.split(",") if k],
-            ),
-            host=args.host,
-            port=args.port,
-        )
-    except ValueError as exc:
-        parser.error(str(exc))
-    run_forever(emulator, on_ready=lambda _server: _announce(emulator, app))
-    return 0
+    return emulator_main("TikTok emulator", _parser(), _from_args, _describe, argv)
 
 
 if __name__ == "__main__":
