@@ -275,8 +275,11 @@ class Keyloom:
             code_verifier=payload["v"],
             http=self.http,
         )
-        granted = tokens.scopes if tokens.scopes is not None else parse_scopes(from_callback)
-        if tokens.scopes is None and from_callback is None:
+        if tokens.scopes is not None:  # the token answer is authoritative
+            granted = tokens.scopes
+        elif from_callback is not None:
+            granted = parse_scopes(from_callback)
+        else:  # the provider reports no grant: it granted what was asked
             granted = requested
         try:
             self._check_scopes(prov, requested, granted)
@@ -319,7 +322,7 @@ class Keyloom:
         if not echoed or not isinstance(nonce, str):
             msg = "the callback has no state"
             raise StateError(msg, reason="missing", provider_id=prov.id)
-        if not hmac.compare_digest(echoed.encode(), nonce.encode()):
+        if not hmac.compare_digest(echoed.encode(errors="replace"), nonce.encode()):
             msg = "the callback's state does not match this browser's sign-in"
             raise StateError(msg, reason="mismatch", provider_id=prov.id)
         return payload
