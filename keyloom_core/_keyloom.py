@@ -5,11 +5,12 @@ from __future__ import annotations
 import collections
 import hmac
 import logging
+import re
 import secrets
 import time
 from collections.abc import Awaitable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
-from urllib.parse import urlencode
+from urllib.parse import quote_plus
 
 import anyio
 import attrs
@@ -209,7 +210,7 @@ class Keyloom:
         )
         params = await self._provider_call("authorize_params", prov, request=request)
         base = prov.spec.authorize_url
-        url = f"{base}{'&' if '?' in base else '?'}{urlencode(params)}"
+        url = f"{base}{'&' if '?' in base else '?'}{_query(params)}"
         now = time.time() if now is None else now
         payload = {"p": prov.id, "n": nonce, "v": verifier, "c": callback, "r": redirect}
         state = self._state_signer.sign(payload, ttl=self.state_ttl, now=now)
@@ -388,8 +389,7 @@ class Keyloom:
 
     async def _provider_call(self, hook: str, provider: Provider, **kwargs: Any) -> Any:
         """Await the owning plugin's implementation, then the built-in one, until not None."""
-        caller = self.registry.provider_caller(hook, provider.id)
-        names = [impl.plugin_name for impl in reversed(caller.get_hookimpls())]
+        caller, names = self.registry.provider_caller(hook, provider.id)
         pending: list[Awaitable[Any]] = caller(provider=provider, **kwargs)
         expected = _RETURN_TYPES[hook]
         try:
@@ -414,6 +414,9 @@ class Keyloom:
 
     async def _run(self, plugin: str, provider_id: str, hook: str, awaitable: Awaitable[T]) -> T:
         try:
+            # A cancel scope, not asyncio.timeout: its cancellation is re-delivered at every
+            # await, so a library that turns one cancellation into its own error cannot
+            # swallow the deadline (aiohttp does exactly that on its own timeouts).
             with anyio.fail_after(self.timeout):
                 return await awaitable
         except KeyloomError:
@@ -460,6 +463,18 @@ class Keyloom:
                 error=error,
                 context=dict(context),
             )
+
+
+_URL_SAFE = re.compile(r"[A-Za-z0-9._~-]*")
+
+
+def _query(params: Mapping[str, str]) -> str:
+    """``urlencode(params)`` that leaves already URL-safe values (state, challenge…) alone."""
+    safe = _URL_SAFE.fullmatch
+    return "&".join(
+        f"{k if safe(k) else quote_plus(k)}={v if safe(v) else quote_plus(v)}"
+        for k, v in params.items()
+    )
 
 
 _RETURN_TYPES: dict[str, type] = {

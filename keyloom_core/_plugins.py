@@ -127,7 +127,7 @@ class PluginRegistry:
         self.infos: dict[str, PluginInfo] = {}
         self.providers: dict[str, RegisteredProvider] = {}
         self.broken: list[BrokenPlugin] = []
-        self._callers: dict[tuple[str, str], Any] = {}
+        self._callers: dict[tuple[str, str], tuple[Any, tuple[str, ...]]] = {}
         for module in BUILTIN_PLUGINS:
             self._register(importlib.import_module(module), PluginInfo(module, None, None, None))
         if autoload if autoload is not None else not autoload_disabled():
@@ -252,18 +252,22 @@ class PluginRegistry:
         registered = self.providers.get(provider_id)
         return registered.plugin.plugin if registered else None
 
-    def provider_caller(self, hook: str, provider_id: str) -> Any:
-        """A hook caller restricted to the provider's owning plugin and the built-in fallback."""
+    def provider_caller(self, hook: str, provider_id: str) -> tuple[Any, tuple[str, ...]]:
+        """A hook caller restricted to the provider's owning plugin and the built-in fallback.
+
+        Returns the caller and its implementations' plugin names, in call order (cached).
+        """
         key = (hook, provider_id)
-        caller = self._callers.get(key)
-        if caller is None:
+        found = self._callers.get(key)
+        if found is None:
             owner = self.owner(provider_id)
             fallback = self.pm.get_plugin("keyloom_core.oauth2")
             keep = {id(owner), id(fallback)}
             others = [p for p in self.pm.get_plugins() if id(p) not in keep]
             caller = self.pm.subset_hook_caller(hook, others)
-            self._callers[key] = caller
-        return caller
+            names = tuple(impl.plugin_name for impl in reversed(caller.get_hookimpls()))
+            found = self._callers[key] = (caller, names)
+        return found
 
     def plugin_name(self, plugin: object) -> str:
         """The registration name of *plugin*, for error messages."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from urllib.parse import unquote, urljoin, urlsplit
 
 from .errors import InvalidRedirectError
@@ -14,8 +15,11 @@ def _origin(url: str) -> tuple[str, str]:
     return parts.scheme.lower(), parts.netloc.lower()
 
 
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f\\]")  # control characters and backslashes
+
+
 def _unsafe(text: str) -> bool:
-    return "\\" in text or any(ord(c) < 0x20 or ord(c) == 0x7F for c in text)
+    return _UNSAFE.search(text) is not None
 
 
 def safe_callback_url(value: str | None, base_url: str) -> str:

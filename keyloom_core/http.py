@@ -6,7 +6,6 @@ the command line stay fast.
 
 from __future__ import annotations
 
-import email.utils
 import json
 import logging
 import random
@@ -65,6 +64,8 @@ class RetryPolicy:
 def _retry_after(value: str | None) -> float | None:
     if not value:
         return None
+    import email.utils  # noqa: PLC0415  (rarely needed; costs ~8 ms to import)
+
     value = value.strip()
     if value.isdigit():
         return float(value)
@@ -73,6 +74,11 @@ def _retry_after(value: str | None) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())
+
+
+def _log_answer(method: str, url: str, status: int, attempt: int) -> None:
+    if log.isEnabledFor(logging.DEBUG):  # the path only: queries may carry secrets
+        log.debug("%s %s -> %s (attempt %d)", method, urlsplit(url).path, status, attempt)
 
 
 def _classify(
@@ -280,7 +286,6 @@ class HttpClient:
         hdrs = dict(headers or {})
         if bearer is not None:
             hdrs["Authorization"] = f"Bearer {bearer}"
-        where = f"{method} {urlsplit(url).path}"
         statuses = _RETRY_STATUSES_SAFE if idempotent else _RETRY_STATUSES_UNSAFE
         attempt = 0
         while True:
@@ -288,15 +293,17 @@ class HttpClient:
             try:
                 response = await self._send(method, url, data, json_body, params, hdrs)
             except Exception as exc:
+                where = f"{method} {urlsplit(url).path}"
                 failure, retryable = _classify(exc, where, idempotent, provider_id)
                 delay = self.retry.delay(attempt, None) if retryable else None
                 if delay is None:
                     raise failure from exc
                 log.info("%s: %s, retrying in %.2fs", where, type(exc).__name__, delay)
             else:
-                log.debug("%s -> %s (attempt %d)", where, response.status, attempt)
+                _log_answer(method, url, response.status, attempt)
                 if response.status not in statuses:
                     return response
+                where = f"{method} {urlsplit(url).path}"
                 retry_after = _retry_after(response.headers.get("Retry-After"))
                 delay = self.retry.delay(attempt, retry_after)
                 if delay is not None and anyio.current_time() + delay >= (
@@ -338,6 +345,13 @@ class HttpClient:
                 raise ProviderError(
                     f"provider answer is too large ({length} bytes)", http_status=resp.status
                 )
+            if (
+                length is not None
+                and resp.headers.get("Content-Encoding", "identity") == "identity"
+            ):
+                # the length, checked above, is the body's true size: one read
+                body = await resp.read()
+                return HttpResponse(status=resp.status, headers=resp.headers, body=body)
             chunks: list[bytes] = []
             size = 0
             async for chunk in resp.content.iter_chunked(65536):

@@ -673,7 +673,8 @@ class GrantBook:
     def _make_room(self, table: Mapping[str, object], evict: Callable[[str], object]) -> None:
         if len(table) < self.max_entries:
             return
-        self.prune()
+        if self.clock() - self._last_prune >= self.prune_interval:  # a full scan, so rarely
+            self.prune()
         while len(table) >= self.max_entries:
             evict(next(iter(table)))
 
