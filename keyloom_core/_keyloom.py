@@ -417,17 +417,21 @@ class Keyloom:
             # A cancel scope, not asyncio.timeout: its cancellation is re-delivered at every
             # await, so a library that turns one cancellation into its own error cannot
             # swallow the deadline (aiohttp does exactly that on its own timeouts).
-            with anyio.fail_after(self.timeout):
+            with anyio.CancelScope(deadline=anyio.current_time() + self.timeout):
                 return await awaitable
         except KeyloomError:
             raise
         except TimeoutError as exc:
-            msg = f"the provider did not answer within {self.timeout:g}s ({hook})"
-            raise ProviderTimeoutError(msg, provider_id=provider_id) from exc
+            raise self._timed_out(hook, provider_id) from exc
         except Exception as exc:
             msg = f"plugin '{plugin}' failed in hook '{hook}': {type(exc).__name__}"
             log.exception("plugin %s failed in %s", plugin, hook)
             raise PluginError(msg, plugin=plugin, provider_id=provider_id) from exc
+        raise self._timed_out(hook, provider_id)  # the deadline cancelled the call
+
+    def _timed_out(self, hook: str, provider_id: str) -> ProviderTimeoutError:
+        msg = f"the provider did not answer within {self.timeout:g}s ({hook})"
+        return ProviderTimeoutError(msg, provider_id=provider_id)
 
     async def _broadcast(self, hook: str, *, tolerant: bool = False, **kwargs: Any) -> None:
         """Await every plugin's implementation in order; *tolerant* logs failures and goes on."""
