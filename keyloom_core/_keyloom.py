@@ -264,9 +264,10 @@ class Keyloom:
             msg = "the callback has no authorization code"
             raise InvalidCallbackError(msg, provider_id=prov.id)
         requested = prov.scopes
-        from_callback = query.get("scopes", query.get("scope"))
-        if from_callback is not None:
-            self._check_scopes(prov, requested, parse_scopes(from_callback))
+        reported = query.get("scopes", query.get("scope"))
+        from_callback = parse_scopes(reported) if reported is not None else None
+        if from_callback is not None:  # refuse early, before any token is issued
+            self._check_scopes(prov, requested, from_callback)
         context["stage"] = "token"
         tokens = await self._provider_call(
             "exchange_code",
@@ -279,15 +280,16 @@ class Keyloom:
         if tokens.scopes is not None:  # the token answer is authoritative
             granted = tokens.scopes
         elif from_callback is not None:
-            granted = parse_scopes(from_callback)
+            granted = from_callback
         else:  # the provider reports no grant: it granted what was asked
             granted = requested
-        try:
-            self._check_scopes(prov, requested, granted)
-        except ScopeDeniedError:
-            with anyio.CancelScope(shield=True), anyio.move_on_after(self.timeout):
-                await self._safe_revoke(prov, tokens)
-            raise
+        if granted != from_callback:  # not checked yet
+            try:
+                self._check_scopes(prov, requested, granted)
+            except ScopeDeniedError:
+                with anyio.CancelScope(shield=True), anyio.move_on_after(self.timeout):
+                    await self._safe_revoke(prov, tokens)
+                raise
         context["stage"] = "profile"
         profile = await self.fetch_profile(prov.id, tokens)
         result = LoginResult(
