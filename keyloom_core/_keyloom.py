@@ -277,19 +277,7 @@ class Keyloom:
             code_verifier=payload["v"],
             http=self.http,
         )
-        if tokens.scopes is not None:  # the token answer is authoritative
-            granted = tokens.scopes
-        elif from_callback is not None:
-            granted = from_callback
-        else:  # the provider reports no grant: it granted what was asked
-            granted = requested
-        if granted != from_callback:  # not checked yet
-            try:
-                self._check_scopes(prov, requested, granted)
-            except ScopeDeniedError:
-                with anyio.CancelScope(shield=True), anyio.move_on_after(self.timeout):
-                    await self._safe_revoke(prov, tokens)
-                raise
+        granted = await self._granted(prov, requested, from_callback, tokens)
         context["stage"] = "profile"
         profile = await self.fetch_profile(prov.id, tokens)
         result = LoginResult(
@@ -303,6 +291,29 @@ class Keyloom:
         context["stage"] = "login_succeeded"
         await self._broadcast("login_succeeded", provider=prov, result=result)
         return result
+
+    async def _granted(
+        self,
+        prov: Provider,
+        requested: frozenset[str],
+        from_callback: frozenset[str] | None,
+        tokens: TokenSet,
+    ) -> frozenset[str]:
+        """The granted scopes, checked; tokens of a refused login are revoked."""
+        if tokens.scopes is not None:  # the token answer is authoritative
+            granted = tokens.scopes
+        elif from_callback is not None:
+            granted = from_callback
+        else:  # the provider reports no grant: it granted what was asked
+            granted = requested
+        if granted != from_callback:  # not checked yet
+            try:
+                self._check_scopes(prov, requested, granted)
+            except ScopeDeniedError:
+                with anyio.CancelScope(shield=True), anyio.move_on_after(self.timeout):
+                    await self._safe_revoke(prov, tokens)
+                raise
+        return granted
 
     def _verify_state(
         self, prov: Provider, echoed: str | None, stored: str | None, now: float | None
