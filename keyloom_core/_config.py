@@ -173,7 +173,7 @@ def define_keyloom(
         raise ConfigurationError(msg)
     return Keyloom(
         providers=by_id,
-        secrets=(check_secret(secret or _env(SECRET_ENV)), *old_secrets),
+        secrets=(check_secret(secret or _env(SECRET_ENV)), *map(check_secret, old_secrets)),
         base_url=check_base_url(url),
         base_path=base_path,
         state_ttl=state_ttl,

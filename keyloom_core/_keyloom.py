@@ -471,7 +471,7 @@ class Keyloom:
         self, provider_id: str, error: KeyloomError, context: dict[str, str]
     ) -> None:
         context.setdefault("reason", getattr(error, "reason", error.code))
-        log.info("login failed: provider=%s code=%s %s", provider_id, error.code, context)
+        log.info("login failed: provider=%r code=%s %s", provider_id, error.code, context)
         with anyio.CancelScope(shield=True), anyio.move_on_after(self.timeout):
             await self._broadcast(
                 "login_failed",

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import re
-from urllib.parse import unquote, urljoin, urlsplit
+from urllib.parse import quote, unquote, urljoin, urlsplit
 
 from .errors import InvalidRedirectError
 
 MAX_CALLBACK_URL = 2048
+_URL_SAFE = "/?#[]@!$&'()*+,;=:%~"
 
 
 def _origin(url: str) -> tuple[str, str]:
@@ -57,4 +58,4 @@ def safe_callback_url(value: str | None, base_url: str) -> str:
             raise InvalidRedirectError("callback URL must be a path on this site")
     if _origin(urljoin(base_url, value)) != _origin(base_url):  # belt and braces
         raise InvalidRedirectError("callback URL must be a path on this site")
-    return value
+    return quote(value, safe=_URL_SAFE)  # non-ASCII goes out percent-encoded, as in a Location

@@ -154,3 +154,9 @@ def test_whatever_is_accepted_resolves_to_this_origin(value: str) -> None:
     stripped = "".join(c for c in path if c not in "\t\n\r")
     assert not stripped.startswith("//")
     assert _same_origin(stripped)
+
+
+def test_non_ascii_paths_come_back_percent_encoded() -> None:
+    # A Location header carries bytes, not text: the redirect must not depend on encoding.
+    assert safe_callback_url("/中文?q=é#s", BASE) == "/%E4%B8%AD%E6%96%87?q=%C3%A9#s"
+    assert safe_callback_url("/a%20b?x=1&y=2", BASE) == "/a%20b?x=1&y=2"  # left as it was

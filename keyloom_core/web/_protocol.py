@@ -26,6 +26,7 @@ from keyloom_core.errors import (
     ProviderError,
     StateError,
 )
+from keyloom_core.models import PROVIDER_ID_PATTERN
 from keyloom_core.sessions import (
     CSRF_COOKIE,
     CSRF_HEADER,
@@ -439,6 +440,9 @@ class AuthHandler:
         return render_page(title, text, code=error.code, hint=error.hint, links=links)
 
 
+_PROVIDER_ID = re.compile(PROVIDER_ID_PATTERN.strip("^$"))
+
+
 def _match(path: str) -> tuple[str, str, str] | None:
     """``(route, allowed method, provider id or "")`` for *path*, or ``None``."""
     allowed = _ROUTES.get(path)
@@ -448,7 +452,7 @@ def _match(path: str) -> tuple[str, str, str] | None:
     if (
         len(parts) == _OAUTH_SEGMENTS
         and parts[1] == "oauth"
-        and parts[2]
+        and _PROVIDER_ID.fullmatch(parts[2])
         and parts[3] in {"start", "callback"}
     ):
         return parts[3], "GET", parts[2]
