@@ -256,5 +256,5 @@ def test_configuration_is_immutable(spec: ProviderSpec) -> None:
 @pytest.mark.parametrize("old", ["", "short", "x" * 31])
 def test_old_secrets_must_be_as_strong_as_the_secret(spec: ProviderSpec, old: str) -> None:
     # A weak old secret would let anyone sign sessions that are still accepted.
-    with pytest.raises(ConfigurationError, match="32 characters|no secret"):
+    with pytest.raises(ConfigurationError, match=r"32 characters|no secret"):
         define(spec, old_secrets=[old])
