@@ -340,12 +340,20 @@ class AuthHandler:
             result = await self.keyloom.complete_login(
                 provider, query, request.cookies.get(STATE_COOKIE)
             )
-            session, value = issue_session(self.keyloom, result)
-            if self.on_login is not None:
-                await self.on_login(result)
         except StateError as error:  # not ours to clear: it may belong to another sign-in
             return self._error(request, error)
         except KeyloomError as error:
+            return self._error(request, error, cookies=(clear_state,))
+        try:
+            session, value = issue_session(self.keyloom, result)
+            if self.on_login is not None:
+                await self.on_login(result)
+        except BaseException as error:
+            # The provider issued tokens for a login that ends here: take them back.
+            with anyio.CancelScope(shield=True), anyio.move_on_after(self.keyloom.timeout):
+                await self._revoke_quietly(result.provider_id, result.tokens)
+            if not isinstance(error, KeyloomError):
+                raise
             return self._error(request, error, cookies=(clear_state,))
         log.info("keyloom: signed in with %s", result.provider_id)
         location = urljoin(self.keyloom.base_url, result.callback_url)
@@ -386,6 +394,12 @@ class AuthHandler:
         return _json_response(
             200, {"ok": True}, cookies=(self.cookie(SESSION_COOKIE, "", max_age=0),)
         )
+
+    async def _revoke_quietly(self, provider_id: str, tokens: TokenSet) -> None:
+        try:
+            await self.keyloom.revoke(provider_id, tokens)
+        except KeyloomError as exc:
+            log.warning("keyloom: could not revoke the tokens of a refused login: %s", exc.code)
 
     async def _revoke(self, session: Session, on_logout: LogoutCallback) -> None:
         try:
