@@ -52,8 +52,8 @@ class Signer:
         """Return ``body.signature`` for *payload*, valid for *ttl* seconds."""
         now = time.time() if now is None else now
         data = {**payload, "exp": int(now + ttl)}
-        body = _b64(json.dumps(data, separators=(",", ":"), sort_keys=True).encode())
-        mac = hmac.new(self._keys[0], body.encode("ascii"), hashlib.sha256).digest()
+        body = _b64(json.dumps(data, separators=(",", ":")).encode())
+        mac = hmac.digest(self._keys[0], body.encode("ascii"), "sha256")
         return f"{body}.{_b64(mac)}"
 
     def unsign(self, token: str, *, now: float | None = None) -> dict[str, Any]:
@@ -71,7 +71,7 @@ class Signer:
             raise BadSignatureError("malformed") from exc
         raw = body.encode("ascii", "replace")
         if not any(
-            hmac.compare_digest(mac, hmac.new(key, raw, hashlib.sha256).digest())
+            hmac.compare_digest(mac, hmac.digest(key, raw, "sha256"))
             for key in self._keys
         ):
             raise BadSignatureError("signature")
