@@ -449,7 +449,10 @@ class Keyloom:
     async def _broadcast(self, hook: str, *, tolerant: bool = False, **kwargs: Any) -> None:
         """Await every plugin's implementation in order; *tolerant* logs failures and goes on."""
         caller = getattr(self.registry.pm.hook, hook)
-        names = [impl.plugin_name for impl in reversed(caller.get_hookimpls())]
+        impls = caller.get_hookimpls()
+        if not impls:  # the common case for events: nobody listens
+            return
+        names = [impl.plugin_name for impl in reversed(impls)]
         pending: list[Awaitable[None]] = caller(**kwargs)
         provider = kwargs.get("provider")
         provider_id = provider.id if isinstance(provider, Provider) else kwargs.get("provider_id")
