@@ -1,10 +1,9 @@
 """Keyloom: sign-in with any OAuth provider for async Python apps, through plugins."""
 
+from typing import TYPE_CHECKING, Any
+
 from ._config import configure_provider as configure_provider
 from ._config import define_keyloom as define_keyloom
-from ._keyloom import Keyloom as Keyloom
-from ._keyloom import MemoryStateGuard as MemoryStateGuard
-from ._keyloom import StateGuard as StateGuard
 from .errors import AccessDeniedError as AccessDeniedError
 from .errors import AuthorizationError as AuthorizationError
 from .errors import ConfigurationError as ConfigurationError
@@ -25,9 +24,6 @@ from .errors import TokenExchangeError as TokenExchangeError
 from .errors import TokenRefreshError as TokenRefreshError
 from .errors import UnknownProviderError as UnknownProviderError
 from .hookspecs import hookimpl as hookimpl
-from .http import HttpClient as HttpClient
-from .http import HttpResponse as HttpResponse
-from .http import RetryPolicy as RetryPolicy
 from .models import AuthorizationRequest as AuthorizationRequest
 from .models import LoginResult as LoginResult
 from .models import LoginStart as LoginStart
@@ -75,3 +71,35 @@ __all__ = [
     "hookimpl",
     "parse_scopes",
 ]
+
+if TYPE_CHECKING:
+    from ._keyloom import Keyloom as Keyloom
+    from ._keyloom import MemoryStateGuard as MemoryStateGuard
+    from ._keyloom import StateGuard as StateGuard
+    from .http import HttpClient as HttpClient
+    from .http import HttpResponse as HttpResponse
+    from .http import RetryPolicy as RetryPolicy
+
+# The runtime (anyio, the HTTP client) loads on first use, so that plugin discovery and
+# the command line start fast.
+_LAZY = {
+    "Keyloom": "._keyloom",
+    "MemoryStateGuard": "._keyloom",
+    "StateGuard": "._keyloom",
+    "HttpClient": ".http",
+    "HttpResponse": ".http",
+    "RetryPolicy": ".http",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Load the runtime names on first use."""
+    module = _LAZY.get(name)
+    if module is None:
+        msg = f"module 'keyloom_core' has no attribute {name!r}"
+        raise AttributeError(msg)
+    import importlib  # noqa: PLC0415
+
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value

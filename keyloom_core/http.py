@@ -14,7 +14,6 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import anyio
 import attrs
 
 from .errors import NetworkError, ProviderError, ProviderTimeoutError, RateLimitedError
@@ -213,6 +212,8 @@ class HttpClient:
         """Close the session if this client opened it."""
         session, self._session = self._session, None
         if session is not None and self._owned:
+            import anyio  # noqa: PLC0415  (kept off the import path of plugin discovery)
+
             with anyio.CancelScope(shield=True):
                 await session.close()
 
@@ -286,6 +287,8 @@ class HttpClient:
         hdrs = dict(headers or {})
         if bearer is not None:
             hdrs["Authorization"] = f"Bearer {bearer}"
+        import anyio  # noqa: PLC0415  (kept off the import path of plugin discovery)
+
         statuses = _RETRY_STATUSES_SAFE if idempotent else _RETRY_STATUSES_UNSAFE
         attempt = 0
         while True:
