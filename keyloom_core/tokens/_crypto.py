@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..errors import ConfigurationError
-from ._store import TokenDecryptionError
+from ._store import StoredGrant, TokenDecryptionError
 
 try:
     from cryptography.exceptions import InvalidTag
@@ -103,6 +103,16 @@ class TokenCipher:
             return data
         msg = "a stored token entry cannot be decrypted with the configured secrets"
         raise TokenDecryptionError(msg)
+
+    def seal(self, grant: StoredGrant) -> bytes:
+        """Encrypt *grant*'s payload, bound to its provider and account."""
+        return self.encrypt(
+            grant.to_payload(), associated_data(grant.provider_id, grant.account_id)
+        )
+
+    def unseal(self, blob: bytes, provider_id: str, account_id: str) -> dict[str, Any]:
+        """Decrypt what :meth:`seal` wrote for *provider_id* / *account_id*."""
+        return self.decrypt(blob, associated_data(provider_id, account_id))
 
     def needs_rewrap(self, blob: bytes) -> bool:
         """Whether *blob* was encrypted with an old secret (a write re-encrypts it)."""

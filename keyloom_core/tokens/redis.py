@@ -15,8 +15,9 @@ from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import anyio
+import attrs
 
-from ._crypto import TokenCipher, associated_data
+from ._crypto import TokenCipher
 from ._store import StoredGrant, TokenLockTimeoutError, TokenStoreError
 
 try:
@@ -152,7 +153,7 @@ class RedisTokenStore:
             return None
         try:
             blob = base64.b64decode(_text(data))
-            payload = self._cipher.decrypt(blob, associated_data(provider_id, account_id))
+            payload = self._cipher.unseal(blob, provider_id, account_id)
         except TokenStoreError as exc:
             exc.provider_id, exc.account_id = provider_id, account_id
             raise
@@ -172,7 +173,7 @@ class RedisTokenStore:
     ) -> StoredGrant | None:
         """Write the next version; with *if_version*, only over exactly that version."""
         grant = StoredGrant.new(provider_id, account_id, tokens, scopes, 0, now=self._clock())
-        blob = self._cipher.encrypt(grant.to_payload(), associated_data(provider_id, account_id))
+        blob = self._cipher.seal(grant)
         expiry = tokens.refresh_expires_at
         args = [
             base64.b64encode(blob).decode("ascii"),
@@ -183,14 +184,7 @@ class RedisTokenStore:
         version = int(await self._call(result, provider_id, account_id))
         if version == 0:
             return None
-        return StoredGrant(
-            provider_id=provider_id,
-            account_id=account_id,
-            tokens=tokens,
-            granted_scopes=grant.granted_scopes,
-            version=version,
-            updated_at=grant.updated_at,
-        )
+        return attrs.evolve(grant, version=version)
 
     async def delete(
         self, provider_id: str, account_id: str, *, if_version: int | None = None

@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Final, TypeVar
 
 import anyio
 import anyio.to_thread
+import attrs
 
-from ._crypto import TokenCipher, associated_data
+from ._crypto import TokenCipher
 from ._store import StoredGrant, TokenLockTimeoutError, TokenStoreError
 
 if TYPE_CHECKING:
@@ -188,7 +189,7 @@ class SQLiteTokenStore:
             return None
         version, blob = row
         try:
-            payload = self._cipher.decrypt(blob, associated_data(provider_id, account_id))
+            payload = self._cipher.unseal(blob, provider_id, account_id)
         except TokenStoreError as exc:
             exc.provider_id, exc.account_id = provider_id, account_id
             raise
@@ -205,7 +206,7 @@ class SQLiteTokenStore:
     ) -> StoredGrant | None:
         """Write the next version; with *if_version*, only over exactly that version."""
         grant = StoredGrant.new(provider_id, account_id, tokens, scopes, 0, now=self._clock())
-        blob = self._cipher.encrypt(grant.to_payload(), associated_data(provider_id, account_id))
+        blob = self._cipher.seal(grant)
         expiry = tokens.refresh_expires_at
 
         def write(conn: sqlite3.Connection) -> int | None:
@@ -220,14 +221,7 @@ class SQLiteTokenStore:
         version = await self._run(write, provider_id, account_id)
         if version is None:
             return None
-        return StoredGrant(
-            provider_id=provider_id,
-            account_id=account_id,
-            tokens=tokens,
-            granted_scopes=grant.granted_scopes,
-            version=version,
-            updated_at=grant.updated_at,
-        )
+        return attrs.evolve(grant, version=version)
 
     async def delete(
         self, provider_id: str, account_id: str, *, if_version: int | None = None
