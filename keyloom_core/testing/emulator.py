@@ -31,10 +31,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import contextlib
 import enum
-import hashlib
 import hmac
 import html
 import ipaddress
@@ -66,6 +64,8 @@ from typing import (
 import attrs
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
+
+from keyloom_core.pkce import CODE_VERIFIER_PATTERN, s256_challenge
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -184,23 +184,8 @@ def remaining_seconds(expires_at: float, now: float) -> int:
 # PKCE
 # --------------------------------------------------------------------------------------------
 
-#: RFC 7636 §4.1: 43 to 128 characters of ``[A-Z] [a-z] [0-9] - . _ ~``.
-CODE_VERIFIER_PATTERN: Final = re.compile(r"^[A-Za-z0-9\-._~]{43,128}$")
-
 #: How the SHA-256 digest of a code verifier is encoded into a challenge.
 PkceEncoding: TypeAlias = Literal["base64url", "hex"]
-
-
-def s256_challenge(verifier: str, encoding: PkceEncoding = "base64url") -> str:
-    """Return the S256 challenge of *verifier*.
-
-    :param encoding: ``"base64url"`` (RFC 7636, unpadded) or ``"hex"`` (lowercase hex of the
-        digest, a deviation some providers use).
-    """
-    digest = hashlib.sha256(verifier.encode("utf-8")).digest()
-    if encoding == "hex":
-        return digest.hex()
-    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
 
 def verify_s256(
