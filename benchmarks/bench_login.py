@@ -67,10 +67,10 @@ class Raw:
         self.user_info_url = origin + USER_INFO_PATH
 
     async def open(self) -> None:
-        """Nothing to open: the session is shared."""
+        """Nothing to open: the session is given."""
 
     async def close(self) -> None:
-        """Nothing to close: the session is shared."""
+        """Nothing to close: the session is given."""
 
     async def login(self) -> str:
         """One login; returns the user's ``open_id``."""
@@ -113,8 +113,8 @@ class Raw:
 class KeyloomContender:
     """The core's public API: ``begin_login`` → the authorize GET → ``complete_login``.
 
-    Keyloom borrows the same shared aiohttp session that ``raw`` uses, and the authorize
-    redirect (which a browser would follow) is fetched with it too.
+    Keyloom borrows an aiohttp session made like ``raw``'s, and the authorize redirect
+    (which a browser would follow) is fetched with it too.
     """
 
     name = "keyloom"
@@ -135,7 +135,7 @@ class KeyloomContender:
         )
 
     async def open(self) -> None:
-        """Enter the Keyloom instance (it borrows the shared session)."""
+        """Enter the Keyloom instance (it borrows the given session)."""
         await self.keyloom.__aenter__()
 
     async def close(self) -> None:
@@ -200,7 +200,7 @@ class AuthlibContender:
         """Nothing to open: the transport connects on demand."""
 
     async def close(self) -> None:
-        """Close the shared transport."""
+        """Close the transport its clients share."""
         await self.transport.aclose()
 
     def _client(self) -> Any:
@@ -245,7 +245,7 @@ class AuthlibContender:
 
 
 def _session() -> aiohttp.ClientSession:
-    """The one shared aiohttp session of ``raw`` and ``keyloom``."""
+    """The aiohttp session of ``raw`` and ``keyloom``, set up alike for both."""
     return aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=CONNECTION_LIMIT),
         timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT),
@@ -436,25 +436,15 @@ def _contender(name: str, session: aiohttp.ClientSession, origin: str) -> Any:
 
 
 @contextlib.asynccontextmanager
-async def _contenders(
-    names: Sequence[str], origin: str, failed: dict[str, str]
-) -> AsyncIterator[dict[str, Any]]:
-    """Fresh contenders on a fresh shared session; those that fail to build land in *failed*."""
+async def fresh_contender(name: str, origin: str) -> AsyncIterator[Any]:
+    """*name* on a client of its own with an empty connection pool."""
     async with _session() as session:
-        built: dict[str, Any] = {}
-        for name in names:
-            try:
-                contender = _contender(name, session, origin)
-                await contender.open()
-            except Exception as exc:
-                failed[name] = f"{type(exc).__name__}: {exc}"
-            else:
-                built[name] = contender
+        contender = _contender(name, session, origin)
+        await contender.open()
         try:
-            yield built
+            yield contender
         finally:
-            for contender in built.values():
-                await contender.close()
+            await contender.close()
 
 
 async def run_logins(
@@ -471,31 +461,39 @@ async def run_logins(
 
     ``emulator()`` starts one (its ``url`` is the origin). A fresh emulator per round keeps
     its token tables small, so the last round runs against the same server as the first.
+    Every batch gets a fresh client warmed up at the batch's own concurrency: a pool left
+    full of idle connections by a wider warm-up would slow down an httpx client at
+    concurrency 1 (httpcore scans its whole pool on every request), so that would measure
+    the warm-up rather than the contender.
     """
     failed: dict[str, str] = {}
     names = list(contenders)
     series = {(n, c): Series() for n in names for c in concurrencies}
     for r in range(rounds):
         with emulator() as server:
-            async with _contenders(
-                [n for n in names if n not in failed], server.url, failed
-            ) as built:
-                for name, contender in built.items():
-                    warm = await run_batch(contender.login, warmup, min(warmup, max(concurrencies)))
-                    if warm.errors:
-                        failed[name] = f"warm-up failed: {warm.first_error}"
-                live = [n for n in names if n in built and n not in failed]
+            for concurrency in concurrencies:
+                live = [n for n in names if n not in failed]
                 order = live[r % len(live) :] + live[: r % len(live)] if live else []
-                for concurrency in concurrencies:
-                    for name in order:
-                        batch = await run_batch(built[name].login, per_round, concurrency)
-                        batch.round = r
-                        series[name, concurrency].batches.append(batch)
-                        if batch.errors:
-                            progress(
-                                f"  {name} c={concurrency}: {batch.errors} errors, "
-                                f"first: {batch.first_error}"
+                for name in order:
+                    try:
+                        async with fresh_contender(name, server.url) as contender:
+                            warm = await run_batch(
+                                contender.login, max(warmup, concurrency), concurrency
                             )
+                            if warm.errors:
+                                failed[name] = f"warm-up failed: {warm.first_error}"
+                                continue
+                            batch = await run_batch(contender.login, per_round, concurrency)
+                    except Exception as exc:
+                        failed[name] = f"{type(exc).__name__}: {exc}"
+                        continue
+                    batch.round = r
+                    series[name, concurrency].batches.append(batch)
+                    if batch.errors:
+                        progress(
+                            f"  {name} c={concurrency}: {batch.errors} errors, "
+                            f"first: {batch.first_error}"
+                        )
         progress(
             f"  round {r + 1}/{rounds}: "
             + ", ".join(
