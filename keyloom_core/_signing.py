@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import base64
+import binascii
 import hashlib
 import hmac
 import json
@@ -12,13 +12,20 @@ from typing import Any
 
 MIN_SECRET_LENGTH = 32
 
+_TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
+_FROM_URLSAFE = bytes.maketrans(b"-_", b"+/")
+_encode_json = json.JSONEncoder(separators=(",", ":")).encode
+
 
 def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+    """Unpadded base64url (what ``base64.urlsafe_b64encode`` does, minus two layers)."""
+    return binascii.b2a_base64(data, newline=False).translate(_TO_URLSAFE).rstrip(b"=").decode()
 
 
 def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    """Decode unpadded base64url; :class:`ValueError` if it is not."""
+    padded = (text + "=" * (-len(text) % 4)).encode("ascii")
+    return binascii.a2b_base64(padded.translate(_FROM_URLSAFE))
 
 
 class BadSignatureError(ValueError):
@@ -51,8 +58,7 @@ class Signer:
     def sign(self, payload: dict[str, Any], *, ttl: float, now: float | None = None) -> str:
         """Return ``body.signature`` for *payload*, valid for *ttl* seconds."""
         now = time.time() if now is None else now
-        data = {**payload, "exp": int(now + ttl)}
-        body = _b64(json.dumps(data, separators=(",", ":")).encode())
+        body = _b64(_encode_json({**payload, "exp": int(now + ttl)}).encode())
         mac = hmac.digest(self._keys[0], body.encode("ascii"), "sha256")
         return f"{body}.{_b64(mac)}"
 
@@ -70,13 +76,13 @@ class Signer:
         except ValueError as exc:
             raise BadSignatureError("malformed") from exc
         raw = body.encode("ascii", "replace")
-        if not any(
-            hmac.compare_digest(mac, hmac.digest(key, raw, "sha256"))
-            for key in self._keys
-        ):
+        for key in self._keys:
+            if hmac.compare_digest(mac, hmac.digest(key, raw, "sha256")):
+                break
+        else:
             raise BadSignatureError("signature")
         try:
-            data = json.loads(_unb64(body))
+            data = json.loads(_unb64(body).decode())
         except ValueError as exc:  # pragma: no cover - we signed it ourselves
             raise BadSignatureError("malformed") from exc
         if not isinstance(data, dict) or not isinstance(data.get("exp"), int):
