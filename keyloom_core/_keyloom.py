@@ -5,12 +5,10 @@ from __future__ import annotations
 import collections
 import hmac
 import logging
-import re
 import secrets
 import time
 from collections.abc import Awaitable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
-from urllib.parse import quote_plus
 
 import anyio
 import attrs
@@ -30,7 +28,7 @@ from .errors import (
     StateError,
     UnknownProviderError,
 )
-from .http import HttpClient, RetryPolicy
+from .http import HttpClient, RetryPolicy, form_encode
 from .models import (
     AuthorizationRequest,
     LoginResult,
@@ -210,7 +208,7 @@ class Keyloom:
         )
         params = await self._provider_call("authorize_params", prov, request=request)
         base = prov.spec.authorize_url
-        url = f"{base}{'&' if '?' in base else '?'}{_query(params)}"
+        url = f"{base}{'&' if '?' in base else '?'}{form_encode(params)}"
         now = time.time() if now is None else now
         payload = {"p": prov.id, "n": nonce, "v": verifier, "c": callback, "r": redirect}
         state = self._state_signer.sign(payload, ttl=self.state_ttl, now=now)
@@ -235,7 +233,11 @@ class Keyloom:
         context = {"stage": "callback"}
         try:
             prov = self.provider(provider)
-            return await self._complete(prov, query, state, now, context)
+            # One cancel scope for the whole callback; each provider call moves its
+            # deadline, so every call still gets the full timeout.
+            with anyio.CancelScope() as scope:
+                return await self._complete(prov, query, state, now, context, scope)
+            raise self._timed_out(context["stage"], prov.id)  # the deadline struck between calls
         except KeyloomError as error:
             await self._notify_failure(provider, error, context)
             raise
@@ -247,6 +249,7 @@ class Keyloom:
         state: str | None,
         now: float | None,
         context: dict[str, str],
+        scope: anyio.CancelScope,
     ) -> LoginResult:
         for key, value in query.items():
             if not isinstance(value, str) or len(value) > _MAX_PARAM:
@@ -272,6 +275,7 @@ class Keyloom:
         tokens = await self._provider_call(
             "exchange_code",
             prov,
+            scope,
             code=code,
             redirect_uri=payload["r"],
             code_verifier=payload["v"],
@@ -279,7 +283,7 @@ class Keyloom:
         )
         granted = await self._granted(prov, requested, from_callback, tokens)
         context["stage"] = "profile"
-        profile = await self.fetch_profile(prov.id, tokens)
+        profile = await self._fetch_profile(prov, tokens, scope)
         result = LoginResult(
             provider_id=prov.id,
             profile=profile,
@@ -289,7 +293,7 @@ class Keyloom:
             callback_url=payload["c"],
         )
         context["stage"] = "login_succeeded"
-        await self._broadcast("login_succeeded", provider=prov, result=result)
+        await self._broadcast("login_succeeded", scope=scope, provider=prov, result=result)
         return result
 
     async def _granted(
@@ -361,9 +365,13 @@ class Keyloom:
 
     async def fetch_profile(self, provider: str, tokens: TokenSet) -> Profile:
         """Fetch the user's normalised profile, with ``profile_overrides`` applied."""
-        prov = self.provider(provider)
+        return await self._fetch_profile(self.provider(provider), tokens)
+
+    async def _fetch_profile(
+        self, prov: Provider, tokens: TokenSet, scope: anyio.CancelScope | None = None
+    ) -> Profile:
         profile: Profile = await self._provider_call(
-            "fetch_profile", prov, tokens=tokens, http=self.http
+            "fetch_profile", prov, scope, tokens=tokens, http=self.http
         )
         if prov.profile_overrides is not None:
             try:
@@ -400,42 +408,67 @@ class Keyloom:
 
     # -- dispatch ------------------------------------------------------------------
 
-    async def _provider_call(self, hook: str, provider: Provider, **kwargs: Any) -> Any:
-        """Await the owning plugin's implementation, then the built-in one, until not None."""
-        caller, names = self.registry.provider_caller(hook, provider.id)
-        pending: list[Awaitable[Any]] = caller(provider=provider, **kwargs)
+    async def _provider_call(
+        self,
+        hook: str,
+        provider: Provider,
+        scope: anyio.CancelScope | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Await the owning plugin's implementation, then the built-in one, until not None.
+
+        An implementation is only called if the one before it answered ``None``.
+        """
+        kwargs["provider"] = provider
         expected = _RETURN_TYPES[hook]
-        try:
-            for index, awaitable in enumerate(pending):
-                value = await self._run(names[index], provider.id, hook, awaitable)
-                if value is None:
-                    continue
-                if not isinstance(value, expected):
-                    msg = (
-                        f"plugin '{names[index]}' returned {type(value).__name__} from hook "
-                        f"'{hook}', expected {expected.__name__}"
-                    )
-                    raise PluginError(msg, plugin=names[index], provider_id=provider.id)
-                return value
-        finally:
-            for awaitable in pending:
-                close = getattr(awaitable, "close", None)
-                if close is not None:
-                    close()
+        for plugin, function, argnames in self.registry.provider_impls(hook, provider.id):
+            awaitable = function(**{name: kwargs[name] for name in argnames})
+            value = await self._run(plugin, provider.id, hook, awaitable, scope)
+            if value is None:
+                continue
+            if not isinstance(value, expected):
+                msg = (
+                    f"plugin '{plugin}' returned {type(value).__name__} from hook "
+                    f"'{hook}', expected {expected.__name__}"
+                )
+                raise PluginError(msg, plugin=plugin, provider_id=provider.id)
+            return value
         msg = f"no plugin answered '{hook}'"
         raise PluginError(msg, provider_id=provider.id)
 
-    async def _run(self, plugin: str, provider_id: str, hook: str, awaitable: Awaitable[T]) -> T:
+    async def _run(
+        self,
+        plugin: str,
+        provider_id: str,
+        hook: str,
+        awaitable: Awaitable[T],
+        scope: anyio.CancelScope | None = None,
+    ) -> T:
+        """Await one hook implementation with the call's deadline.
+
+        The deadline is *scope*'s, moved to now + timeout, when the caller holds a scope for
+        the whole operation; otherwise the call gets a scope of its own. A cancel scope, not
+        ``asyncio.timeout``: its cancellation is re-delivered at every await, so a library
+        that turns one cancellation into its own error cannot swallow the deadline (aiohttp
+        does exactly that on its own timeouts).
+        """
         try:
-            # A cancel scope, not asyncio.timeout: its cancellation is re-delivered at every
-            # await, so a library that turns one cancellation into its own error cannot
-            # swallow the deadline (aiohttp does exactly that on its own timeouts).
-            with anyio.CancelScope(deadline=anyio.current_time() + self.timeout):
-                return await awaitable
+            if scope is None:
+                with anyio.CancelScope(deadline=anyio.current_time() + self.timeout):
+                    return await awaitable
+            else:
+                scope.deadline = anyio.current_time() + self.timeout
+                value = await awaitable
+                if not scope.cancel_called:
+                    return value
         except KeyloomError:
             raise
         except TimeoutError as exc:
             raise self._timed_out(hook, provider_id) from exc
+        except anyio.get_cancelled_exc_class():
+            if scope is None or not scope.cancel_called:
+                raise  # cancelled from outside: not a timeout
+            raise self._timed_out(hook, provider_id) from None
         except Exception as exc:
             msg = f"plugin '{plugin}' failed in hook '{hook}': {type(exc).__name__}"
             log.exception("plugin %s failed in %s", plugin, hook)
@@ -446,7 +479,14 @@ class Keyloom:
         msg = f"the provider did not answer within {self.timeout:g}s ({hook})"
         return ProviderTimeoutError(msg, provider_id=provider_id)
 
-    async def _broadcast(self, hook: str, *, tolerant: bool = False, **kwargs: Any) -> None:
+    async def _broadcast(
+        self,
+        hook: str,
+        *,
+        tolerant: bool = False,
+        scope: anyio.CancelScope | None = None,
+        **kwargs: Any,
+    ) -> None:
         """Await every plugin's implementation in order; *tolerant* logs failures and goes on."""
         caller = getattr(self.registry.pm.hook, hook)
         impls = caller.get_hookimpls()
@@ -459,7 +499,7 @@ class Keyloom:
         try:
             for index, awaitable in enumerate(pending):
                 try:
-                    await self._run(names[index], provider_id or "", hook, awaitable)
+                    await self._run(names[index], provider_id or "", hook, awaitable, scope)
                 except KeyloomError as exc:
                     if not tolerant:
                         raise
@@ -483,18 +523,6 @@ class Keyloom:
                 error=error,
                 context=dict(context),
             )
-
-
-_URL_SAFE = re.compile(r"[A-Za-z0-9._~-]*")
-
-
-def _query(params: Mapping[str, str]) -> str:
-    """``urlencode(params)`` that leaves already URL-safe values (state, challenge…) alone."""
-    safe = _URL_SAFE.fullmatch
-    return "&".join(
-        f"{k if safe(k) else quote_plus(k)}={v if safe(v) else quote_plus(v)}"
-        for k, v in params.items()
-    )
 
 
 _RETURN_TYPES: dict[str, type] = {

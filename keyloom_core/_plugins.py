@@ -31,7 +31,13 @@ ASYNC_HOOKS = frozenset(
     }
 )
 
+PROVIDER_HOOKS = frozenset(
+    {"authorize_params", "exchange_code", "refresh_token", "revoke_token", "fetch_profile"}
+)
+
 ProviderFactory = Callable[..., Provider]
+#: One implementation of a provider hook: its plugin's name, its function, its argument names.
+ProviderImpl = tuple[str, Callable[..., Any], tuple[str, ...]]
 
 
 @attrs.frozen
@@ -127,7 +133,7 @@ class PluginRegistry:
         self.infos: dict[str, PluginInfo] = {}
         self.providers: dict[str, RegisteredProvider] = {}
         self.broken: list[BrokenPlugin] = []
-        self._callers: dict[tuple[str, str], tuple[Any, tuple[str, ...]]] = {}
+        self._impls: dict[tuple[str, str], tuple[ProviderImpl, ...]] = {}
         for module in BUILTIN_PLUGINS:
             self._register(importlib.import_module(module), PluginInfo(module, None, None, None))
         if autoload if autoload is not None else not autoload_disabled():
@@ -184,13 +190,10 @@ class PluginRegistry:
             raise PluginError(msg, plugin=info.name, distribution=info.distribution) from exc
         for impl_hook in self.pm.get_hookcallers(plugin) or []:
             for impl in impl_hook.get_hookimpls():
-                if impl.plugin is not plugin:
-                    continue
-                is_async = inspect.iscoroutinefunction(impl.function)
-                if (impl_hook.name in ASYNC_HOOKS) != is_async:
+                problem = _impl_problem(impl_hook.name, impl) if impl.plugin is plugin else None
+                if problem is not None:
                     self.pm.unregister(plugin)
-                    kind = "async def" if impl_hook.name in ASYNC_HOOKS else "def"
-                    msg = f"{info.describe()}: hook '{impl_hook.name}' must be a '{kind}'"
+                    msg = f"{info.describe()}: {problem}"
                     raise PluginError(msg, plugin=info.name, distribution=info.distribution)
         try:
             self._collect_providers(plugin, info)
@@ -201,7 +204,7 @@ class PluginRegistry:
                 del self.providers[pid]
             raise
         self.infos[info.name] = info
-        self._callers.clear()
+        self._impls.clear()
 
     def _collect_providers(self, plugin: object, info: PluginInfo) -> None:
         def register(spec: object, factory: ProviderFactory | None = None) -> None:
@@ -252,26 +255,37 @@ class PluginRegistry:
         registered = self.providers.get(provider_id)
         return registered.plugin.plugin if registered else None
 
-    def provider_caller(self, hook: str, provider_id: str) -> tuple[Any, tuple[str, ...]]:
-        """A hook caller restricted to the provider's owning plugin and the built-in fallback.
+    def provider_impls(self, hook: str, provider_id: str) -> tuple[ProviderImpl, ...]:
+        """The implementations of a provider hook for *provider_id*, in call order (cached).
 
-        Returns the caller and its implementations' plugin names, in call order (cached).
+        Those of the plugin that owns the provider come first, then the built-in RFC 6749
+        fallback's; no other plugin's are ever called for this provider.
         """
         key = (hook, provider_id)
-        found = self._callers.get(key)
+        found = self._impls.get(key)
         if found is None:
-            owner = self.owner(provider_id)
-            fallback = self.pm.get_plugin("keyloom_core.oauth2")
-            keep = {id(owner), id(fallback)}
-            others = [p for p in self.pm.get_plugins() if id(p) not in keep]
-            caller = self.pm.subset_hook_caller(hook, others)
-            names = tuple(impl.plugin_name for impl in reversed(caller.get_hookimpls()))
-            found = self._callers[key] = (caller, names)
+            keep = (self.owner(provider_id), self.pm.get_plugin("keyloom_core.oauth2"))
+            impls = getattr(self.pm.hook, hook).get_hookimpls()
+            found = self._impls[key] = tuple(
+                (impl.plugin_name, impl.function, tuple(impl.argnames))
+                for impl in reversed(impls)
+                if any(impl.plugin is plugin for plugin in keep)
+            )
         return found
 
     def plugin_name(self, plugin: object) -> str:
         """The registration name of *plugin*, for error messages."""
         return self.pm.get_name(plugin) or repr(plugin)
+
+
+def _impl_problem(hook: str, impl: pluggy.HookImpl) -> str | None:
+    """Why *impl* cannot implement *hook*, or ``None``."""
+    if hook in PROVIDER_HOOKS and (impl.hookwrapper or impl.wrapper):
+        return f"provider hook '{hook}' cannot be a wrapper (it is called on its owner only)"
+    if (hook in ASYNC_HOOKS) != inspect.iscoroutinefunction(impl.function):
+        kind = "async def" if hook in ASYNC_HOOKS else "def"
+        return f"hook '{hook}' must be a '{kind}'"
+    return None
 
 
 def _default_factory(spec: ProviderSpec) -> ProviderFactory:

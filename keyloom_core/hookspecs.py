@@ -7,7 +7,8 @@ an implementation may take a subset of a hook's arguments.
 *Provider hooks* (``authorize_params`` … ``fetch_profile``) are ``async`` and are called
 only on the plugin that registered the provider, so a plugin never sees another
 provider's calls. Returning ``None`` defers to the built-in RFC 6749 implementation, so a
-plugin overrides only what its provider does differently.
+plugin overrides only what its provider does differently; the built-in one is called only
+then. Provider hooks cannot be wrappers.
 
 *Policy and event hooks* (``validate_scopes``, ``check_granted_scopes``,
 ``login_succeeded``, ``login_failed``) are broadcast to every plugin: any plugin may add

@@ -6,13 +6,15 @@ the command line stay fast.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import random
+import re
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import quote_plus, urlsplit
 
 import attrs
 
@@ -21,7 +23,7 @@ from .errors import NetworkError, ProviderError, ProviderTimeoutError, RateLimit
 if TYPE_CHECKING:
     import aiohttp
 
-__all__ = ["HttpClient", "HttpResponse", "RetryPolicy"]
+__all__ = ["HttpClient", "HttpResponse", "RetryPolicy", "form_encode"]
 
 log = logging.getLogger("keyloom.http")
 
@@ -29,6 +31,7 @@ DEFAULT_MAX_BODY = 1 << 20
 _RETRY_STATUSES_UNSAFE = frozenset({429, 503})
 _RETRY_STATUSES_SAFE = frozenset({429, 502, 503, 504})
 _HTTP_TOO_MANY = 429
+_FORM = "application/x-www-form-urlencoded"
 
 
 @attrs.frozen
@@ -152,6 +155,44 @@ class HttpResponse:
                 http_status=self.status,
             )
         return data
+
+
+_URL_SAFE = re.compile(r"[A-Za-z0-9._~-]*")
+
+
+@functools.lru_cache(maxsize=256)
+def _quoted(value: str) -> str:
+    return quote_plus(value)
+
+
+def form_encode(params: Mapping[str, str]) -> str:
+    """``urllib.parse.urlencode(params)``, faster: the same output.
+
+    URL-safe keys and values (states, challenges, verifiers) are used as they are and the
+    others' encodings are remembered, since they repeat (redirect URIs, client ids, scopes).
+    """
+    safe = _URL_SAFE.fullmatch
+    return "&".join(
+        f"{k if safe(k) else _quoted(k)}={v if safe(v) else _quoted(v)}"
+        for k, v in params.items()
+    )
+
+
+def _prepare(
+    headers: Mapping[str, str] | None, bearer: str | None, data: Mapping[str, str] | None
+) -> tuple[dict[str, str], bytes | None]:
+    """The headers and the form body of a request.
+
+    The form is encoded once here rather than by aiohttp's ``FormData`` on every attempt:
+    the same bytes, at a fraction of the cost.
+    """
+    hdrs = dict(headers or {})
+    if bearer is not None:
+        hdrs["Authorization"] = f"Bearer {bearer}"
+    if data is None:
+        return hdrs, None
+    hdrs.setdefault("Content-Type", _FORM)
+    return hdrs, form_encode(data).encode()
 
 
 class HttpClient:
@@ -284,9 +325,7 @@ class HttpClient:
         :raises NetworkError: the connection failed or broke.
         :raises ProviderError: the body is larger than ``max_body``.
         """
-        hdrs = dict(headers or {})
-        if bearer is not None:
-            hdrs["Authorization"] = f"Bearer {bearer}"
+        hdrs, body = _prepare(headers, bearer, data)
         import anyio  # noqa: PLC0415  (kept off the import path of plugin discovery)
 
         statuses = _RETRY_STATUSES_SAFE if idempotent else _RETRY_STATUSES_UNSAFE
@@ -294,7 +333,7 @@ class HttpClient:
         while True:
             attempt += 1
             try:
-                response = await self._send(method, url, data, json_body, params, hdrs)
+                response = await self._send(method, url, body, json_body, params, hdrs)
             except Exception as exc:
                 where = f"{method} {urlsplit(url).path}"
                 failure, retryable = _classify(exc, where, idempotent, provider_id)
@@ -329,7 +368,7 @@ class HttpClient:
         self,
         method: str,
         url: str,
-        data: Mapping[str, str] | None,
+        data: bytes | None,
         json_body: object,
         params: Mapping[str, str] | None,
         headers: dict[str, str],

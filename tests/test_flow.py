@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -20,6 +21,7 @@ from keyloom_core import (
     KeyloomError,
     LoginResult,
     PluginError,
+    Profile,
     ProfileError,
     Provider,
     ProviderError,
@@ -575,6 +577,95 @@ async def test_a_slow_plugin_times_out(
         with pytest.raises(ProviderTimeoutError, match="fetch_profile"):
             await login(keyloom, "slow")
     assert time.monotonic() - started < 2
+
+
+async def test_every_provider_call_gets_the_whole_timeout(
+    make_keyloom: MakeKeyloom, make_provider: MakeProvider, fake_spec: ProviderSpec, login: Login
+) -> None:
+    # Two calls of 0.6 x timeout each: the login takes longer than one timeout, and
+    # succeeds, because the deadline is per call, not per login.
+    spec = attrs.evolve(fake_spec, id="steady")
+
+    class Steady:
+        @hookimpl
+        def register_providers(self, register: Any) -> None:
+            register(spec)
+
+        @hookimpl
+        async def exchange_code(self, code: str) -> TokenSet:
+            await anyio.sleep(0.3)
+            return TokenSet(access_token=f"at-{code[:8]}", scopes=frozenset({"profile"}))
+
+        @hookimpl
+        async def fetch_profile(self, provider: Provider) -> Profile:
+            await anyio.sleep(0.3)
+            return Profile(provider_id=provider.id, id="steady-user")
+
+    async with make_keyloom(make_provider(spec), plugins=[Steady()], timeout=0.5) as keyloom:
+        started = time.monotonic()
+        result = await login(keyloom, "steady")
+    assert result.profile.id == "steady-user"
+    assert time.monotonic() - started > 0.5
+
+
+async def test_a_swallowed_deadline_still_times_out(
+    make_keyloom: MakeKeyloom, make_provider: MakeProvider, fake_spec: ProviderSpec, login: Login
+) -> None:
+    # A plugin that catches the cancellation and answers anyway is still cut off: the
+    # exchange overran its deadline, so its answer is not used.
+    spec = attrs.evolve(fake_spec, id="stubborn")
+    calls: list[str] = []
+
+    class Stubborn:
+        @hookimpl
+        def register_providers(self, register: Any) -> None:
+            register(spec)
+
+        @hookimpl
+        async def exchange_code(self) -> TokenSet:
+            with contextlib.suppress(BaseException):
+                await anyio.sleep(5)
+            return TokenSet(access_token="late")
+
+        @hookimpl
+        async def fetch_profile(self) -> None:
+            calls.append("fetch_profile")
+
+    async with make_keyloom(make_provider(spec), plugins=[Stubborn()], timeout=0.2) as keyloom:
+        with pytest.raises(ProviderTimeoutError, match="exchange_code"):
+            await login(keyloom, "stubborn")
+    assert calls == []
+
+
+async def test_cancelling_a_login_from_outside_is_not_a_timeout(
+    make_keyloom: MakeKeyloom, make_provider: MakeProvider, fake_spec: ProviderSpec, login: Login
+) -> None:
+    spec = attrs.evolve(fake_spec, id="parked")
+    entered = anyio.Event()
+    failures: list[str] = []
+
+    class Parked:
+        @hookimpl
+        def register_providers(self, register: Any) -> None:
+            register(spec)
+
+        @hookimpl
+        async def exchange_code(self) -> None:
+            entered.set()
+            await anyio.sleep(5)
+
+        @hookimpl
+        async def login_failed(self, error: Exception) -> None:
+            failures.append(type(error).__name__)
+
+    async with make_keyloom(make_provider(spec), plugins=[Parked()], timeout=3) as keyloom:
+        with anyio.CancelScope() as outer:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(login, keyloom, "parked")
+                await entered.wait()
+                outer.cancel()
+    assert outer.cancelled_caught
+    assert failures == []
 
 
 # -- instances and sessions --------------------------------------------------------------

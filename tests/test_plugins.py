@@ -438,17 +438,42 @@ async def test_owner_answer_wins_and_the_builtin_is_never_run(
             return Profile(provider_id=provider.id, id="custom-user", name=tokens.access_token)
 
     keyloom = make_keyloom(make_provider(spec), plugins=[Custom()])
-    coroutines = trace_coroutines(keyloom)
+    called: list[str] = []
+    for hook in ("exchange_code", "fetch_profile"):
+        for impl in getattr(keyloom.registry.pm.hook, hook).get_hookimpls():
+            if impl.plugin_name == "keyloom_core.oauth2":
+                impl.function = spy(impl.function, called)
     async with keyloom:
         result = await login(keyloom, "custom")
     assert result.tokens.access_token.startswith("custom-code-")
     assert result.profile.id == "custom-user"
     assert fake_provider.calls("/token") == []
     assert fake_provider.calls("/userinfo") == []
-    # pluggy created the built-in's coroutines too (exchange_code, fetch_profile): they
-    # were closed without running, never left pending
-    assert len(coroutines) == 5
-    assert {inspect.getcoroutinestate(c) for c in coroutines} == {inspect.CORO_CLOSED}
+    # the fallback is called only when the owner answers None: not even a coroutine of
+    # the built-in's was made
+    assert called == []
+    impls = keyloom.registry.provider_impls("exchange_code", "custom")
+    assert [plugin for plugin, _, _ in impls] == ["Custom", "keyloom_core.oauth2"]
+
+
+def spy(function: Any, called: list[str]) -> Any:
+    """*function*, recording its name in *called* whenever it is called."""
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        called.append(function.__name__)
+        return function(*args, **kwargs)
+
+    return wrapper
+
+
+async def test_provider_hooks_cannot_be_wrappers(make_keyloom: MakeKeyloom) -> None:
+    class Wrapping:
+        @hookimpl(wrapper=True)
+        def exchange_code(self) -> Any:
+            return (yield)
+
+    with pytest.raises(PluginError, match="provider hook 'exchange_code' cannot be a wrapper"):
+        make_keyloom(plugins=[Wrapping()])
 
 
 async def test_vetoed_broadcast_closes_the_remaining_coroutines(
