@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from keyloom_core import InvalidRedirectError
-from keyloom_core._redirects import MAX_CALLBACK_URL, safe_callback_url
+from keyloom_core._redirects import MAX_CALLBACK_URL, _checked, safe_callback_url
 
 BASE = "https://app.example.com"
 
@@ -160,3 +160,22 @@ def test_non_ascii_paths_come_back_percent_encoded() -> None:
     # A Location header carries bytes, not text: the redirect must not depend on encoding.
     assert safe_callback_url("/中文?q=é#s", BASE) == "/%E4%B8%AD%E6%96%87?q=%C3%A9#s"
     assert safe_callback_url("/a%20b?x=1&y=2", BASE) == "/a%20b?x=1&y=2"  # left as it was
+
+
+PLAIN = st.text(
+    alphabet="abcXYZ019/._~!$&'()*+,;=:@?#-", max_size=30
+).map(lambda rest: "/" + rest)
+
+
+@given(PLAIN)
+def test_the_plain_path_shortcut_agrees_with_the_full_check(value: str) -> None:
+    # Plain paths skip the decoding and resolving: they must get the full check's answer.
+    try:
+        expected: str | None = _checked(value, BASE)
+    except InvalidRedirectError:
+        expected = None
+    try:
+        got: str | None = safe_callback_url(value, BASE)
+    except InvalidRedirectError:
+        got = None
+    assert got == expected
