@@ -157,6 +157,17 @@ class EmulatorProcess:
             raise
         return self
 
+    def cpu_seconds(self) -> float | None:
+        """The emulator's user + system CPU seconds so far (Linux ``/proc``), else ``None``."""
+        if self._proc is None:
+            return None
+        try:
+            stat = Path(f"/proc/{self._proc.pid}/stat").read_text(encoding="ascii")
+        except OSError:
+            return None
+        fields = stat.rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def _read_url(self) -> str:
         assert self._proc is not None
         assert self._proc.stdout is not None

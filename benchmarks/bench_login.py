@@ -174,6 +174,7 @@ class AuthlibContender:
 
     A client object holds one login's token, so each login gets its own; all of them share
     one httpx transport (one connection pool), the most favourable set-up for Authlib.
+    ``nox -s bench`` installs sniffio too, which spares httpcore a failed import per request.
     """
 
     name = "authlib"
@@ -265,6 +266,7 @@ class Batch:
     errors: int
     first_error: str | None
     round: int = 0
+    server_cpu: float | None = None  #: the emulator's CPU seconds, where it can be read
 
     @property
     def throughput(self) -> float:
@@ -275,6 +277,13 @@ class Batch:
     def cpu_per_login(self) -> float:
         """Client-side CPU microseconds per login."""
         return self.cpu / max(1, len(self.latencies) + self.errors) * 1e6
+
+    @property
+    def server_cpu_per_login(self) -> float | None:
+        """The emulator's CPU microseconds per login (``None`` if it could not be read)."""
+        if self.server_cpu is None:
+            return None
+        return self.server_cpu / max(1, len(self.latencies) + self.errors) * 1e6
 
 
 async def run_batch(login: Login, n: int, concurrency: int, *, collect: bool = True) -> Batch:
@@ -336,6 +345,12 @@ class Series:
         """Median across rounds of the client's CPU µs per login."""
         return median([b.cpu_per_login for b in self.batches])
 
+    def server_cpu_per_login(self) -> float | None:
+        """Median across rounds of the emulator's CPU µs per login, if it could be read."""
+        values = [b.server_cpu_per_login for b in self.batches]
+        known = [v for v in values if v is not None]
+        return median(known) if known else None
+
     def latency(self, q: float) -> float:
         """Median across rounds of the round's *q*-th latency percentile, in ms."""
         return median([percentile(b.latencies, q) * 1e3 for b in self.batches if b.latencies])
@@ -394,7 +409,7 @@ class LoginResults:
             for name in self.contenders:
                 s = self.get(name, concurrency)
                 if s is None:
-                    rows.append([name, str(concurrency), *["-"] * 7])
+                    rows.append([name, str(concurrency), *["-"] * 8])
                     continue
                 rows.append(
                     [
@@ -407,6 +422,7 @@ class LoginResults:
                         f"{s.latency(50):.2f}",
                         f"{s.latency(99):.2f}",
                         f"{s.cpu_per_login():.0f}",
+                        _fmt_us(s.server_cpu_per_login()),
                     ]
                 )
         return table(
@@ -420,9 +436,14 @@ class LoginResults:
                 "p50 ms",
                 "p99 ms",
                 "client CPU µs/login",
+                "emulator CPU µs/login",
             ],
             rows,
         )
+
+
+def _fmt_us(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
 
 
 def _contender(name: str, session: aiohttp.ClientSession, origin: str) -> Any:
@@ -433,6 +454,12 @@ def _contender(name: str, session: aiohttp.ClientSession, origin: str) -> Any:
     if name == "authlib":
         return AuthlibContender(origin)
     raise ValueError(f"unknown contender {name!r}")
+
+
+def _cpu_seconds(server: Any) -> float | None:
+    """The emulator process's CPU seconds so far, if it tells."""
+    read = getattr(server, "cpu_seconds", None)
+    return read() if callable(read) else None
 
 
 @contextlib.asynccontextmanager
@@ -483,7 +510,11 @@ async def run_logins(
                             if warm.errors:
                                 failed[name] = f"warm-up failed: {warm.first_error}"
                                 continue
+                            server_cpu = _cpu_seconds(server)
                             batch = await run_batch(contender.login, per_round, concurrency)
+                            if server_cpu is not None:
+                                after = _cpu_seconds(server)
+                                batch.server_cpu = None if after is None else after - server_cpu
                     except Exception as exc:
                         failed[name] = f"{type(exc).__name__}: {exc}"
                         continue
