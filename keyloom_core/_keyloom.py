@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import anyio
+import anyio.lowlevel
 import attrs
 
 from ._redirects import safe_callback_url
@@ -235,9 +236,10 @@ class Keyloom:
             prov = self.provider(provider)
             # One cancel scope for the whole callback; each provider call moves its
             # deadline, so every call still gets the full timeout.
-            with anyio.CancelScope() as scope:
-                return await self._complete(prov, query, state, now, context, scope)
-            raise self._timed_out(context["stage"], prov.id)  # the deadline struck between calls
+            operation = _Operation(anyio.CancelScope())
+            with operation.cancel_scope:
+                return await self._complete(prov, query, state, now, context, operation)
+            raise self._timed_out(operation.hook, prov.id)  # the scope caught its deadline
         except KeyloomError as error:
             await self._notify_failure(provider, error, context)
             raise
@@ -249,7 +251,7 @@ class Keyloom:
         state: str | None,
         now: float | None,
         context: dict[str, str],
-        scope: anyio.CancelScope,
+        operation: _Operation,
     ) -> LoginResult:
         for key, value in query.items():
             if not isinstance(value, str) or len(value) > _MAX_PARAM:
@@ -275,7 +277,7 @@ class Keyloom:
         tokens = await self._provider_call(
             "exchange_code",
             prov,
-            scope,
+            operation,
             code=code,
             redirect_uri=payload["r"],
             code_verifier=payload["v"],
@@ -283,7 +285,7 @@ class Keyloom:
         )
         granted = await self._granted(prov, requested, from_callback, tokens)
         context["stage"] = "profile"
-        profile = await self._fetch_profile(prov, tokens, scope)
+        profile = await self._fetch_profile(prov, tokens, operation)
         result = LoginResult(
             provider_id=prov.id,
             profile=profile,
@@ -293,7 +295,9 @@ class Keyloom:
             callback_url=payload["c"],
         )
         context["stage"] = "login_succeeded"
-        await self._broadcast("login_succeeded", scope=scope, provider=prov, result=result)
+        await self._broadcast(
+            "login_succeeded", operation=operation, provider=prov, result=result
+        )
         return result
 
     async def _granted(
@@ -368,10 +372,10 @@ class Keyloom:
         return await self._fetch_profile(self.provider(provider), tokens)
 
     async def _fetch_profile(
-        self, prov: Provider, tokens: TokenSet, scope: anyio.CancelScope | None = None
+        self, prov: Provider, tokens: TokenSet, operation: _Operation | None = None
     ) -> Profile:
         profile: Profile = await self._provider_call(
-            "fetch_profile", prov, scope, tokens=tokens, http=self.http
+            "fetch_profile", prov, operation, tokens=tokens, http=self.http
         )
         if prov.profile_overrides is not None:
             try:
@@ -412,7 +416,7 @@ class Keyloom:
         self,
         hook: str,
         provider: Provider,
-        scope: anyio.CancelScope | None = None,
+        operation: _Operation | None = None,
         **kwargs: Any,
     ) -> Any:
         """Await the owning plugin's implementation, then the built-in one, until not None.
@@ -422,8 +426,8 @@ class Keyloom:
         kwargs["provider"] = provider
         expected = _RETURN_TYPES[hook]
         for plugin, function, argnames in self.registry.provider_impls(hook, provider.id):
-            awaitable = function(**{name: kwargs[name] for name in argnames})
-            value = await self._run(plugin, provider.id, hook, awaitable, scope)
+            awaitable = function(*[kwargs[name] for name in argnames])  # as pluggy calls
+            value = await self._run(plugin, provider.id, hook, awaitable, operation)
             if value is None:
                 continue
             if not isinstance(value, expected):
@@ -442,38 +446,33 @@ class Keyloom:
         provider_id: str,
         hook: str,
         awaitable: Awaitable[T],
-        scope: anyio.CancelScope | None = None,
+        operation: _Operation | None = None,
     ) -> T:
-        """Await one hook implementation with the call's deadline.
+        """Await one hook implementation within the call's deadline.
 
-        The deadline is *scope*'s, moved to now + timeout, when the caller holds a scope for
-        the whole operation; otherwise the call gets a scope of its own. A cancel scope, not
-        ``asyncio.timeout``: its cancellation is re-delivered at every await, so a library
-        that turns one cancellation into its own error cannot swallow the deadline (aiohttp
-        does exactly that on its own timeouts).
+        Within an *operation*, the deadline of its cancel scope moves to now + timeout and
+        the operation turns a caught deadline into :class:`ProviderTimeoutError`; otherwise
+        the call gets a cancel scope of its own. A cancel scope, not ``asyncio.timeout``:
+        its cancellation is re-delivered at every await, so a library that turns one
+        cancellation into its own error cannot swallow the deadline (aiohttp does exactly
+        that on its own timeouts).
         """
         try:
-            if scope is None:
-                with anyio.CancelScope(deadline=anyio.current_time() + self.timeout):
-                    return await awaitable
-            else:
-                scope.deadline = anyio.current_time() + self.timeout
-                value = await awaitable
-                if not scope.cancel_called:
-                    return value
+            if operation is not None:
+                operation.hook = hook
+                operation.cancel_scope.deadline = anyio.current_time() + self.timeout
+                return await _within(operation.cancel_scope, awaitable)
+            with anyio.CancelScope(deadline=anyio.current_time() + self.timeout) as scope:
+                return await _within(scope, awaitable)
         except KeyloomError:
             raise
-        except TimeoutError as exc:
+        except TimeoutError as exc:  # the library's own timeout, not the deadline
             raise self._timed_out(hook, provider_id) from exc
-        except anyio.get_cancelled_exc_class():
-            if scope is None or not scope.cancel_called:
-                raise  # cancelled from outside: not a timeout
-            raise self._timed_out(hook, provider_id) from None
         except Exception as exc:
             msg = f"plugin '{plugin}' failed in hook '{hook}': {type(exc).__name__}"
             log.exception("plugin %s failed in %s", plugin, hook)
             raise PluginError(msg, plugin=plugin, provider_id=provider_id) from exc
-        raise self._timed_out(hook, provider_id)  # the deadline cancelled the call
+        raise self._timed_out(hook, provider_id)  # the scope caught its deadline
 
     def _timed_out(self, hook: str, provider_id: str) -> ProviderTimeoutError:
         msg = f"the provider did not answer within {self.timeout:g}s ({hook})"
@@ -484,10 +483,14 @@ class Keyloom:
         hook: str,
         *,
         tolerant: bool = False,
-        scope: anyio.CancelScope | None = None,
+        operation: _Operation | None = None,
         **kwargs: Any,
     ) -> None:
-        """Await every plugin's implementation in order; *tolerant* logs failures and goes on."""
+        """Await every plugin's implementation in order; *tolerant* logs failures and goes on.
+
+        Within an *operation*, a timed-out implementation ends the operation, so a tolerant
+        broadcast runs outside any.
+        """
         caller = getattr(self.registry.pm.hook, hook)
         impls = caller.get_hookimpls()
         if not impls:  # the common case for events: nobody listens
@@ -499,7 +502,7 @@ class Keyloom:
         try:
             for index, awaitable in enumerate(pending):
                 try:
-                    await self._run(names[index], provider_id or "", hook, awaitable, scope)
+                    await self._run(names[index], provider_id or "", hook, awaitable, operation)
                 except KeyloomError as exc:
                     if not tolerant:
                         raise
@@ -523,6 +526,33 @@ class Keyloom:
                 error=error,
                 context=dict(context),
             )
+
+
+@attrs.define
+class _Operation:
+    """The cancel scope of one public operation, and the provider call it is in."""
+
+    cancel_scope: anyio.CancelScope
+    hook: str = "callback"
+
+
+async def _within(deadline: anyio.CancelScope, awaitable: Awaitable[T]) -> T:
+    """Await *awaitable*; if *deadline* struck meanwhile, let its scope have it.
+
+    A hook that swallowed the cancellation, or a library that turned it into its own
+    ``TimeoutError``, must not pass for a hook that answered in time: at the checkpoint
+    the scope's cancellation (re-delivered at every await) ends the call, and the scope
+    catches it unless a cancellation from outside is also under way.
+    """
+    try:
+        value = await awaitable
+    except TimeoutError:
+        if deadline.cancel_called:
+            await anyio.lowlevel.checkpoint()
+        raise
+    if deadline.cancel_called:
+        await anyio.lowlevel.checkpoint()
+    return value
 
 
 _RETURN_TYPES: dict[str, type] = {

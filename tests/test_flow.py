@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
@@ -666,6 +667,83 @@ async def test_cancelling_a_login_from_outside_is_not_a_timeout(
                 outer.cancel()
     assert outer.cancelled_caught
     assert failures == []
+
+
+async def test_a_cancelled_caller_wins_over_a_deadline_that_struck_too(
+    make_keyloom: MakeKeyloom, make_provider: MakeProvider, fake_spec: ProviderSpec, login: Login
+) -> None:
+    # Both the caller's scope and the call's deadline expire while the plugin is shielded:
+    # the caller's cancellation is not turned into a timeout, and nobody hears of a failure.
+    spec = attrs.evolve(fake_spec, id="shielded")
+    failures: list[str] = []
+
+    class Shielded:
+        @hookimpl
+        def register_providers(self, register: Any) -> None:
+            register(spec)
+
+        @hookimpl
+        async def exchange_code(self) -> None:
+            with anyio.CancelScope(shield=True):
+                await anyio.sleep(0.5)
+
+        @hookimpl
+        async def login_failed(self, error: Exception) -> None:
+            failures.append(type(error).__name__)
+
+    async with make_keyloom(make_provider(spec), plugins=[Shielded()], timeout=0.2) as keyloom:
+        with anyio.move_on_after(0.25) as caller:
+            await login(keyloom, "shielded")
+        assert caller.cancelled_caught
+        assert failures == []
+        task = asyncio.current_task()
+        assert task is not None
+        assert task.cancelling() == 0
+
+
+async def test_every_timeout_leaves_the_task_uncancelled(
+    make_keyloom: MakeKeyloom, make_provider: MakeProvider, fake_spec: ProviderSpec, login: Login
+) -> None:
+    spec = attrs.evolve(fake_spec, id="stalled")
+
+    class Stalled:
+        @hookimpl
+        def register_providers(self, register: Any) -> None:
+            register(spec)
+
+        @hookimpl
+        async def exchange_code(self) -> None:
+            await anyio.sleep(5)
+
+    async with make_keyloom(make_provider(spec), plugins=[Stalled()], timeout=0.1) as keyloom:
+        for _ in range(3):
+            with pytest.raises(ProviderTimeoutError, match="exchange_code"):
+                await login(keyloom, "stalled")
+        task = asyncio.current_task()
+        assert task is not None
+        assert task.cancelling() == 0
+
+
+async def test_a_refresh_that_swallowed_its_deadline_times_out(
+    make_keyloom: MakeKeyloom, make_provider: MakeProvider, fake_spec: ProviderSpec
+) -> None:
+    spec = attrs.evolve(fake_spec, id="lingering")
+
+    class Lingering:
+        @hookimpl
+        def register_providers(self, register: Any) -> None:
+            register(spec)
+
+        @hookimpl
+        async def refresh_token(self) -> TokenSet:
+            with contextlib.suppress(BaseException):
+                await anyio.sleep(5)
+            return TokenSet(access_token="late")
+
+    async with make_keyloom(make_provider(spec), plugins=[Lingering()], timeout=0.2) as keyloom:
+        stale = TokenSet(access_token="old", refresh_token="rt")
+        with pytest.raises(ProviderTimeoutError, match="refresh_token"):
+            await keyloom.refresh("lingering", stale)
 
 
 # -- instances and sessions --------------------------------------------------------------
