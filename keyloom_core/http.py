@@ -6,7 +6,6 @@ the command line stay fast.
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import random
@@ -14,7 +13,7 @@ import re
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote_plus, urlsplit
+from urllib.parse import quote_plus, urlencode, urlsplit
 
 import attrs
 
@@ -157,25 +156,23 @@ class HttpResponse:
         return data
 
 
-_URL_SAFE = re.compile(r"[A-Za-z0-9._~-]*")
-
-
-@functools.lru_cache(maxsize=256)
-def _quoted(value: str) -> str:
-    return quote_plus(value)
+_UNRESERVED = re.compile(r"[A-Za-z0-9._~-]*")
 
 
 def form_encode(params: Mapping[str, str]) -> str:
-    """``urllib.parse.urlencode(params)``, faster: the same output.
+    """``urllib.parse.urlencode(params, doseq=True)``, faster when keys and values are text.
 
-    URL-safe keys and values (states, challenges, verifiers) are used as they are and the
-    others' encodings are remembered, since they repeat (redirect URIs, client ids, scopes).
+    URL-safe keys and values (states, challenges, verifiers) need no quoting and are used
+    as they are; a mapping with other types is left to ``urlencode``.
     """
-    safe = _URL_SAFE.fullmatch
-    return "&".join(
-        f"{k if safe(k) else _quoted(k)}={v if safe(v) else _quoted(v)}"
-        for k, v in params.items()
-    )
+    safe = _UNRESERVED.fullmatch
+    try:
+        return "&".join(
+            f"{k if safe(k) else quote_plus(k)}={v if safe(v) else quote_plus(v)}"
+            for k, v in params.items()
+        )
+    except TypeError:  # not text: numbers, bytes, sequences
+        return urlencode(params, doseq=True)
 
 
 def _prepare(
@@ -191,7 +188,8 @@ def _prepare(
         hdrs["Authorization"] = f"Bearer {bearer}"
     if data is None:
         return hdrs, None
-    hdrs.setdefault("Content-Type", _FORM)
+    if not any(name.lower() == "content-type" for name in hdrs):
+        hdrs["Content-Type"] = _FORM
     return hdrs, form_encode(data).encode()
 
 

@@ -7,11 +7,15 @@ import collections
 import socket
 import time
 from collections.abc import AsyncIterator, Callable
+from typing import Any
+from urllib.parse import urlencode
 
 import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from hypothesis import given
+from hypothesis import strategies as st
 
 from keyloom_core import (
     HttpClient,
@@ -21,6 +25,7 @@ from keyloom_core import (
     RateLimitedError,
     RetryPolicy,
 )
+from keyloom_core.http import form_encode
 
 pytestmark = pytest.mark.anyio
 
@@ -34,6 +39,7 @@ class Scripted:
         self.hits: collections.Counter[str] = collections.Counter()
         self.scripts: dict[str, list[Callable[[], web.StreamResponse]]] = {}
         self.bodies: list[bytes] = []
+        self.content_types: list[str] = []
 
     def script(self, path: str, *answers: Callable[[], web.StreamResponse]) -> str:
         self.scripts[path] = list(answers)
@@ -42,6 +48,7 @@ class Scripted:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         self.hits[request.path] += 1
         self.bodies.append(await request.read())
+        self.content_types.append(request.headers.get("Content-Type", ""))
         answers = self.scripts[request.path]
         answer = answers[min(self.hits[request.path], len(answers)) - 1]
         result = answer()
@@ -128,6 +135,28 @@ async def test_post_form_sends_the_form(server: tuple[Scripted, str], client: Ht
     scripted.script("/token", ok)
     await client.post_form(f"{url}/token", {"grant_type": "authorization_code", "code": "a b&c"})
     assert scripted.bodies == [b"grant_type=authorization_code&code=a+b%26c"]
+
+
+async def test_form_content_type_is_set_unless_the_caller_set_one(
+    server: tuple[Scripted, str], client: HttpClient
+) -> None:
+    scripted, url = server
+    scripted.script("/form", ok)
+    await client.post_form(f"{url}/form", {"a": "1"})
+    custom = "application/x-www-form-urlencoded; charset=utf-8"
+    await client.post_form(f"{url}/form", {"a": "1"}, headers={"content-type": custom})
+    assert scripted.content_types == ["application/x-www-form-urlencoded", custom]
+    assert scripted.bodies == [b"a=1", b"a=1"]
+
+
+@given(st.dictionaries(st.text(max_size=12), st.text(max_size=24), max_size=6))
+def test_form_encode_is_urlencode(form: dict[str, str]) -> None:
+    assert form_encode(form) == urlencode(form, doseq=True)
+
+
+def test_form_encode_leaves_other_types_to_urlencode() -> None:
+    form: dict[str, Any] = {"n": 1, "flag": True, "scope": ["a", "b"], "raw": b"x y"}
+    assert form_encode(form) == "n=1&flag=True&scope=a&scope=b&raw=x+y"
 
 
 async def test_429_with_retry_after_then_success_waits(
