@@ -190,7 +190,7 @@ def login_section(args: argparse.Namespace, cpus: tuple[int | None, int | None])
                     f"median of per-round ratios; CPU efficiency {cpu:.2f}x",
                 )
             )
-    figures += _ceilings(results)
+    figures += _raw_vs_authlib(results)
     if profile is not None:
         from bench_profile import summarise
 
@@ -203,7 +203,7 @@ def login_section(args: argparse.Namespace, cpus: tuple[int | None, int | None])
     return figures
 
 
-def _ceilings(results: Any) -> list[Figure]:
+def _raw_vs_authlib(results: Any) -> list[Figure]:
     """What the other side allows: raw aiohttp against Authlib, and the emulator's own cost.
 
     At concurrency 1 a login waits for three answers in turn, so the emulator's CPU per

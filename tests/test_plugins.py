@@ -89,7 +89,10 @@ def owner(name: str, spec: ProviderSpec | None) -> Owner:
 
 
 def trace_coroutines(keyloom: Keyloom) -> list[Any]:
-    """Every awaitable the hooks of *keyloom* return, as pluggy hands them to the core."""
+    """Every awaitable the broadcast hooks of *keyloom* return, as pluggy hands them over.
+
+    (Provider hooks do not go through pluggy's hook calls: the core calls them directly.)
+    """
     seen: list[Any] = []
 
     def after(outcome: Any, hook_name: str, hook_impls: Any, kwargs: Any) -> None:
@@ -454,6 +457,60 @@ async def test_owner_answer_wins_and_the_builtin_is_never_run(
     assert called == []
     impls = keyloom.registry.provider_impls("exchange_code", "custom")
     assert [plugin for plugin, _, _ in impls] == ["Custom", "keyloom_core.oauth2"]
+
+
+async def test_an_owner_answering_none_gets_the_builtin(
+    make_keyloom: MakeKeyloom,
+    make_provider: MakeProvider,
+    fake_spec: ProviderSpec,
+    fake_provider: Any,
+    login: Login,
+) -> None:
+    spec = spec_for("deferring", fake_spec)
+
+    class Deferring:
+        @hookimpl
+        def register_providers(self, register: Any) -> None:
+            register(spec)
+
+        @hookimpl
+        async def exchange_code(self) -> None:
+            return None
+
+    keyloom = make_keyloom(make_provider(spec), plugins=[Deferring()])
+    called: list[str] = []
+    for impl in keyloom.registry.pm.hook.exchange_code.get_hookimpls():
+        if impl.plugin_name == "keyloom_core.oauth2":
+            impl.function = spy(impl.function, called)
+    async with keyloom:
+        result = await login(keyloom, "deferring")
+    assert called == ["exchange_code"]
+    assert len(fake_provider.calls("/token")) == 1
+    assert result.tokens.access_token
+
+
+async def test_positional_only_hook_parameters_work(
+    make_keyloom: MakeKeyloom, make_provider: MakeProvider, fake_spec: ProviderSpec, login: Login
+) -> None:
+    spec = spec_for("positional", fake_spec)
+
+    class Positional:
+        @hookimpl
+        def register_providers(self, register: Any, /) -> None:
+            register(spec)
+
+        @hookimpl
+        async def exchange_code(self, code: str, /) -> TokenSet:
+            return TokenSet(access_token=f"pos-{code[:9]}", scopes=frozenset({"profile"}))
+
+        @hookimpl
+        async def fetch_profile(self, provider: Provider, tokens: TokenSet, /) -> Profile:
+            return Profile(provider_id=provider.id, id="pos-user", name=tokens.access_token)
+
+    async with make_keyloom(make_provider(spec), plugins=[Positional()]) as keyloom:
+        result = await login(keyloom, "positional")
+    assert result.tokens.access_token.startswith("pos-code-")
+    assert result.profile.id == "pos-user"
 
 
 def spy(function: Any, called: list[str]) -> Any:
