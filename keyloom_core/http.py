@@ -13,7 +13,7 @@ import re
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote_plus, urlencode, urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import attrs
 
@@ -157,6 +157,16 @@ class HttpResponse:
 
 
 _UNRESERVED = re.compile(r"[A-Za-z0-9._~-]*")
+#: What ``quote_plus(c, safe="")`` makes of each byte: unreserved ones stay, space is "+".
+_FORM_BYTES = [
+    chr(b) if _UNRESERVED.fullmatch(chr(b)) else "+" if b == 0x20 else f"%{b:02X}"
+    for b in range(256)
+]
+
+
+def _quote(text: str) -> str:
+    """``quote_plus(text, safe="")`` in one pass of C: UTF-8 bytes through a table."""
+    return text.encode().decode("latin-1").translate(_FORM_BYTES)
 
 
 def form_encode(params: Mapping[str, str]) -> str:
@@ -168,7 +178,7 @@ def form_encode(params: Mapping[str, str]) -> str:
     safe = _UNRESERVED.fullmatch
     try:
         return "&".join(
-            f"{k if safe(k) else quote_plus(k)}={v if safe(v) else quote_plus(v)}"
+            f"{k if safe(k) else _quote(k)}={v if safe(v) else _quote(v)}"
             for k, v in params.items()
         )
     except TypeError:  # not text: numbers, bytes, sequences
