@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import hmac
 import logging
@@ -425,9 +426,10 @@ class Keyloom:
         """
         kwargs["provider"] = provider
         expected = _RETURN_TYPES[hook]
+        deadline = anyio.current_time() + self.timeout  # one budget, fallback included
         for plugin, function, argnames in self.registry.provider_impls(hook, provider.id):
             awaitable = function(*[kwargs[name] for name in argnames])  # as pluggy calls
-            value = await self._run(plugin, provider.id, hook, awaitable, operation)
+            value = await self._run(plugin, provider.id, hook, awaitable, operation, deadline)
             if value is None:
                 continue
             if not isinstance(value, expected):
@@ -447,26 +449,32 @@ class Keyloom:
         hook: str,
         awaitable: Awaitable[T],
         operation: _Operation | None = None,
+        deadline: float | None = None,
     ) -> T:
-        """Await one hook implementation within the call's deadline.
+        """Await one hook implementation by *deadline* (default: now + timeout).
 
-        Within an *operation*, the deadline of its cancel scope moves to now + timeout and
-        the operation turns a caught deadline into :class:`ProviderTimeoutError`; otherwise
-        the call gets a cancel scope of its own. A cancel scope, not ``asyncio.timeout``:
-        its cancellation is re-delivered at every await, so a library that turns one
-        cancellation into its own error cannot swallow the deadline (aiohttp does exactly
-        that on its own timeouts).
+        Within an *operation*, its cancel scope takes the deadline and the operation turns
+        a caught deadline into :class:`ProviderTimeoutError`; otherwise the call gets a
+        cancel scope of its own. A cancel scope, not ``asyncio.timeout``: its cancellation
+        is re-delivered at every await, so a library that turns one cancellation into its
+        own error cannot swallow the deadline (aiohttp does exactly that on its own
+        timeouts).
         """
+        if deadline is None:
+            deadline = anyio.current_time() + self.timeout
+        task, cancelling = _cancel_requests()
         try:
             if operation is not None:
                 operation.hook = hook
-                operation.cancel_scope.deadline = anyio.current_time() + self.timeout
+                operation.cancel_scope.deadline = deadline
                 return await _within(operation.cancel_scope, awaitable)
-            with anyio.CancelScope(deadline=anyio.current_time() + self.timeout) as scope:
+            with anyio.CancelScope(deadline=deadline) as scope:
                 return await _within(scope, awaitable)
         except KeyloomError:
             raise
         except TimeoutError as exc:  # the library's own timeout, not the deadline
+            if task is not None and task.cancelling() > cancelling:
+                raise asyncio.CancelledError from exc  # a cancellation from outside, turned
             raise self._timed_out(hook, provider_id) from exc
         except Exception as exc:
             msg = f"plugin '{plugin}' failed in hook '{hook}': {type(exc).__name__}"
@@ -547,12 +555,22 @@ async def _within(deadline: anyio.CancelScope, awaitable: Awaitable[T]) -> T:
     try:
         value = await awaitable
     except TimeoutError:
-        if deadline.cancel_called:
-            await anyio.lowlevel.checkpoint()
+        # this deadline or a cancellation from outside, turned into a timeout: either is
+        # re-delivered here
+        await anyio.lowlevel.checkpoint_if_cancelled()
         raise
     if deadline.cancel_called:
         await anyio.lowlevel.checkpoint()
     return value
+
+
+def _cancel_requests() -> tuple[asyncio.Task[Any] | None, int]:
+    """The current asyncio task and its pending cancellation requests (``cancelling()``)."""
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # not on asyncio
+        return None, 0
+    return task, task.cancelling() if task is not None else 0
 
 
 _RETURN_TYPES: dict[str, type] = {

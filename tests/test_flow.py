@@ -11,6 +11,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 import anyio
+import anyio.abc
 import attrs
 import pytest
 
@@ -34,6 +35,7 @@ from keyloom_core import (
     TokenExchangeError,
     TokenSet,
     UnknownProviderError,
+    configure_provider,
     hookimpl,
 )
 from keyloom_core.pkce import s256_challenge
@@ -744,6 +746,83 @@ async def test_a_refresh_that_swallowed_its_deadline_times_out(
         stale = TokenSet(access_token="old", refresh_token="rt")
         with pytest.raises(ProviderTimeoutError, match="refresh_token"):
             await keyloom.refresh("lingering", stale)
+
+
+class Converting:
+    """Turns any cancellation of its token calls into a TimeoutError, as some clients do."""
+
+    def __init__(self, spec: ProviderSpec) -> None:
+        self.spec = spec
+        self.failures: list[str] = []
+
+    @hookimpl
+    def register_providers(self, register: Any) -> None:
+        register(self.spec)
+
+    @hookimpl
+    async def exchange_code(self) -> None:
+        try:
+            await anyio.sleep(5)
+        except BaseException:
+            raise TimeoutError("the client's own timeout") from None
+
+    @hookimpl
+    async def login_failed(self, error: Exception) -> None:
+        self.failures.append(type(error).__name__)
+
+
+async def test_an_outside_cancellation_turned_into_a_timeout_stays_a_cancellation(
+    make_keyloom: MakeKeyloom, make_provider: MakeProvider, fake_spec: ProviderSpec, login: Login
+) -> None:
+    plugin = Converting(attrs.evolve(fake_spec, id="converting"))
+    async with make_keyloom(make_provider(plugin.spec), plugins=[plugin], timeout=5) as keyloom:
+        with anyio.move_on_after(0.2) as caller:
+            await login(keyloom, "converting")
+        assert caller.cancelled_caught
+        with pytest.raises(TimeoutError) as info:
+            async with asyncio.timeout(0.2):
+                await login(keyloom, "converting")
+        assert not isinstance(info.value, ProviderTimeoutError)
+        assert plugin.failures == []
+        task = asyncio.current_task()
+        assert task is not None
+        assert task.cancelling() == 0
+
+
+async def test_the_fallback_shares_the_call_s_budget(
+    make_keyloom: MakeKeyloom, fake_spec: ProviderSpec
+) -> None:
+    # The owner defers after most of the budget; the built-in then meets a server that
+    # never answers: the one call still ends at one timeout, not two.
+    async def silent(stream: Any) -> None:
+        async with stream:
+            await anyio.sleep(30)
+
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)  # noqa: S610  (not Django)
+    spec = attrs.evolve(fake_spec, id="deferring")
+    silent_provider = configure_provider(
+        spec, client_id="c", client_secret="s", endpoint_origin=f"http://127.0.0.1:{port}"
+    )
+
+    class Deferring:
+        @hookimpl
+        def register_providers(self, register: Any) -> None:
+            register(spec)
+
+        @hookimpl
+        async def refresh_token(self) -> None:
+            await anyio.sleep(0.3)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, silent)
+        async with make_keyloom(silent_provider, plugins=[Deferring()], timeout=0.4) as kl:
+            started = time.monotonic()
+            with pytest.raises(ProviderTimeoutError, match="refresh_token"):
+                await kl.refresh("deferring", TokenSet(access_token="a", refresh_token="r"))
+            took = time.monotonic() - started
+        tg.cancel_scope.cancel()
+    assert 0.35 < took < 0.65
 
 
 # -- instances and sessions --------------------------------------------------------------
