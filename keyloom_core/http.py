@@ -173,16 +173,19 @@ def form_encode(params: Mapping[str, str]) -> str:
     """``urllib.parse.urlencode(params, doseq=True)``, faster when keys and values are text.
 
     URL-safe keys and values (states, challenges, verifiers) need no quoting and are used
-    as they are; a mapping with other types is left to ``urlencode``.
+    as they are. Anything but a mapping of plain ``str`` (numbers, bytes, lists, ``str``
+    enums, a sequence of pairs) is left to ``urlencode``.
     """
     safe = _UNRESERVED.fullmatch
-    try:
-        return "&".join(
-            f"{k if safe(k) else _quote(k)}={v if safe(v) else _quote(v)}"
-            for k, v in params.items()
-        )
-    except TypeError:  # not text: numbers, bytes, sequences
+    items = getattr(params, "items", None)
+    if items is None:  # a sequence of pairs
         return urlencode(params, doseq=True)
+    parts = []
+    for k, v in items():
+        if type(k) is not str or type(v) is not str:  # numbers, bytes, lists, str enums
+            return urlencode(params, doseq=True)
+        parts.append(f"{k if safe(k) else _quote(k)}={v if safe(v) else _quote(v)}")
+    return "&".join(parts)
 
 
 def _prepare(

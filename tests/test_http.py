@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import enum
 import socket
 import time
 from collections.abc import AsyncIterator, Callable
@@ -157,6 +158,12 @@ def test_form_encode_is_urlencode(form: dict[str, str]) -> None:
 def test_form_encode_leaves_other_types_to_urlencode() -> None:
     form: dict[str, Any] = {"n": 1, "flag": True, "scope": ["a", "b"], "raw": b"x y"}
     assert form_encode(form) == "n=1&flag=True&scope=a&scope=b&raw=x+y"
+
+    class Grant(str, enum.Enum):  # noqa: UP042  (unlike StrEnum, it formats as its name)
+        CODE = "authorization_code"
+
+    assert form_encode({"grant_type": Grant.CODE}) == "grant_type=authorization_code"
+    assert form_encode([("a", "b c")]) == "a=b+c"  # type: ignore[arg-type]
 
 
 async def test_429_with_retry_after_then_success_waits(
