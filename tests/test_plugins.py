@@ -441,11 +441,7 @@ async def test_owner_answer_wins_and_the_builtin_is_never_run(
             return Profile(provider_id=provider.id, id="custom-user", name=tokens.access_token)
 
     keyloom = make_keyloom(make_provider(spec), plugins=[Custom()])
-    called: list[str] = []
-    for hook in ("exchange_code", "fetch_profile"):
-        for impl in getattr(keyloom.registry.pm.hook, hook).get_hookimpls():
-            if impl.plugin_name == "keyloom_core.oauth2":
-                impl.function = spy(impl.function, called)
+    called = spy_on_builtin(keyloom, "exchange_code", "fetch_profile")
     async with keyloom:
         result = await login(keyloom, "custom")
     assert result.tokens.access_token.startswith("custom-code-")
@@ -478,10 +474,7 @@ async def test_an_owner_answering_none_gets_the_builtin(
             return None
 
     keyloom = make_keyloom(make_provider(spec), plugins=[Deferring()])
-    called: list[str] = []
-    for impl in keyloom.registry.pm.hook.exchange_code.get_hookimpls():
-        if impl.plugin_name == "keyloom_core.oauth2":
-            impl.function = spy(impl.function, called)
+    called = spy_on_builtin(keyloom, "exchange_code")
     async with keyloom:
         result = await login(keyloom, "deferring")
     assert called == ["exchange_code"]
@@ -513,9 +506,20 @@ async def test_positional_only_hook_parameters_work(
     assert result.profile.id == "pos-user"
 
 
-def spy(function: Any, called: list[str]) -> Any:
-    """*function*, recording its name in *called* whenever it is called."""
+def spy_on_builtin(keyloom: Keyloom, *hooks: str) -> list[str]:
+    """The names of the built-in implementations of *hooks* as they get called, in order.
 
+    Installed before the first call, since the core caches the implementations.
+    """
+    called: list[str] = []
+    for hook in hooks:
+        for impl in getattr(keyloom.registry.pm.hook, hook).get_hookimpls():
+            if impl.plugin_name == "keyloom_core.oauth2":
+                impl.function = _recording(impl.function, called)
+    return called
+
+
+def _recording(function: Any, called: list[str]) -> Any:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         called.append(function.__name__)
         return function(*args, **kwargs)
