@@ -141,7 +141,8 @@ def define_keyloom(
         ``KEYLOOM_DISABLE_PLUGIN_AUTOLOAD=1``).
     :param state_ttl: seconds a started login stays valid.
     :param session_ttl: seconds a session cookie stays valid.
-    :param timeout: seconds for one provider call, retries included.
+    :param timeout: seconds for one provider call (the plugin's answer and any fallback to
+        the built-in one together), retries included.
     :param retry: retry policy for provider calls.
     :param session: an ``aiohttp.ClientSession`` to borrow instead of opening one.
     :param state_guard: where used login states are remembered (single use); in memory

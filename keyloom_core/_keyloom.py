@@ -104,7 +104,8 @@ class Keyloom:
         base_path: Where the auth routes live (``/api/auth``).
         state_ttl: Seconds a started login stays valid.
         session_ttl: Seconds a session stays valid.
-        timeout: Seconds for one provider call, retries included.
+        timeout: Seconds for one provider call (the plugin's answer and any fallback to
+            the built-in one together), retries included.
         registry: The plugin registry.
     """
 
