@@ -19,21 +19,11 @@ from .models import Provider, ProviderSpec
 ENTRY_POINT_GROUP = "keyloom"
 DISABLE_AUTOLOAD_ENV = "KEYLOOM_DISABLE_PLUGIN_AUTOLOAD"
 BUILTIN_PLUGINS = ("keyloom_core.oauth2", "keyloom_core._policy")
-ASYNC_HOOKS = frozenset(
-    {
-        "authorize_params",
-        "exchange_code",
-        "refresh_token",
-        "revoke_token",
-        "fetch_profile",
-        "login_succeeded",
-        "login_failed",
-    }
-)
-
+#: Called only on the plugin that owns the provider (then the built-in fallback).
 PROVIDER_HOOKS = frozenset(
     {"authorize_params", "exchange_code", "refresh_token", "revoke_token", "fetch_profile"}
 )
+ASYNC_HOOKS = PROVIDER_HOOKS | {"login_succeeded", "login_failed"}
 
 ProviderFactory = Callable[..., Provider]
 #: One implementation of a provider hook: its plugin's name, its function, its argument names.
