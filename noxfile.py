@@ -55,8 +55,8 @@ def bench(session: nox.Session) -> None:
     _install_project(session)
     # Authlib (on httpx) is a contender in the benchmark only, never a dependency. With
     # sniffio missing, httpcore retries a failed import on every request: installing it is
-    # the faster set-up for Authlib (about a quarter less CPU per login under load), and
-    # the slower one for Keyloom (anyio then asks sniffio for the event loop: about 4 %).
+    # the faster set-up for Authlib, and a slightly slower one for Keyloom (anyio then asks
+    # sniffio for the event loop).
     session.install("authlib>=1.3", "httpx>=0.27", "sniffio>=1.3", "pyinstrument>=4.6")
     session.run("python", "benchmarks/run.py", *session.posargs)
 
