@@ -216,7 +216,7 @@ def _raw_vs_authlib(results: Any) -> list[Figure]:
         server = raw.server_cpu_per_login() if raw is not None else None
         if ratio is None:
             continue
-        note = "the bare-aiohttp floor: what any aiohttp client could reach"
+        note = "bare aiohttp: the most any aiohttp client could reach"
         if server is not None:
             note += f"; emulator {server:.0f} µs CPU/login"
         print(f"raw/authlib throughput @c={concurrency}: {ratio:.2f}x ({note})")
