@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import binascii
 import hashlib
 import hmac
@@ -11,21 +12,30 @@ from collections.abc import Sequence
 from typing import Any
 
 MIN_SECRET_LENGTH = 32
-
-_TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
-_FROM_URLSAFE = bytes.maketrans(b"-_", b"+/")
-_encode_json = json.JSONEncoder(separators=(",", ":")).encode
+MAX_TOKEN_LENGTH = 8192
 
 
-def _b64(data: bytes) -> str:
-    """Unpadded base64url (what ``base64.urlsafe_b64encode`` does, minus two layers)."""
-    return binascii.b2a_base64(data, newline=False).translate(_TO_URLSAFE).rstrip(b"=").decode()
+def b64encode(data: bytes) -> str:
+    """Unpadded base64url."""
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
-def _unb64(text: str) -> bytes:
-    """Decode unpadded base64url; :class:`ValueError` if it is not."""
-    padded = (text + "=" * (-len(text) % 4)).encode("ascii")
-    return binascii.a2b_base64(padded.translate(_FROM_URLSAFE))
+def b64decode(text: str) -> bytes:
+    """Decode unpadded base64url strictly: one value has exactly one accepted spelling.
+
+    Padding, characters outside the alphabet, and non-zero unused bits are refused, so a
+    signed value cannot be altered (``!!`` or ``==`` appended) and still verify: deny lists
+    and caches keyed on it stay sound.
+
+    :raises ValueError: *text* is not canonical unpadded base64url.
+    """
+    try:
+        data = base64.urlsafe_b64decode(text.encode("ascii") + b"=" * (-len(text) % 4))
+    except (UnicodeEncodeError, binascii.Error) as exc:
+        raise ValueError("not base64url") from exc
+    if b64encode(data) != text:
+        raise ValueError("not canonical base64url")
+    return data
 
 
 class BadSignatureError(ValueError):
@@ -34,6 +44,11 @@ class BadSignatureError(ValueError):
 
 class ExpiredError(ValueError):
     """The value was signed by us but has expired."""
+
+
+def derive_key(secret: str, purpose: str) -> bytes:
+    """The HMAC key of *purpose* derived from *secret* (one key per purpose)."""
+    return hmac.new(secret.encode(), b"keyloom/" + purpose.encode(), hashlib.sha256).digest()
 
 
 class Signer:
@@ -47,10 +62,7 @@ class Signer:
 
     def __init__(self, secrets: Sequence[str], purpose: str) -> None:
         self._purpose = purpose
-        self._keys = [
-            hmac.new(s.encode(), b"keyloom/" + purpose.encode(), hashlib.sha256).digest()
-            for s in secrets
-        ]
+        self._keys = [derive_key(s, purpose) for s in secrets]
 
     def __repr__(self) -> str:
         return f"Signer(purpose={self._purpose!r})"
@@ -58,32 +70,30 @@ class Signer:
     def sign(self, payload: dict[str, Any], *, ttl: float, now: float | None = None) -> str:
         """Return ``body.signature`` for *payload*, valid for *ttl* seconds."""
         now = time.time() if now is None else now
-        body = _b64(_encode_json({**payload, "exp": int(now + ttl)}).encode())
+        data = json.dumps({**payload, "exp": int(now + ttl)}, separators=(",", ":"))
+        body = b64encode(data.encode())
         mac = hmac.digest(self._keys[0], body.encode("ascii"), "sha256")
-        return f"{body}.{_b64(mac)}"
+        return f"{body}.{b64encode(mac)}"
 
     def unsign(self, token: str, *, now: float | None = None) -> dict[str, Any]:
         """Return the payload of *token*.
 
-        :raises BadSignatureError: forged, tampered or malformed.
+        :raises BadSignatureError: forged, tampered, malformed or not canonically encoded.
         :raises ExpiredError: genuine but past its expiry.
         """
         body, sep, mac_text = token.partition(".")
-        if not sep or not body or not mac_text or len(token) > 8192:
+        if not sep or not body or not mac_text or len(token) > MAX_TOKEN_LENGTH:
             raise BadSignatureError("malformed")
         try:
-            mac = _unb64(mac_text)
+            mac = b64decode(mac_text)
+            raw = body.encode("ascii")
         except ValueError as exc:
             raise BadSignatureError("malformed") from exc
-        raw = body.encode("ascii", "replace")
-        for key in self._keys:
-            if hmac.compare_digest(mac, hmac.digest(key, raw, "sha256")):
-                break
-        else:
+        if not any(hmac.compare_digest(mac, hmac.digest(k, raw, "sha256")) for k in self._keys):
             raise BadSignatureError("signature")
         try:
-            data = json.loads(_unb64(body).decode())
-        except ValueError as exc:  # pragma: no cover - we signed it ourselves
+            data = json.loads(b64decode(body))
+        except ValueError as exc:  # signed by us, so only a body we never wrote gets here
             raise BadSignatureError("malformed") from exc
         if not isinstance(data, dict) or not isinstance(data.get("exp"), int):
             raise BadSignatureError("malformed")

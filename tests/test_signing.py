@@ -146,3 +146,27 @@ def test_repr_shows_no_key_material() -> None:
 def test_arbitrary_text_only_ever_raises_bad_signature(token: str) -> None:
     with pytest.raises(BadSignatureError):
         Signer([SECRET], "state").unsign(token, now=NOW)
+
+
+@pytest.mark.parametrize("suffix", ["!!", "==", "=", "====", " ", "\n", "A", "%3D"])
+def test_a_signed_value_has_one_spelling(suffix: str) -> None:
+    # Lenient base64 would accept these; a deny list or cache keyed on the value would then
+    # miss its altered spellings.
+    signer = Signer([SECRET], "session")
+    token = signer.sign({"sid": "abc"}, ttl=60, now=NOW)
+    assert signer.unsign(token, now=NOW)["sid"] == "abc"
+    with pytest.raises(BadSignatureError):
+        signer.unsign(token + suffix, now=NOW)
+
+
+def test_the_unused_bits_of_the_signature_must_be_zero() -> None:
+    signer = Signer([SECRET], "session")
+    body, _, mac = signer.sign({"sid": "abc"}, ttl=60, now=NOW).partition(".")
+    # 32 bytes take 43 characters: the last one carries 4 bits of the digest and 2 unused
+    # bits; flipping an unused bit decodes to the same digest leniently.
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    last = alphabet.index(mac[-1])
+    twin = mac[:-1] + alphabet[last ^ 1]
+    assert base64.urlsafe_b64decode(twin + "=") == base64.urlsafe_b64decode(mac + "=")
+    with pytest.raises(BadSignatureError):
+        signer.unsign(f"{body}.{twin}", now=NOW)
