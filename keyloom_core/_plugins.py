@@ -13,6 +13,7 @@ import attrs
 import pluggy
 
 from . import hookspecs
+from ._provider_config import configure_provider
 from .errors import ConfigurationError, PluginError, UnknownProviderError
 from .models import Provider, ProviderSpec
 
@@ -279,8 +280,6 @@ def _impl_problem(hook: str, impl: pluggy.HookImpl) -> str | None:
 
 
 def _default_factory(spec: ProviderSpec) -> ProviderFactory:
-    from ._config import configure_provider  # noqa: PLC0415
-
     def factory(**options: Any) -> Provider:
         return configure_provider(spec, **options)
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import random
-import re
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -156,36 +155,9 @@ class HttpResponse:
         return data
 
 
-_UNRESERVED = re.compile(r"[A-Za-z0-9._~-]*")
-#: What ``quote_plus(c, safe="")`` makes of each byte: unreserved ones stay, space is "+".
-_FORM_BYTES = [
-    chr(b) if _UNRESERVED.fullmatch(chr(b)) else "+" if b == 0x20 else f"%{b:02X}"
-    for b in range(256)
-]
-
-
-def _quote(text: str) -> str:
-    """``quote_plus(text, safe="")`` in one pass of C: UTF-8 bytes through a table."""
-    return text.encode().decode("latin-1").translate(_FORM_BYTES)
-
-
 def form_encode(params: Mapping[str, str]) -> str:
-    """``urllib.parse.urlencode(params, doseq=True)``, faster when keys and values are text.
-
-    URL-safe keys and values (states, challenges, verifiers) need no quoting and are used
-    as they are. Anything but a mapping of plain ``str`` (numbers, bytes, lists, ``str``
-    enums, a sequence of pairs) is left to ``urlencode``.
-    """
-    safe = _UNRESERVED.fullmatch
-    items = getattr(params, "items", None)
-    if items is None:  # a sequence of pairs
-        return urlencode(params, doseq=True)
-    parts = []
-    for k, v in items():
-        if type(k) is not str or type(v) is not str:  # numbers, bytes, lists, str enums
-            return urlencode(params, doseq=True)
-        parts.append(f"{k if safe(k) else _quote(k)}={v if safe(v) else _quote(v)}")
-    return "&".join(parts)
+    """An ``application/x-www-form-urlencoded`` body: ``urlencode(params, doseq=True)``."""
+    return urlencode(params, doseq=True)
 
 
 def _prepare(

@@ -249,8 +249,11 @@ def test_endpoint_origin_moves_every_endpoint(spec: ProviderSpec) -> None:
 
 def test_configuration_is_immutable(spec: ProviderSpec) -> None:
     keyloom = define(spec)
-    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+    with pytest.raises(AttributeError):
         keyloom.base_url = "https://evil.com"  # type: ignore[misc]
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        keyloom.settings.base_url = "https://evil.com"  # type: ignore[misc]
+    assert keyloom.base_url != "https://evil.com"
 
 
 @pytest.mark.parametrize("old", ["", "short", "x" * 31])

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from keyloom_core.sessions import issue_session
 from keyloom_core.web import AuthHandler, AuthRequest, AuthResponse, parse_cookies, render_page
+from keyloom_core.web.sessions import issue_session
 
 pytestmark = pytest.mark.anyio
 
@@ -248,11 +248,11 @@ async def test_asgi_wraps_the_apps_lifespan(make_keyloom):
             if message["type"] == "lifespan.startup":
                 order.append("app startup")
                 await send({"type": "lifespan.startup.complete"})
-                order.append(f"keyloom open: {keyloom._runtime.http is not None}")
+                order.append(f"keyloom open: {keyloom._http is not None}")
             else:
                 order.append("app shutdown")
                 await send({"type": "lifespan.shutdown.complete"})
-                order.append(f"keyloom open: {keyloom._runtime.http is not None}")
+                order.append(f"keyloom open: {keyloom._http is not None}")
                 return
 
     app = KeyloomASGI(keyloom, inner)

@@ -1,0 +1,82 @@
+"""The frozen configuration of a Keyloom instance, and the checks of its values."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+import attrs
+
+from ._signing import MIN_SECRET_LENGTH
+from .errors import ConfigurationError
+from .models import Provider
+
+if TYPE_CHECKING:
+    import aiohttp
+
+    from ._state import StateGuard
+    from .http import RetryPolicy
+
+__all__ = ["LOOPBACK_HOSTS", "SECRET_ENV", "URL_ENVS", "Settings", "check_base_url", "check_secret"]
+
+SECRET_ENV = "KEYLOOM_SECRET"
+URL_ENVS = ("KEYLOOM_URL", "APP_URL")
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+_SECRET_HINT = 'Generate one: python -c "import secrets; print(secrets.token_urlsafe(32))"'
+
+
+def check_base_url(base_url: str) -> str:
+    """Validate the app's public URL; return it without a trailing slash."""
+    parts = urlsplit(base_url)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        msg = f"base_url must be an absolute http(s) URL, not {base_url!r}"
+        raise ConfigurationError(msg)
+    if parts.query or parts.fragment:
+        msg = "base_url must not have a query or fragment"
+        raise ConfigurationError(msg)
+    if parts.scheme == "http" and parts.hostname not in LOOPBACK_HOSTS:
+        msg = "base_url must use https outside localhost"
+        raise ConfigurationError(msg, hint="OAuth providers require https redirect URIs.")
+    return base_url.rstrip("/")
+
+
+def check_secret(secret: str | None) -> str:
+    """Validate the signing secret."""
+    if not secret:
+        msg = f"no secret: pass secret=... or set {SECRET_ENV}"
+        raise ConfigurationError(msg, hint=_SECRET_HINT)
+    if len(secret) < MIN_SECRET_LENGTH:
+        msg = f"the secret must be at least {MIN_SECRET_LENGTH} characters"
+        raise ConfigurationError(msg, hint=_SECRET_HINT)
+    return secret
+
+
+@attrs.frozen
+class Settings:
+    """What ``define_keyloom`` was given, checked; never changes afterwards.
+
+    Attributes:
+        providers: The configured providers by id.
+        secrets: The signing secrets, current first (hidden from repr).
+        base_url: The app's public URL, without a trailing slash.
+        base_path: Where the auth routes live (``/api/auth``).
+        state_ttl: Seconds a started login stays valid.
+        session_ttl: Seconds a session stays valid.
+        timeout: Seconds for one provider call (the plugin's answer and any fallback to
+            the built-in one together), retries included.
+        retry: The retry policy of provider calls (the HTTP client's default if ``None``).
+        session: An app-owned ``aiohttp.ClientSession`` to borrow, if any.
+        state_guard: Where used login states are remembered (in memory if ``None``).
+    """
+
+    providers: Mapping[str, Provider]
+    secrets: tuple[str, ...] = attrs.field(repr=False)
+    base_url: str
+    base_path: str = "/api/auth"
+    state_ttl: float = 600.0
+    session_ttl: float = 30 * 24 * 3600.0
+    timeout: float = 10.0
+    retry: RetryPolicy | None = attrs.field(default=None, repr=False)
+    session: aiohttp.ClientSession | None = attrs.field(default=None, repr=False, eq=False)
+    state_guard: StateGuard | None = attrs.field(default=None, repr=False, eq=False)

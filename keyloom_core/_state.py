@@ -1,0 +1,161 @@
+"""Login state: what a started login remembers, signed into the browser, accepted once.
+
+``begin_login`` writes a :class:`LoginState` into a signed value that the browser keeps
+(the state cookie); the provider echoes only its random ``nonce`` (the ``state``
+parameter). ``complete_login`` verifies the signature and expiry, checks the echo in
+constant time, and asks the :class:`StateGuard` to accept the nonce once.
+"""
+
+from __future__ import annotations
+
+import collections
+import hmac
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+import attrs
+
+from ._signing import BadSignatureError, ExpiredError, Signer
+from .errors import StateError
+
+__all__ = ["LoginState", "LoginStates", "MemoryStateGuard", "StateGuard"]
+
+
+class StateGuard(Protocol):
+    """Remembers used login states so each is accepted once (shared between app processes)."""
+
+    async def use_once(self, key: str, expires_at: float) -> bool:
+        """Record *key* as used until *expires_at*; ``False`` if it was already used."""
+        ...
+
+
+class MemoryStateGuard:
+    """In-process :class:`StateGuard`; memory is bounded by logins completed per state TTL."""
+
+    def __init__(self) -> None:
+        self._used: collections.OrderedDict[str, float] = collections.OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._used)
+
+    async def use_once(self, key: str, expires_at: float) -> bool:
+        """Record *key*; ``False`` if it was seen before and has not expired."""
+        now = time.time()
+        while self._used:  # entries share one TTL, so the oldest expire first
+            oldest, exp = next(iter(self._used.items()))
+            if exp > now:
+                break
+            del self._used[oldest]
+        if key in self._used:
+            return False
+        self._used[key] = expires_at
+        return True
+
+
+# The signed payload keeps one-letter keys: the value travels in a cookie.
+_WIRE = {
+    "provider_id": "p",
+    "nonce": "n",
+    "code_verifier": "v",
+    "callback_url": "c",
+    "redirect_uri": "r",
+}
+
+
+@attrs.frozen
+class LoginState:
+    """What a started login needs to finish, kept (signed) by the browser.
+
+    Attributes:
+        provider_id: The provider the login was started with.
+        nonce: The random ``state`` parameter the provider must echo.
+        code_verifier: The PKCE verifier (hidden from repr).
+        callback_url: Where to send the user afterwards (a same-origin path).
+        redirect_uri: The redirect URI sent to the provider, echoed at the exchange.
+        expires_at: When the state stops being accepted (epoch seconds).
+    """
+
+    provider_id: str
+    nonce: str = attrs.field(repr=False)
+    code_verifier: str = attrs.field(repr=False)
+    callback_url: str
+    redirect_uri: str
+    expires_at: int = 0
+
+    def to_payload(self) -> dict[str, str]:
+        """The compact payload to sign (the signer adds the expiry)."""
+        return {short: getattr(self, name) for name, short in _WIRE.items()}
+
+    @classmethod
+    def from_payload(cls, data: Mapping[str, Any]) -> LoginState:
+        """Read a verified payload; :class:`BadSignatureError` if it is not a login state."""
+        values: dict[str, str] = {}
+        for name, short in _WIRE.items():
+            value = data.get(short)
+            if not isinstance(value, str):
+                raise BadSignatureError("malformed")
+            values[name] = value
+        return cls(**values, expires_at=data["exp"])
+
+
+class LoginStates:
+    """Signs login states, verifies them on the callback, and accepts each once.
+
+    :param secrets: the instance's secrets, current first.
+    :param ttl: seconds a started login stays valid.
+    :param guard: where used states are remembered.
+    """
+
+    def __init__(self, secrets: Sequence[str], *, ttl: float, guard: StateGuard) -> None:
+        self._signer = Signer(secrets, "state")
+        self.ttl = ttl
+        self.guard = guard
+
+    def __repr__(self) -> str:
+        return f"LoginStates(ttl={self.ttl:g}, guard={type(self.guard).__name__})"
+
+    def seal(self, state: LoginState, *, now: float) -> str:
+        """The signed value the browser keeps for *state*."""
+        return self._signer.sign(state.to_payload(), ttl=self.ttl, now=now)
+
+    async def use(
+        self, provider_id: str, echoed: str | None, stored: str | None, now: float | None = None
+    ) -> LoginState:
+        """The login state of a callback, verified and spent.
+
+        :param echoed: the ``state`` parameter the provider sent back.
+        :param stored: the signed value from the browser.
+        :raises StateError: missing, forged, expired, another provider's, not matching the
+            echo, or already used (``reason`` says which).
+        """
+        state = self._verify(provider_id, echoed, stored, now)
+        if not await self.guard.use_once(state.nonce, float(state.expires_at)):
+            msg = "this sign-in link was already used"
+            raise StateError(msg, reason="replayed", provider_id=provider_id)
+        return state
+
+    def _verify(
+        self, provider_id: str, echoed: str | None, stored: str | None, now: float | None
+    ) -> LoginState:
+        if not stored:
+            msg = "no sign-in is in progress in this browser"
+            raise StateError(msg, reason="missing", provider_id=provider_id)
+        try:
+            state = LoginState.from_payload(self._signer.unsign(stored, now=now))
+        except ExpiredError:
+            msg = "the sign-in took too long and expired"
+            raise StateError(msg, reason="expired", provider_id=provider_id) from None
+        except BadSignatureError as exc:
+            msg = "the sign-in state is not valid"
+            raise StateError(msg, reason=str(exc), provider_id=provider_id) from None
+        if state.provider_id != provider_id:
+            msg = "the sign-in was started with another provider"
+            raise StateError(msg, reason="provider", provider_id=provider_id)
+        if not echoed:
+            msg = "the callback has no state"
+            raise StateError(msg, reason="missing", provider_id=provider_id)
+        if not hmac.compare_digest(echoed.encode(errors="replace"), state.nonce.encode()):
+            msg = "the callback's state does not match this browser's sign-in"
+            raise StateError(msg, reason="mismatch", provider_id=provider_id)
+        return state
