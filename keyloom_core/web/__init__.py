@@ -17,26 +17,28 @@ aiohttp::
     from keyloom_core.web.aiohttp import current_user, setup_keyloom
 
     app = web.Application()
-    setup_keyloom(app, keyloom, on_login=save_tokens, on_logout=forget_tokens)
+    setup_keyloom(app, keyloom, on_logout=forget_tokens)
 
 ASGI (Starlette, FastAPI, or any ASGI app; no framework dependency)::
 
     from keyloom_core.web.asgi import KeyloomASGI, current_session
 
-    app = KeyloomASGI(keyloom, starlette_app, on_login=save_tokens)
+    app = KeyloomASGI(keyloom, starlette_app)
 
-Provider tokens never go into the session cookie. ``on_login(result)`` is where an app
-stores ``result.tokens``; ``on_logout(session)`` returns them again (or ``None``) so that
-logging out revokes them at the provider. See :class:`AuthHandler`.
+Provider tokens never go into the session cookie. The ``login_succeeded`` hook of a plugin
+given to ``define_keyloom`` is where an app stores ``result.tokens`` (a
+:class:`~keyloom_core.tokens.TokenManager` does it); ``on_logout(session)`` returns them
+again (or ``None``) so that logging out revokes them at the provider. See
+:class:`AuthHandler`.
 
 This package imports neither aiohttp nor any ASGI framework; the adapter modules
 ``keyloom_core.web.aiohttp`` and ``keyloom_core.web.asgi`` are imported explicitly.
 """
 
-from keyloom_core.sessions import CSRF_COOKIE as CSRF_COOKIE
-from keyloom_core.sessions import CSRF_HEADER as CSRF_HEADER
-from keyloom_core.sessions import SESSION_COOKIE as SESSION_COOKIE
-from keyloom_core.sessions import Session as Session
+from keyloom_core.web.sessions import CSRF_COOKIE as CSRF_COOKIE
+from keyloom_core.web.sessions import CSRF_HEADER as CSRF_HEADER
+from keyloom_core.web.sessions import SESSION_COOKIE as SESSION_COOKIE
+from keyloom_core.web.sessions import Session as Session
 
 from ._protocol import MAX_QUERY_CHARS as MAX_QUERY_CHARS
 from ._protocol import MAX_QUERY_FIELDS as MAX_QUERY_FIELDS

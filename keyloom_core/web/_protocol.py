@@ -12,6 +12,7 @@ import html
 import json
 import logging
 import re
+import warnings
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Final
 from urllib.parse import parse_qsl, quote, urljoin, urlsplit
@@ -27,7 +28,7 @@ from keyloom_core.errors import (
     StateError,
 )
 from keyloom_core.models import PROVIDER_ID_PATTERN
-from keyloom_core.sessions import (
+from keyloom_core.web.sessions import (
     CSRF_COOKIE,
     CSRF_HEADER,
     SESSION_COOKIE,
@@ -236,13 +237,12 @@ class AuthHandler:
 
     Attributes:
         keyloom: The configured instance (open it for the app's lifetime).
-        on_login: ``async (LoginResult) -> None``, awaited after each successful login
-            (after the ``login_succeeded`` hooks) and before the answer that sets the
-            session cookie: store ``result.tokens`` server-side here, keyed by
-            ``result.provider_id`` and ``result.profile.id`` (the session's
-            ``provider_id`` and ``user_id``); they never go into the cookie. Raising a
-            :class:`~keyloom_core.KeyloomError` refuses the login with that error; any
-            other exception answers 500 ``internal_error``.
+        on_login: Deprecated: implement the ``login_succeeded`` hook in a plugin given to
+            ``define_keyloom`` instead (a :class:`DeprecationWarning` says so). Still
+            awaited after each successful login, after the hooks and before the answer
+            that sets the session cookie; raising a :class:`~keyloom_core.KeyloomError`
+            refuses the login with that error (the tokens are revoked), any other
+            exception answers 500 ``internal_error``.
         on_logout: ``async (Session) -> TokenSet | None``, awaited on ``POST /logout`` when
             the browser has a valid session: forget the session's server-side data and
             return its tokens (found by ``session.provider_id`` and ``session.user_id``)
@@ -255,6 +255,15 @@ class AuthHandler:
     on_login: LoginCallback | None = attrs.field(default=None, kw_only=True, eq=False, repr=False)
     on_logout: LogoutCallback | None = attrs.field(default=None, kw_only=True, eq=False, repr=False)
     _secure: bool = attrs.field(init=False, repr=False, eq=False)
+
+    def __attrs_post_init__(self) -> None:
+        if self.on_login is not None:
+            warnings.warn(
+                "on_login is deprecated: implement the login_succeeded hook in a plugin passed "
+                "to define_keyloom(plugins=[...]) (the one place to act after a login)",
+                DeprecationWarning,
+                stacklevel=4,
+            )
 
     @_secure.default
     def _secure_default(self) -> bool:
@@ -345,15 +354,11 @@ class AuthHandler:
         except KeyloomError as error:
             return self._error(request, error, cookies=(clear_state,))
         try:
-            session, value = issue_session(self.keyloom, result)
-            if self.on_login is not None:
-                await self.on_login(result)
-        except BaseException as error:
-            # The provider issued tokens for a login that ends here: take them back.
-            with anyio.CancelScope(shield=True), anyio.move_on_after(self.keyloom.timeout):
-                await self._revoke_quietly(result.provider_id, result.tokens)
-            if not isinstance(error, KeyloomError):
-                raise
+            async with self.keyloom.revoking_on_failure(result.provider_id, result.tokens):
+                session, value = issue_session(self.keyloom, result)
+                if self.on_login is not None:
+                    await self.on_login(result)
+        except KeyloomError as error:
             return self._error(request, error, cookies=(clear_state,))
         log.info("keyloom: signed in with %s", result.provider_id)
         location = urljoin(self.keyloom.base_url, result.callback_url)
@@ -394,12 +399,6 @@ class AuthHandler:
         return _json_response(
             200, {"ok": True}, cookies=(self.cookie(SESSION_COOKIE, "", max_age=0),)
         )
-
-    async def _revoke_quietly(self, provider_id: str, tokens: TokenSet) -> None:
-        try:
-            await self.keyloom.revoke(provider_id, tokens)
-        except KeyloomError as exc:
-            log.warning("keyloom: could not revoke the tokens of a refused login: %s", exc.code)
 
     async def _revoke(self, session: Session, on_logout: LogoutCallback) -> None:
         try:

@@ -29,7 +29,7 @@ from ._protocol import AuthHandler, AuthRequest, LoginCallback, LogoutCallback, 
 
 if TYPE_CHECKING:
     from keyloom_core._keyloom import Keyloom
-    from keyloom_core.sessions import Session
+    from keyloom_core.web.sessions import Session
 
 __all__ = ["KEYLOOM_HANDLER", "current_session", "current_user", "setup_keyloom"]
 

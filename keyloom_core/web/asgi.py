@@ -32,7 +32,7 @@ from ._protocol import AuthHandler, AuthRequest, LoginCallback, LogoutCallback, 
 
 if TYPE_CHECKING:
     from keyloom_core._keyloom import Keyloom
-    from keyloom_core.sessions import Session
+    from keyloom_core.web.sessions import Session
 
 __all__ = ["STATE_KEY", "ASGIApp", "KeyloomASGI", "current_session", "current_user"]
 

@@ -23,12 +23,12 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from ._signing import BadSignatureError, ExpiredError
-from .errors import PluginError, ProfileError
+from .._signing import BadSignatureError, ExpiredError
+from ..errors import PluginError, ProfileError
 
 if TYPE_CHECKING:
-    from ._keyloom import Keyloom
-    from .models import LoginResult
+    from .._keyloom import Keyloom
+    from ..models import LoginResult
 
 __all__ = [
     "CSRF_COOKIE",
@@ -81,7 +81,8 @@ class Session:
         user: The protocol's user object (``id``, ``name``, ``email``, ``emailVerified``,
             ``image`` and any ``profile_overrides`` extras); hidden from repr.
         provider_id: The provider the user signed in with.
-        provider_account_id: The provider's id for the user (TikTok ``open_id``).
+        provider_account_id: The provider's id for the user (``TokenSet.account_id``, or
+            the profile's id).
         scopes: The scopes the user granted.
         created_at: When the user signed in (epoch seconds).
         expires_at: When the session stops being accepted (epoch seconds).

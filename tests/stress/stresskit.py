@@ -55,7 +55,6 @@ from keyloom_tiktok.emulator import (
 
 from keyloom_core import Keyloom, KeyloomError, LoginResult, Provider, define_keyloom
 from keyloom_core.http import RetryPolicy
-from keyloom_core.sessions import new_csrf_token
 from keyloom_core.testing.emulator import CodeFailure, FaultInjector
 from keyloom_core.web import (
     SESSION_COOKIE,
@@ -66,6 +65,7 @@ from keyloom_core.web import (
     LogoutCallback,
 )
 from keyloom_core.web.aiohttp import current_user, setup_keyloom
+from keyloom_core.web.sessions import new_csrf_token
 
 SIGNING_SECRET = "stress-signing-secret-0123456789-abcdefghijkl"
 BASE_PATH = "/api/auth"

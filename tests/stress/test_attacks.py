@@ -21,9 +21,9 @@ import yarl
 from keyloom_tiktok.emulator import DEFAULT_CLIENT_KEY, TOKEN_PATH
 
 from keyloom_core import KeyloomError, define_keyloom
-from keyloom_core.sessions import Session, encode_session, new_csrf_token
 from keyloom_core.testing.emulator import CodeFailure, FaultInjector
 from keyloom_core.web import CSRF_COOKIE, SESSION_COOKIE, STATE_COOKIE
+from keyloom_core.web.sessions import Session, encode_session, new_csrf_token
 
 pytestmark = pytest.mark.anyio
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import aiohttp
 import pytest
 
-from keyloom_core.sessions import CSRF_COOKIE, SESSION_COOKIE, issue_session, new_csrf_token
 from keyloom_core.tokens import MemoryTokenStore, TokenManager
 from keyloom_core.web import AuthHandler, AuthRequest
+from keyloom_core.web.sessions import CSRF_COOKIE, SESSION_COOKIE, issue_session, new_csrf_token
 
 pytestmark = pytest.mark.anyio
 

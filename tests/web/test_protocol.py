@@ -19,7 +19,7 @@ import pytest
 import yarl
 
 from keyloom_core import AccessDeniedError, LoginResult, Profile, TokenSet
-from keyloom_core.sessions import Session, encode_session, new_csrf_token
+from keyloom_core.web.sessions import Session, encode_session, new_csrf_token
 
 pytestmark = pytest.mark.anyio
 

@@ -14,7 +14,7 @@ import pytest
 
 import keyloom_core
 from keyloom_core import LoginResult, PluginError, Profile, ProfileError, TokenSet
-from keyloom_core.sessions import (
+from keyloom_core.web.sessions import (
     MAX_COOKIE_VALUE,
     Session,
     check_csrf,
@@ -171,7 +171,7 @@ async def test_csrf_tokens_are_random(keyloom):
 
 async def test_web_modules_do_not_import_frameworks():
     code = (
-        "import sys, keyloom_core, keyloom_core.sessions, keyloom_core.web, keyloom_core.web.asgi;"
+        "import sys, keyloom_core, keyloom_core.web.sessions, keyloom_core.web, keyloom_core.web.asgi;"
         "print(sorted(m for m in ('aiohttp', 'starlette', 'uvicorn') if m in sys.modules))"
     )
     root = Path(keyloom_core.__file__).parent.parent
