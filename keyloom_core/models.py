@@ -57,8 +57,8 @@ class ProviderSpec:
     """What a provider *is*: its endpoints, scopes and OAuth dialect. Plugins register these.
 
     Attributes:
-        id: Short lowercase id used in URLs, e.g. ``"tiktok"``.
-        name: Display name, e.g. ``"TikTok"``.
+        id: Short lowercase id used in URLs, e.g. ``"example"``.
+        name: Display name, e.g. ``"Example"``.
         authorize_url: The authorization endpoint.
         token_url: The token endpoint.
         profile_url: The user-info endpoint, if any.
@@ -66,12 +66,19 @@ class ProviderSpec:
         known_scopes: Every scope the provider understands; empty means "not checked".
         default_scopes: Scopes requested when the app names none.
         scope_separator: How the provider joins scopes in URLs (``" "`` in RFC 6749).
-        client_id_param: The name of the client id parameter (``client_key`` for TikTok).
+        client_id_param: The name of the client id parameter (RFC 6749: ``client_id``).
         pkce_encoding: How the S256 challenge is encoded: RFC 7636 ``base64url`` or ``hex``.
         env_prefix: Credentials are read from ``{env_prefix}_CLIENT_ID`` / ``_CLIENT_SECRET``.
         emulator: ``"module:Class"`` of a local emulator of this provider, if the plugin ships one.
         plugin: The module holding the provider's hooks; registered automatically when a
             provider built from this spec is configured and its plugin was not loaded.
+        account_id_field: The token answer's field naming the user, if the provider sends
+            one (read into ``TokenSet.account_id``; TikTok sends ``open_id``).
+        refresh_expires_field: The token answer's field holding the refresh token's
+            lifetime in seconds (``refresh_expires_in`` unless the provider names it
+            otherwise).
+        log_id_header: The response header carrying the provider's request id, kept on
+            errors as ``log_id`` for support requests (``None``: the provider sends none).
     """
 
     id: str = attrs.field(validator=attrs.validators.matches_re(PROVIDER_ID_PATTERN))
@@ -90,6 +97,9 @@ class ProviderSpec:
     env_prefix: str = attrs.field()
     emulator: str | None = None
     plugin: str | None = None
+    account_id_field: str | None = None
+    refresh_expires_field: str = "refresh_expires_in"
+    log_id_header: str | None = None
 
     @env_prefix.default
     def _env_prefix_default(self) -> str:
@@ -113,11 +123,11 @@ ProfileOverrides = Callable[["Profile"], Mapping[str, Any]]
 class Provider:
     """A configured provider: a :class:`ProviderSpec` plus the app's credentials and choices.
 
-    Build it with a plugin's factory (``tiktok(...)``) or :func:`keyloom_core.configure_provider`.
+    Build it with a plugin's factory or :func:`keyloom_core.configure_provider`.
 
     Attributes:
         spec: The provider's description.
-        client_id: The app's client id (TikTok calls it the client key).
+        client_id: The app's client id (some providers call it the client key).
         client_secret: The app's client secret; never shown in reprs, logs or errors.
         scopes: The scopes the app requests.
         required_scopes: The requested scopes a login cannot do without.
@@ -221,7 +231,7 @@ class TokenSet:
         refresh_expires_at: When the refresh token expires, if the provider said.
         scopes: The scopes the provider says were granted, if it said.
         account_id: The provider's id for the user, if the token answer carries one
-            (TikTok's ``open_id``).
+            (in the field ``ProviderSpec.account_id_field`` names).
     """
 
     access_token: str = attrs.field(repr=False)
@@ -239,12 +249,17 @@ class TokenSet:
         *,
         now: float | None = None,
         previous: TokenSet | None = None,
+        account_id_field: str | None = None,
+        refresh_expires_field: str = "refresh_expires_in",
     ) -> TokenSet:
         """Parse an RFC 6749 token answer; :class:`TypeError` / :class:`ValueError` if invalid.
 
-        Lifetimes come from the answer (``expires_in``, ``refresh_expires_in``), never assumed.
-        On refresh, pass *previous*: a provider that does not rotate refresh tokens keeps the
-        old one, and an answer without ``scope`` keeps the old scopes.
+        Lifetimes come from the answer (``expires_in`` and *refresh_expires_field*), never
+        assumed. On refresh, pass *previous*: a provider that does not rotate refresh tokens
+        keeps the old one, and an answer without ``scope`` keeps the old scopes.
+
+        :param account_id_field: the field naming the user, if the provider sends one.
+        :param refresh_expires_field: the field holding the refresh token's lifetime.
         """
         if not isinstance(data, Mapping):
             msg = "token response is not a JSON object"
@@ -255,14 +270,13 @@ class TokenSet:
             raise ValueError(msg)
         now = time.time() if now is None else now
         expires_in = _as_int(data.get("expires_in"), "expires_in")
-        refresh_in = _as_int(
-            data.get("refresh_expires_in", data.get("refresh_token_expires_in")),
-            "refresh_expires_in",
-        )
+        refresh_in = _as_int(data.get(refresh_expires_field), refresh_expires_field)
         refresh = _token(data.get("refresh_token") or None, "refresh_token")
         scope = _opt_str(data.get("scope"), "scope")
         token_type = _opt_str(data.get("token_type"), "token_type") or "Bearer"
-        account = _opt_str(data.get("open_id"), "open_id")
+        account = (
+            _opt_str(data.get(account_id_field), account_id_field) if account_id_field else None
+        )
         refresh_expires_at = now + refresh_in if refresh_in is not None else None
         scopes = parse_scopes(scope) if scope is not None else None
         if previous is not None:
@@ -320,9 +334,9 @@ class Profile:
 
     Attributes:
         provider_id: Which provider it came from.
-        id: The provider's stable id for the user (TikTok ``open_id``).
+        id: The provider's stable id for the user.
         name: Display name, if any.
-        email: E-mail address, if the provider gives a verified one (TikTok never does).
+        email: E-mail address, if the provider gives a verified one.
         email_verified: Whether the provider says the e-mail is verified.
         image: Avatar URL, if any.
         raw: The provider's own user object, as received.

@@ -83,9 +83,14 @@ def raise_for_error(
         provider_id=provider.id,
         error=_text(code, 64) or f"http_{response.status}",
         description=description,
-        log_id=_text(data.get("log_id"), 128) or _text(response.headers.get("x-tt-logid"), 128),
+        log_id=_text(data.get("log_id"), 128) or _log_id(response, provider),
         http_status=response.status,
     )
+
+
+def _log_id(response: HttpResponse, provider: Provider) -> str | None:
+    header = provider.spec.log_id_header
+    return _text(response.headers.get(header), 128) if header else None
 
 
 def parse_token_response(
@@ -98,7 +103,12 @@ def parse_token_response(
     data = response.json_object(error, provider.id)
     raise_for_error(response, data, provider, error)
     try:
-        return TokenSet.from_response(data, previous=previous)
+        return TokenSet.from_response(
+            data,
+            previous=previous,
+            account_id_field=provider.spec.account_id_field,
+            refresh_expires_field=provider.spec.refresh_expires_field,
+        )
     except (TypeError, ValueError, ArithmeticError) as exc:
         msg = f"{provider.spec.name} sent an invalid token answer: {exc}"
         raise error(msg, provider_id=provider.id, http_status=response.status) from exc
@@ -164,7 +174,10 @@ async def revoke_token(provider: Provider, tokens: TokenSet, http: HttpClient) -
 
 @hookimpl(trylast=True)
 async def fetch_profile(provider: Provider, tokens: TokenSet, http: HttpClient) -> Profile | None:
-    """Read an OpenID-Connect-like user-info document (``sub``/``id``, ``name``, ``picture``)."""
+    """Read an OpenID-Connect-like user-info document (``sub``/``id``, ``name``, ``picture``).
+
+    A provider with other field names reads ``profile.raw`` in its own ``fetch_profile``.
+    """
     if not provider.spec.profile_url:
         msg = f"{provider.spec.name} has no profile endpoint configured"
         raise ProfileError(msg, provider_id=provider.id)
@@ -184,9 +197,9 @@ async def fetch_profile(provider: Provider, tokens: TokenSet, http: HttpClient) 
     return Profile(
         provider_id=provider.id,
         id=str(subject),
-        name=_text(data.get("name")) or _text(data.get("login")),
+        name=_text(data.get("name")),
         email=_text(data.get("email")) if verified else None,
         email_verified=verified,
-        image=_text(data.get("picture"), 2048) or _text(data.get("avatar_url"), 2048),
+        image=_text(data.get("picture"), 2048),
         raw=data,
     )

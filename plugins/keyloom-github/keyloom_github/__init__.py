@@ -54,6 +54,7 @@ SPEC = ProviderSpec(
     revoke_url="https://api.github.com/applications/{client_id}/token",
     known_scopes=SCOPES,
     default_scopes="read:user user:email",
+    refresh_expires_field="refresh_token_expires_in",
     emulator="keyloom_github.emulator:GitHubEmulator",
     plugin="keyloom_github",
 )
@@ -116,8 +117,17 @@ async def revoke_token(provider: Provider, tokens: TokenSet, http: HttpClient) -
 async def fetch_profile(provider: Provider, tokens: TokenSet, http: HttpClient) -> Profile | None:
     """The core reads ``/user``; the e-mail is the primary, verified one of ``/user/emails``."""
     profile = await oauth2.fetch_profile(provider, tokens, http)
+    if profile is None:
+        return None
+    login, avatar = profile.raw.get("login"), profile.raw.get("avatar_url")
+    profile = profile.with_overrides(  # GitHub's names for a display name and a picture
+        {
+            "name": profile.name or (login if isinstance(login, str) else None),
+            "image": profile.image or (avatar[:2048] if isinstance(avatar, str) else None),
+        }
+    )
     granted = provider.scopes if tokens.scopes is None else tokens.scopes
-    if profile is None or not {"user", "user:email"} & granted:
+    if not {"user", "user:email"} & granted:
         return profile
     url, bearer = f"{provider.spec.profile_url}/emails", tokens.access_token
     response = await http.get(url, bearer=bearer, headers=_API, provider_id=provider.id)

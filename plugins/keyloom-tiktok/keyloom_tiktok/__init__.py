@@ -70,6 +70,8 @@ SPEC = ProviderSpec(
     env_prefix="TIKTOK",
     emulator="keyloom_tiktok.emulator:TikTokEmulator",
     plugin="keyloom_tiktok",
+    account_id_field="open_id",
+    log_id_header="x-tt-logid",
 )
 
 
