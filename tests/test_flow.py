@@ -494,6 +494,22 @@ async def test_login_succeeded_crash_fails_the_login(
     assert "database is down" not in str(info.value)
 
 
+@pytest.mark.parametrize("failure", [AccessDeniedError("suspended"), RuntimeError("db down")])
+async def test_a_refused_login_gives_its_tokens_back(
+    make_keyloom: MakeKeyloom, login: Login, fake_provider: Any, failure: Exception
+) -> None:
+    class Refusing:
+        @hookimpl
+        async def login_succeeded(self) -> None:
+            raise failure
+
+    async with make_keyloom(plugins=[Refusing()]) as keyloom:
+        with pytest.raises((AccessDeniedError, PluginError)):
+            await login(keyloom)
+    assert len(fake_provider.revoked) == 1
+    assert fake_provider.revoked[0].startswith("at-")
+
+
 async def test_a_failing_login_failed_hook_is_ignored(
     make_keyloom: MakeKeyloom, authorize: Authorize
 ) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
@@ -53,9 +54,7 @@ class TokenManager:
         keyloom = define_keyloom(providers=[tiktok()], secret=SECRET, plugins=[manager.plugin])
         manager.bind(keyloom)
         ...
-        token = await manager.access_token("tiktok", open_id, needs={"video.list"})
-
-    (``bind`` also registers :attr:`plugin` when it was not passed to ``define_keyloom``.)
+        token = await manager.access_token("tiktok", account_id, needs={"video.list"})
 
     **Refresh.** A token that expires within *skew* seconds is refreshed (within half its
     lifetime, for tokens that live less than twice the skew). One refresh per
@@ -133,9 +132,12 @@ class TokenManager:
     # -- wiring --------------------------------------------------------------------------
 
     def bind(self, keyloom: Keyloom) -> TokenManager:
-        """Use *keyloom* for refresh and revocation, and store its sign-ins' tokens.
+        """Use *keyloom* for refresh and revocation.
 
-        Registers :attr:`plugin` with the instance unless it already is.
+        Its sign-ins store their tokens here when :attr:`plugin` was passed to
+        ``define_keyloom(plugins=[...])``; a Keyloom instance takes no plugins afterwards.
+        Binding an instance built without it still registers it, with a
+        :class:`DeprecationWarning` (this will become an error).
 
         :raises RuntimeError: already bound to another instance.
         """
@@ -143,7 +145,14 @@ class TokenManager:
             msg = "this TokenManager is already bound to another Keyloom instance"
             raise RuntimeError(msg)
         self._keyloom = keyloom
-        keyloom.registry.add(self.plugin, "keyloom.tokens")
+        if not keyloom.registry.pm.is_registered(self.plugin):
+            warnings.warn(
+                "pass the token manager's plugin to define_keyloom(plugins=[manager.plugin]); "
+                "adding it in bind() is deprecated",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            keyloom.registry.add(self.plugin, "keyloom.tokens")
         return self
 
     def _bound(self) -> Keyloom:
@@ -413,8 +422,7 @@ class TokenManager:
 class TokenStorePlugin:
     """The Keyloom plugin that stores every sign-in's tokens with a :class:`TokenManager`.
 
-    Available as ``manager.plugin``; pass it to ``define_keyloom(plugins=[...])`` or let
-    :meth:`TokenManager.bind` register it.
+    Available as ``manager.plugin``; pass it to ``define_keyloom(plugins=[...])``.
 
     Attributes:
         manager: The manager that stores the tokens.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -59,7 +60,7 @@ class FlakyStore(MemoryTokenStore):
 async def signed_in(
     make_keyloom: Callable[..., Keyloom], login: Login, manager: TokenManager
 ) -> tuple[Keyloom, LoginResult]:
-    keyloom = make_keyloom()
+    keyloom = make_keyloom(manager.plugin)
     manager.bind(keyloom)
     async with keyloom:
         result = await login(keyloom)
@@ -91,13 +92,26 @@ async def test_login_stores_the_grant_through_the_hook(
 
 async def test_bind_registers_the_plugin_once(make_keyloom: Callable[..., Keyloom]) -> None:
     manager = TokenManager(MemoryTokenStore())
-    keyloom = make_keyloom()
-    assert manager.bind(keyloom) is manager
-    manager.bind(keyloom)
+    keyloom = make_keyloom(manager.plugin)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the documented way warns about nothing
+        assert manager.bind(keyloom) is manager
+        manager.bind(keyloom)
     impls = keyloom.registry.pm.hook.login_succeeded.get_hookimpls()
     assert [i.plugin for i in impls].count(manager.plugin) == 1
     with pytest.raises(RuntimeError, match="another Keyloom"):
         manager.bind(make_keyloom())
+
+
+async def test_binding_an_instance_built_without_the_plugin_is_deprecated(
+    make_keyloom: Callable[..., Keyloom],
+) -> None:
+    manager = TokenManager(MemoryTokenStore())
+    keyloom = make_keyloom()
+    with pytest.warns(DeprecationWarning, match=r"define_keyloom\(plugins=\[manager.plugin\]\)"):
+        manager.bind(keyloom)
+    impls = keyloom.registry.pm.hook.login_succeeded.get_hookimpls()
+    assert [i.plugin for i in impls].count(manager.plugin) == 1
 
 
 async def test_fresh_token_is_returned_without_a_refresh(

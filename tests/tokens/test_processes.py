@@ -77,7 +77,7 @@ async def _signed_in(
     store = _store(kind, location)
     try:
         manager = TokenManager(store)
-        keyloom = make_keyloom()
+        keyloom = make_keyloom(manager.plugin)
         manager.bind(keyloom)
         async with keyloom:
             result = await login(keyloom)

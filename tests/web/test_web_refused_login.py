@@ -53,3 +53,11 @@ async def test_accepted_login_revokes_nothing(keyloom, fake_provider, authorize)
     status, _ = await _callback(handler, authorize)
     assert status == 302
     assert fake_provider.revoked == []
+
+
+async def test_on_login_is_deprecated_for_the_login_succeeded_hook(keyloom) -> None:
+    async def on_login(result) -> None:
+        return None
+
+    with pytest.warns(DeprecationWarning, match="login_succeeded hook"):
+        AuthHandler(keyloom, on_login=on_login)
