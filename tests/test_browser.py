@@ -72,7 +72,7 @@ async def test_sign_in_untick_optional_scope_and_sign_out(site, page) -> None:
     await page.wait_for_url(f"{site.url}/dashboard")
 
     assert await page.inner_text("#display-name") == "Emulated Creator"
-    open_id = await page.inner_text("#open-id")
+    open_id = await page.inner_text("#account-id")
     assert len(open_id) > 10
     granted = await page.locator("#scopes .chip:not(.off)").all_inner_texts()
     declined = await page.locator("#scopes .chip.off").all_inner_texts()

@@ -10,6 +10,8 @@ import re
 from html.parser import HTMLParser
 from urllib.parse import urljoin
 
+import aiohttp
+
 from ..errors import KeyloomError
 
 __all__ = ["sign_in_once"]
@@ -44,13 +46,11 @@ class DemoCheckError(KeyloomError):
     code = "demo_check_failed"
 
 
-async def sign_in_once(site_url: str) -> tuple[str, list[str]]:
+async def sign_in_once(site_url: str, provider_id: str) -> tuple[str, list[str]]:
     """Sign in through the demo at *site_url*; return the display name and granted scopes."""
-    import aiohttp  # noqa: PLC0415
-
     jar = aiohttp.CookieJar(unsafe=True)
     async with aiohttp.ClientSession(cookie_jar=jar) as http:
-        start = f"{site_url}/api/auth/oauth/tiktok/start?callbackUrl=/dashboard"
+        start = f"{site_url}/api/auth/oauth/{provider_id}/start?callbackUrl=/dashboard"
         async with http.get(start) as consent:
             page = await consent.text()
             consent_url = str(consent.url)

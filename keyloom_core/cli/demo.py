@@ -1,8 +1,11 @@
-"""``keyloom demo``: a small site that signs in with TikTok.
+"""``keyloom demo``: a small site that signs in with an installed provider (TikTok by default).
 
-With ``TIKTOK_CLIENT_ID`` / ``TIKTOK_CLIENT_SECRET`` set it talks to TikTok itself; without
-them it starts the TikTok plugin's emulator on 127.0.0.1 and points the provider at it,
-so it works on a machine with no credentials and no network.
+With the provider's credentials set (``TIKTOK_CLIENT_ID`` / ``TIKTOK_CLIENT_SECRET`` for
+TikTok, ``{env_prefix}_CLIENT_ID`` / ``_CLIENT_SECRET`` for any other) it talks to the
+provider itself; without them it starts the emulator the provider's plugin ships on
+127.0.0.1 and points the provider at it, so it works on a machine with no credentials and
+no network. Any provider whose ``ProviderSpec.emulator`` names an emulator can be demoed
+(``keyloom demo --provider github``).
 """
 
 from __future__ import annotations
@@ -12,25 +15,30 @@ import html
 import importlib
 import os
 import secrets
+import socket
 import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
+import anyio
 import attrs
+from aiohttp import web
 
 from .._config import define_keyloom
+from .._plugins import PluginRegistry, RegisteredProvider
 from ..errors import ConfigurationError, KeyloomError
+from ..web.aiohttp import current_session, setup_keyloom
+from ._democheck import sign_in_once
 
 if TYPE_CHECKING:
-    from aiohttp import web
-
     from .._keyloom import Keyloom
 
-__all__ = ["DemoSite", "add_arguments", "demo_site", "run"]
+__all__ = ["DEFAULT_PROVIDER", "DemoSite", "add_arguments", "demo_site", "run"]
 
-PROVIDER = "tiktok"
-DEMO_SCOPES = ("user.info.basic", "user.info.profile", "user.info.stats")
+DEFAULT_PROVIDER = "tiktok"
+#: Scopes the demo asks for, by provider; others ask for their spec's default scopes.
+DEMO_SCOPES = {"tiktok": ("user.info.basic", "user.info.profile", "user.info.stats")}
 
 _STYLE = """
 :root{color-scheme:light dark;--ink:#161823;--paper:#fff;--muted:#6b6e78;--line:#e3e3e6;
@@ -64,7 +72,7 @@ document.getElementById("signin").addEventListener("click", (event) => {
   button.disabled = true;
   button.textContent = "Connecting\\u2026";
   const params = new URLSearchParams({callbackUrl: "/dashboard"});
-  window.location.assign(`${BASE}/oauth/tiktok/start?${params}`);
+  window.location.assign(`${BASE}/oauth/${PROVIDER}/start?${params}`);
 });
 """
 
@@ -81,13 +89,13 @@ document.getElementById("signout").addEventListener("click", async (event) => {
 """
 
 
-def _page(title: str, body: str, script: str, base_path: str) -> str:
+def _page(title: str, body: str, script: str, base_path: str, provider_id: str) -> str:
     return (
         "<!doctype html><html lang=en><head><meta charset=utf-8>"
         '<meta name=viewport content="width=device-width,initial-scale=1">'
         f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head>"
-        f"<body><main>{body}</main><script>const BASE = {base_path!r};{script}</script>"
-        "</body></html>"
+        f"<body><main>{body}</main><script>const BASE = {base_path!r};"
+        f"const PROVIDER = {provider_id!r};{script}</script></body></html>"
     )
 
 
@@ -97,41 +105,42 @@ class DemoSite:
 
     Attributes:
         url: The demo site's URL.
-        mode: ``"emulator"`` or ``"tiktok"``.
+        mode: ``"emulator"``, or the provider's id when it talks to the provider itself.
+        provider_id: The provider the demo signs in with.
         keyloom: The Keyloom instance serving it.
         emulator_url: The emulator's URL in emulator mode.
     """
 
     url: str
     mode: str
+    provider_id: str
     keyloom: Keyloom
     emulator_url: str | None
 
 
-def _build_app(keyloom: Keyloom, mode: str) -> web.Application:
-    from aiohttp import web  # noqa: PLC0415
-
-    from ..web.aiohttp import current_session, setup_keyloom  # noqa: PLC0415
-
+def _build_app(keyloom: Keyloom, provider_id: str, *, emulated: bool) -> web.Application:
+    provider = keyloom.provider(provider_id)
+    name = html.escape(provider.spec.name)
     routes = web.RouteTableDef()
     footer = (
-        f'<p class=mode>Mode: {"local TikTok emulator" if mode == "emulator" else "TikTok"}'
+        f"<p class=mode>Mode: {f'local {name} emulator' if emulated else name}"
         " &middot; redirect URI "
-        f"<code>{html.escape(keyloom.redirect_uri(keyloom.provider(PROVIDER)))}</code></p>"
+        f"<code>{html.escape(keyloom.redirect_uri(provider))}</code></p>"
     )
+
+    def page(title: str, body: str, script: str) -> web.Response:
+        text = _page(title, body, script, keyloom.base_path, provider_id)
+        return web.Response(text=text, content_type="text/html")
 
     @routes.get("/")
     async def index(request: web.Request) -> web.StreamResponse:
         if await current_session(request) is not None:
             raise web.HTTPFound("/dashboard")
         body = (
-            "<h1>Keyloom demo</h1><p class=lead>Sign in with your TikTok account.</p>"
-            "<button id=signin type=button>Sign in with TikTok</button>" + footer
+            f"<h1>Keyloom demo</h1><p class=lead>Sign in with your {name} account.</p>"
+            f"<button id=signin type=button>Sign in with {name}</button>" + footer
         )
-        return web.Response(
-            text=_page("Sign in", body, _SIGN_IN_SCRIPT, keyloom.base_path),
-            content_type="text/html",
-        )
+        return page("Sign in", body, _SIGN_IN_SCRIPT)
 
     @routes.get("/dashboard")
     async def dashboard(request: web.Request) -> web.StreamResponse:
@@ -140,25 +149,22 @@ def _build_app(keyloom: Keyloom, mode: str) -> web.Application:
             raise web.HTTPFound("/")
         user = session.user
         granted = sorted(session.scopes)
-        declined = sorted(set(keyloom.provider(PROVIDER).scopes) - set(granted))
+        declined = sorted(set(provider.scopes) - set(granted))
         chips = "".join(f"<span class=chip>{html.escape(s)}</span>" for s in granted) + "".join(
             f"<span class='chip off' title='declined'>{html.escape(s)}</span>" for s in declined
         )
         image = user.get("image")
         avatar = f'<img src="{html.escape(image)}" alt="avatar">' if image else ""
-        name = html.escape(str(user.get("name") or "TikTok user"))
+        display = html.escape(str(user.get("name") or f"{provider.spec.name} user"))
         body = (
-            f"<div class=profile>{avatar}<div><h1 id=display-name>{name}</h1>"
-            "<p class=lead>Signed in with TikTok</p></div></div>"
-            "<dl><dt>open_id</dt>"
-            f"<dd><code id=open-id>{html.escape(str(user.get('id')))}</code></dd>"
+            f"<div class=profile>{avatar}<div><h1 id=display-name>{display}</h1>"
+            f"<p class=lead>Signed in with {name}</p></div></div>"
+            "<dl><dt>Account id</dt>"
+            f"<dd><code id=account-id>{html.escape(session.provider_account_id)}</code></dd>"
             f"<dt>Scopes</dt><dd id=scopes>{chips}</dd></dl>"
             "<button id=signout type=button class=secondary>Sign out</button>" + footer
         )
-        return web.Response(
-            text=_page("Dashboard", body, _SIGN_OUT_SCRIPT, keyloom.base_path),
-            content_type="text/html",
-        )
+        return page("Dashboard", body, _SIGN_OUT_SCRIPT)
 
     app = web.Application()
     app.add_routes(routes)
@@ -166,70 +172,78 @@ def _build_app(keyloom: Keyloom, mode: str) -> web.Application:
     return app
 
 
-def _emulator_class(keyloom_plugins: Any) -> Any:
-    registered = keyloom_plugins.providers.get(PROVIDER)
-    if registered is None or not registered.spec.emulator:
-        msg = "the TikTok plugin is not installed: pip install keyloom-tiktok"
-        raise ConfigurationError(msg)
+def _registered(registry: PluginRegistry, provider_id: str) -> RegisteredProvider:
+    registered = registry.providers.get(provider_id)
+    if registered is None:
+        msg = f"no installed plugin offers the provider '{provider_id}'"
+        hint = "pip install keyloom-tiktok" if provider_id == DEFAULT_PROVIDER else None
+        raise ConfigurationError(msg, hint=hint or "keyloom providers lists what is installed")
+    return registered
+
+
+def _emulator_class(registered: RegisteredProvider) -> Any:
+    if not registered.spec.emulator:
+        msg = f"the {registered.spec.name} plugin ships no emulator: set its credentials"
+        raise ConfigurationError(msg, provider_id=registered.spec.id)
     module, _, name = registered.spec.emulator.partition(":")
     return getattr(importlib.import_module(module), name)
 
 
+def _free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
 @asynccontextmanager
 async def demo_site(
-    *, host: str = "127.0.0.1", port: int = 8000, emulator: bool | None = None
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    emulator: bool | None = None,
+    provider_id: str = DEFAULT_PROVIDER,
 ) -> AsyncIterator[DemoSite]:
     """Start the demo (and the emulator when there are no credentials); yields its parts."""
-    from aiohttp import web  # noqa: PLC0415
-
-    from .._plugins import PluginRegistry  # noqa: PLC0415
-
-    use_emulator = emulator if emulator is not None else not os.environ.get("TIKTOK_CLIENT_ID")
+    registered = _registered(PluginRegistry(), provider_id)
+    spec = registered.spec
+    use_emulator = emulator if emulator is not None else not os.environ.get(
+        f"{spec.env_prefix}_CLIENT_ID"
+    )
+    scopes = DEMO_SCOPES.get(provider_id, tuple(sorted(spec.default_scopes)))
+    port = port or _free_port(host)
+    base_url = f"http://{host}:{port}"
+    secret = os.environ.get("KEYLOOM_SECRET") or secrets.token_urlsafe(32)
     async with AsyncExitStack() as stack:
-        sock_port = port
-        if sock_port == 0:
-            import socket  # noqa: PLC0415
-
-            with socket.socket() as s:
-                s.bind((host, 0))
-                sock_port = s.getsockname()[1]
-        base_url = f"http://{host}:{sock_port}"
-        redirect_uri = f"{base_url}/api/auth/oauth/{PROVIDER}/callback"
-        secret = os.environ.get("KEYLOOM_SECRET") or secrets.token_urlsafe(32)
         emulator_url = None
-        registry = PluginRegistry()
-        factory = registry.providers[PROVIDER].factory if PROVIDER in registry.providers else None
-        if factory is None:
-            msg = "the TikTok plugin is not installed: pip install keyloom-tiktok"
-            raise ConfigurationError(msg)
         if use_emulator:
-            emulator_cls = _emulator_class(registry)
-            client_id, client_secret = "demo-client-key", secrets.token_urlsafe(24)
-            emu = emulator_cls.for_client(
+            client_id, client_secret = "demo-client", secrets.token_urlsafe(24)
+            emu = _emulator_class(registered).for_client(
                 client_id=client_id,
                 client_secret=client_secret,
-                redirect_uris=[redirect_uri],
-                scopes=DEMO_SCOPES,
+                redirect_uris=[f"{base_url}/api/auth/oauth/{provider_id}/callback"],
+                scopes=scopes,
             )
             await stack.enter_async_context(emu)
             emulator_url = emu.url
-            provider = factory(
+            provider = registered.factory(
                 client_id=client_id,
                 client_secret=client_secret,
-                scopes=DEMO_SCOPES,
+                scopes=scopes,
                 endpoint_origin=emulator_url,
             )
         else:
-            provider = factory(scopes=DEMO_SCOPES)
+            provider = registered.factory(scopes=scopes)
         keyloom = define_keyloom(providers=[provider], secret=secret, base_url=base_url)
-        app = _build_app(keyloom, "emulator" if use_emulator else "tiktok")
+        app = _build_app(keyloom, provider_id, emulated=use_emulator)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
-        await web.TCPSite(runner, host, sock_port).start()
+        await web.TCPSite(runner, host, port).start()
         yield DemoSite(
             url=base_url,
-            mode="emulator" if use_emulator else "tiktok",
+            mode="emulator" if use_emulator else provider_id,
+            provider_id=provider_id,
             keyloom=keyloom,
             emulator_url=emulator_url,
         )
@@ -240,6 +254,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to serve on")
     parser.add_argument("--port", type=int, default=8000, help="port (0 picks a free one)")
     parser.add_argument(
+        "--provider",
+        default=DEFAULT_PROVIDER,
+        help=f"provider to sign in with (default {DEFAULT_PROVIDER}; see: keyloom providers)",
+    )
+    parser.add_argument(
         "--check",
         action="store_true",
         help="sign in once end to end against the emulator, print the result and exit",
@@ -247,36 +266,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 async def _serve(args: argparse.Namespace) -> int:
-    import anyio  # noqa: PLC0415
-
-    async with demo_site(host=args.host, port=args.port) as site:
+    async with demo_site(host=args.host, port=args.port, provider_id=args.provider) as site:
+        provider = site.keyloom.provider(site.provider_id)
+        prefix = provider.spec.env_prefix
         print(f"Keyloom demo: {site.url}/  (open it in a browser)")
         if site.mode == "emulator":
             print(
-                "Mode: local TikTok emulator at "
-                f"{site.emulator_url} (set TIKTOK_CLIENT_ID and TIKTOK_CLIENT_SECRET for TikTok)"
+                f"Mode: local {provider.spec.name} emulator at {site.emulator_url} "
+                f"(set {prefix}_CLIENT_ID and {prefix}_CLIENT_SECRET for {provider.spec.name})"
             )
         else:
-            print("Mode: TikTok (credentials from TIKTOK_CLIENT_ID / TIKTOK_CLIENT_SECRET)")
-        print(f"Redirect URI: {site.keyloom.redirect_uri(site.keyloom.provider(PROVIDER))}")
+            print(f"Mode: {provider.spec.name} (credentials from {prefix}_CLIENT_ID / _SECRET)")
+        print(f"Redirect URI: {site.keyloom.redirect_uri(provider)}")
         print("Press Ctrl+C to stop.", flush=True)
         await anyio.sleep_forever()
     return 0
 
 
 async def _check(args: argparse.Namespace) -> int:
-    from ._democheck import sign_in_once  # noqa: PLC0415
-
-    async with demo_site(host=args.host, port=args.port or 0, emulator=True) as site:
-        name, scopes = await sign_in_once(site.url)
+    async with demo_site(
+        host=args.host, port=args.port or 0, emulator=True, provider_id=args.provider
+    ) as site:
+        name, scopes = await sign_in_once(site.url, site.provider_id)
     print(f"demo check passed: signed in as {name!r} with scopes {', '.join(scopes)}")
     return 0
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo until interrupted (or once, with ``--check``)."""
-    import anyio  # noqa: PLC0415
-
     try:
         return anyio.run(_check if args.check else _serve, args)
     except KeyloomError as exc:

@@ -26,8 +26,9 @@ from urllib.parse import urlsplit
 
 import attrs
 
-from .._config import LOOPBACK_HOSTS, SECRET_ENV, URL_ENVS, check_base_url, check_secret
+from .._config import define_keyloom
 from .._plugins import PluginRegistry, RegisteredProvider, autoload_disabled
+from .._settings import LOOPBACK_HOSTS, SECRET_ENV, URL_ENVS, check_base_url, check_secret
 from ..errors import HINT_REDIRECT_URI, ConfigurationError, KeyloomError
 
 __all__ = ["Finding", "add_arguments", "diagnose", "run"]
@@ -197,8 +198,6 @@ def _scopes(env: Mapping[str, str], name: str) -> list[str] | None:
 
 def check_provider(registered: RegisteredProvider, env: Mapping[str, str]) -> list[Finding]:
     """A provider's credentials and scopes, validated by ``define_keyloom`` itself."""
-    from .._config import define_keyloom  # noqa: PLC0415
-
     spec = registered.spec
     prefix = spec.env_prefix
     names = [f"{prefix}_CLIENT_ID", f"{prefix}_CLIENT_SECRET"]

@@ -22,17 +22,15 @@ import time
 import webbrowser
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
+from aiohttp import web
 
 from .._config import define_keyloom
 from .._plugins import PluginRegistry, RegisteredProvider
 from ..errors import KeyloomError
 from ..models import LoginResult, Provider, TokenSet
-
-if TYPE_CHECKING:
-    from aiohttp import web
 
 __all__ = ["CALLBACK_PATH", "DEFAULT_PORT", "EMULATOR_ENV", "add_arguments", "login", "run"]
 
@@ -92,8 +90,6 @@ class _Callback:
         self.text = "You can close this tab and return to the terminal."
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        from aiohttp import web  # noqa: PLC0415
-
         if self.query is not None:
             return web.Response(status=410, text="This sign-in was already handled.")
         self.query = dict(request.query)
@@ -109,8 +105,6 @@ class _Callback:
 
 @asynccontextmanager
 async def _loopback_server(port: int, callback: _Callback) -> AsyncIterator[int]:
-    from aiohttp import web  # noqa: PLC0415
-
     app = web.Application()
     app.router.add_get(CALLBACK_PATH, callback.handle)
     app.router.add_get(CALLBACK_PATH.rstrip("/"), callback.handle)
