@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
-from urllib.parse import urlencode
 
 import anyio
 
@@ -24,7 +22,7 @@ from .errors import (
     ScopeDeniedError,
     UnknownProviderError,
 )
-from .http import HttpClient
+from .http import HttpClient, query_encode
 from .models import (
     AuthorizationRequest,
     LoginResult,
@@ -191,7 +189,7 @@ class Keyloom:
         )
         params = await self.hooks.provider_call("authorize_params", prov, request=request)
         base = prov.spec.authorize_url
-        url = f"{base}{'&' if '?' in base else '?'}{urlencode(params, doseq=True)}"
+        url = f"{base}{'&' if '?' in base else '?'}{query_encode(params)}"
         sealed = self.states.seal(state, now=now)
         return LoginStart(url=url, state=sealed, expires_at=now + self.state_ttl)
 
@@ -261,7 +259,7 @@ class Keyloom:
             code_verifier=state.code_verifier,
             http=self.http,
         )
-        async with self.revoking_on_failure(prov.id, tokens):
+        try:
             granted = granted_scopes(prov, from_callback, tokens)
             if granted != from_callback:  # not checked yet
                 self._check_scopes(prov, granted)
@@ -279,6 +277,9 @@ class Keyloom:
             await self.hooks.broadcast(
                 "login_succeeded", operation=operation, provider=prov, result=result
             )
+        except BaseException:
+            await self.revoke_refused(prov.id, tokens)
+            raise
         return result
 
     def _check_scopes(self, prov: Provider, granted: frozenset[str]) -> None:
@@ -286,22 +287,17 @@ class Keyloom:
         if missing:
             raise ScopeDeniedError(missing, provider_id=prov.id)
 
-    @contextlib.asynccontextmanager
-    async def revoking_on_failure(self, provider_id: str, tokens: TokenSet) -> AsyncIterator[None]:
-        """``async with``: if the block raises, revoke *tokens* (a refused login's) first.
+    async def revoke_refused(self, provider_id: str, tokens: TokenSet) -> None:
+        """Give back the tokens of a login that ends here (refused after the exchange).
 
-        The revocation is shielded from cancellation and bounded by the timeout; its own
-        failure is logged, and the block's exception goes on.
+        Shielded from cancellation and bounded by the timeout; a failure is logged, never
+        raised, so the caller's own error goes on.
         """
-        try:
-            yield
-        except BaseException:
-            with anyio.CancelScope(shield=True), anyio.move_on_after(self.timeout):
-                try:
-                    await self.revoke(provider_id, tokens)
-                except KeyloomError as exc:
-                    log.warning("could not revoke the tokens of a refused login: %s", exc.code)
-            raise
+        with anyio.CancelScope(shield=True), anyio.move_on_after(self.timeout):
+            try:
+                await self.revoke(provider_id, tokens)
+            except KeyloomError as exc:
+                log.warning("could not revoke the tokens of a refused login: %s", exc.code)
 
     # -- tokens and profiles ---------------------------------------------------------
 

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
 import json
+import re
 import time
 from collections.abc import Sequence
 from typing import Any
 
 MIN_SECRET_LENGTH = 32
 MAX_TOKEN_LENGTH = 8192
+_compact_json = json.JSONEncoder(separators=(",", ":")).encode  # built once, not per call
 
 
 def b64encode(data: bytes) -> str:
@@ -20,22 +21,26 @@ def b64encode(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
+_BASE64URL = re.compile(r"[A-Za-z0-9_-]*")
+_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+
 def b64decode(text: str) -> bytes:
     """Decode unpadded base64url strictly: one value has exactly one accepted spelling.
 
-    Padding, characters outside the alphabet, and non-zero unused bits are refused, so a
-    signed value cannot be altered (``!!`` or ``==`` appended) and still verify: deny lists
-    and caches keyed on it stay sound.
+    Padding, characters outside the alphabet, an impossible length and non-zero unused
+    bits in the last character are refused, so a signed value cannot be altered (``!!``
+    or ``==`` appended) and still verify: deny lists and caches keyed on it stay sound.
 
     :raises ValueError: *text* is not canonical unpadded base64url.
     """
-    try:
-        data = base64.urlsafe_b64decode(text.encode("ascii") + b"=" * (-len(text) % 4))
-    except (UnicodeEncodeError, binascii.Error) as exc:
-        raise ValueError("not base64url") from exc
-    if b64encode(data) != text:
+    tail = len(text) % 4
+    if tail == 1 or not _BASE64URL.fullmatch(text):
+        raise ValueError("not base64url")
+    # the last character of 2 (3) leftover characters carries 4 (2) unused bits
+    if tail and _ALPHABET.index(text[-1]) % (16 if tail == 2 else 4):
         raise ValueError("not canonical base64url")
-    return data
+    return base64.urlsafe_b64decode(text + "=" * (4 - tail if tail else 0))
 
 
 class BadSignatureError(ValueError):
@@ -70,7 +75,7 @@ class Signer:
     def sign(self, payload: dict[str, Any], *, ttl: float, now: float | None = None) -> str:
         """Return ``body.signature`` for *payload*, valid for *ttl* seconds."""
         now = time.time() if now is None else now
-        data = json.dumps({**payload, "exp": int(now + ttl)}, separators=(",", ":"))
+        data = _compact_json({**payload, "exp": int(now + ttl)})
         body = b64encode(data.encode())
         mac = hmac.digest(self._keys[0], body.encode("ascii"), "sha256")
         return f"{body}.{b64encode(mac)}"
@@ -87,7 +92,7 @@ class Signer:
         try:
             mac = b64decode(mac_text)
             raw = body.encode("ascii")
-        except ValueError as exc:
+        except ValueError as exc:  # UnicodeEncodeError included
             raise BadSignatureError("malformed") from exc
         if not any(hmac.compare_digest(mac, hmac.digest(k, raw, "sha256")) for k in self._keys):
             raise BadSignatureError("signature")

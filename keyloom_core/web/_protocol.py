@@ -354,11 +354,13 @@ class AuthHandler:
         except KeyloomError as error:
             return self._error(request, error, cookies=(clear_state,))
         try:
-            async with self.keyloom.revoking_on_failure(result.provider_id, result.tokens):
-                session, value = issue_session(self.keyloom, result)
-                if self.on_login is not None:
-                    await self.on_login(result)
-        except KeyloomError as error:
+            session, value = issue_session(self.keyloom, result)
+            if self.on_login is not None:
+                await self.on_login(result)
+        except BaseException as error:
+            await self.keyloom.revoke_refused(result.provider_id, result.tokens)
+            if not isinstance(error, KeyloomError):
+                raise
             return self._error(request, error, cookies=(clear_state,))
         log.info("keyloom: signed in with %s", result.provider_id)
         location = urljoin(self.keyloom.base_url, result.callback_url)
