@@ -21,9 +21,9 @@ from keyloom_tiktok.emulator import (
 
 from keyloom_core import (
     AccessDeniedError,
+    ConfigurationError,
     PluginError,
     ProfileError,
-    ProviderError,
     ReauthenticationRequiredError,
     ScopeDeniedError,
     StateError,
@@ -90,8 +90,8 @@ async def test_full_grant_gives_the_tiktok_profile_tokens_and_scopes(
     assert tokens.access_token.startswith("act.")
     assert tokens.refresh_token is not None
     assert tokens.refresh_token.startswith("rft.")
-    assert expires_near(tokens.expires_at, 86_400, before, after)
-    assert expires_near(tokens.refresh_expires_at, 31_536_000, before, after)
+    assert expires_near(tokens.expires_at, 7_200, before, after)
+    assert expires_near(tokens.refresh_expires_at, 15_552_000, before, after)
     assert tokens.access_token not in repr(result)
     assert tokens.refresh_token not in repr(result)
 
@@ -213,9 +213,10 @@ async def test_a_scope_without_profile_fields_asks_only_for_the_basic_fields(
     assert set(result.profile.raw) == fields(BASIC)
 
 
-async def test_a_scope_tiktok_has_not_approved_comes_back_as_a_provider_error(
-    make_emulator: Any, make_keyloom: Any, login: Any
+async def test_a_scope_tiktok_has_not_approved_stops_at_tiktoks_error_page(
+    make_emulator: Any, make_keyloom: Any, login: Any, authorize: Any
 ) -> None:
+    """TikTok never redirects back for an unapproved scope: the user sees its error page."""
     app = EmulatedApp(
         client_key="awreviewpending",
         client_secret="review-pending-secret",
@@ -227,12 +228,27 @@ async def test_a_scope_tiktok_has_not_approved_comes_back_as_a_provider_error(
     keyloom = await make_keyloom(
         emulator, client_id=app.client_key, client_secret=app.client_secret
     )
-    with pytest.raises(ProviderError) as info:
+    start = await keyloom.begin_login("tiktok")
+    outcome = await authorize(start.url)
+    assert outcome.status == 400
+    assert outcome.location is None
+    assert outcome.error_param == "scope"
+    page = url_params(outcome.page_url)
+    assert (page["error"], page["error_type"]) == ("invalid_scope", "scope")
+    assert page["scope"] == url_params(start.url)["scope"]
+    with pytest.raises(RuntimeError, match=r"HTTP 400\): scope"):
         await login(keyloom, emulator)
-    assert info.value.error == "invalid_scope"
-    assert info.value.description is not None
-    assert STATS in info.value.description
     assert emulator.code_exchanges() == []
+    assert emulator.grants.sizes()["codes"] == 0
+
+
+async def test_approved_scopes_catch_an_unapproved_scope_at_configuration(
+    make_emulator: Any, make_keyloom: Any
+) -> None:
+    """The plugin's answer to that error page: name the approved scopes, fail at start-up."""
+    emulator = await make_emulator()
+    with pytest.raises(ConfigurationError, match=STATS):
+        await make_keyloom(emulator, approved_scopes=[PROFILE])
 
 
 # -- partial grants ----------------------------------------------------------------------------
@@ -323,15 +339,16 @@ async def test_user_denies(make_emulator: Any, make_keyloom: Any, login: Any, ho
 
 
 async def test_wrong_client_secret_is_invalid_client_with_a_log_id(
-    make_keyloom: Any, emulator: Any, login: Any
+    make_keyloom: Any, emulator: Any, login: Any, oauth_error_status: Any
 ) -> None:
+    """§A4/§A5: ``invalid_client`` comes with HTTP 200 from TikTok; it is still an error."""
     wrong = "not-the-registered-secret-8d1f"
     keyloom = await make_keyloom(emulator, client_secret=wrong)
     with pytest.raises(TokenExchangeError) as info:
         await login(keyloom, emulator)
     error = info.value
     assert error.error == "invalid_client"
-    assert error.http_status == 401
+    assert error.http_status == oauth_error_status("invalid_client")
     assert error.log_id is not None
     assert LOG_ID.fullmatch(error.log_id)
     assert error.log_id in str(error)
@@ -465,7 +482,7 @@ async def test_authorization_code_expiry(
 
 
 async def test_hex_challenge_against_a_base64url_provider_is_refused(
-    make_emulator: Any, make_keyloom: Any, login: Any
+    make_emulator: Any, make_keyloom: Any, login: Any, oauth_error_status: Any
 ) -> None:
     emulator = await make_emulator(consent="approve", pkce_encoding="base64url")
     keyloom = await make_keyloom(emulator)
@@ -473,7 +490,7 @@ async def test_hex_challenge_against_a_base64url_provider_is_refused(
         await login(keyloom, emulator)
     assert info.value.error == "invalid_request"
     assert info.value.description == "Code verifier or code challenge is invalid."
-    assert info.value.http_status == 400
+    assert info.value.http_status == oauth_error_status("invalid_request")
 
 
 async def test_base64url_pkce_option_works_against_a_base64url_provider(
