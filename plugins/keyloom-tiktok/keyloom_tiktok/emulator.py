@@ -130,14 +130,32 @@ ErrorStatus: TypeAlias = Literal["200", "4xx"]
 
 BASIC_SCOPE: Final = "user.info.basic"
 
-#: Every scope the emulator knows, with the text shown on the consent screen.
+_PORTABILITY: Final = "Download a copy of your TikTok data"
+
+#: Every scope in TikTok's scopes reference, with the text shown on the consent screen.
 SCOPE_DESCRIPTIONS: Final[Mapping[str, str]] = {
     "user.info.basic": "Read your profile info (avatar, display name)",
     "user.info.profile": "Read your profile details (bio, profile link, verification, username)",
     "user.info.stats": "Read your statistics (followers, following, likes, video count)",
     "video.list": "Read your public videos",
-    "video.upload": "Upload content to your drafts",
+    "video.upload": "Share content as a draft to your TikTok account.",
     "video.publish": "Post content to your account",
+    "portability.activity.ongoing": f"{_PORTABILITY}: activity, on an ongoing basis",
+    "portability.activity.single": f"{_PORTABILITY}: activity, once",
+    "portability.all.ongoing": f"{_PORTABILITY}: all of it, on an ongoing basis",
+    "portability.all.single": f"{_PORTABILITY}: all of it, once",
+    "portability.directmessages.ongoing": f"{_PORTABILITY}: direct messages, ongoing",
+    "portability.directmessages.single": f"{_PORTABILITY}: direct messages, once",
+    "portability.postsandprofile.ongoing": f"{_PORTABILITY}: posts and profile, ongoing",
+    "portability.postsandprofile.single": f"{_PORTABILITY}: posts and profile, once",
+    "research.adlib.basic": "Research API: the commercial content library",
+    "research.data.basic": "Research API: public data",
+    "research.data.u18eu": "Research API: public data of EU users under 18",
+    "research.data.vra": "Research API: data for vetted researchers",
+    "local.product.manage": "Manage your local service products",
+    "local.shop.manage": "Manage your local service shops",
+    "local.voucher.manage": "Manage your local service vouchers",
+    "minis.public.upsert": "Publish your TikTok Minis",
 }
 KNOWN_SCOPES: Final = frozenset(SCOPE_DESCRIPTIONS)
 #: Scopes a new app is approved for by default (``user.info.basic`` is always included).

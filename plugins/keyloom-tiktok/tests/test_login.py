@@ -8,7 +8,10 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import anyio
+import attrs
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 from keyloom_tiktok import FIELDS_BY_SCOPE
 from keyloom_tiktok.emulator import (
     DEFAULT_CLIENT_KEY,
@@ -25,6 +28,7 @@ from keyloom_core import (
     PluginError,
     ProfileError,
     ReauthenticationRequiredError,
+    RevokeError,
     ScopeDeniedError,
     StateError,
     TokenExchangeError,
@@ -674,3 +678,75 @@ async def test_a_failing_profile_override_is_a_plugin_error(
         await login(keyloom, emulator)
     assert info.value.plugin == "profile_overrides"
     assert "KeyError" in str(info.value)
+
+
+# -- errors in a 200 body ----------------------------------------------------------------------
+
+
+async def test_a_revoke_tiktok_refuses_is_a_revoke_error_and_the_tokens_still_work(
+    make_keyloom: Any, emulator: Any, login: Any, oauth_error_status: Any
+) -> None:
+    """§A5/§A8: ``revoke()`` is ``True`` only when TikTok confirmed it, 200 or not."""
+    keyloom = await make_keyloom(emulator)
+    tokens = (await login(keyloom, emulator)).tokens
+    wrong = "not-the-registered-secret-77a0"
+    misconfigured = await make_keyloom(emulator, client_secret=wrong)
+    with pytest.raises(RevokeError) as info:
+        await misconfigured.revoke("tiktok", tokens)
+    error = info.value
+    assert error.error == "invalid_client"
+    assert error.http_status == oauth_error_status("invalid_client")
+    assert error.log_id is not None
+    assert LOG_ID.fullmatch(error.log_id)
+    assert wrong not in str(error)
+    (revoke,) = emulator.calls(REVOKE_PATH)
+    assert revoke.status == oauth_error_status("invalid_client")
+    assert (await keyloom.fetch_profile("tiktok", tokens)).id == OPEN_ID  # nothing revoked
+    assert await keyloom.revoke("tiktok", tokens) is True
+
+
+@pytest.mark.parametrize("http_200", [False, True], ids=["documented-401", "http-200"])
+async def test_a_profile_field_without_its_scope_is_scope_not_authorized(
+    make_emulator: Any, make_keyloom: Any, login: Any, http_200: bool
+) -> None:
+    """§A9: TikTok answers 401 ``scope_not_authorized``; with HTTP 200 it is the same error."""
+    emulator = await make_emulator(consent="approve", api_errors_http_200=http_200)
+    keyloom = await make_keyloom(emulator, scopes=[BASIC], required_scopes=[BASIC])
+    tokens = (await login(keyloom, emulator)).tokens
+    claimed = attrs.evolve(tokens, scopes=frozenset({BASIC, STATS}))  # more than was granted
+    with pytest.raises(ProfileError) as info:
+        await keyloom.fetch_profile("tiktok", claimed)
+    error = info.value
+    assert error.error == "scope_not_authorized"
+    assert error.http_status == (200 if http_200 else 401)
+    assert error.description is not None
+    assert STATS in error.description
+    assert error.log_id is not None
+    assert LOG_ID.fullmatch(error.log_id)
+
+
+async def test_an_oauth_error_body_from_user_info_is_a_profile_error(
+    make_keyloom: Any, emulator: Any, login: Any
+) -> None:
+    """A flat RFC 6749 error body with HTTP 200 names its error, not ``ok``."""
+    keyloom = await make_keyloom(emulator)
+    tokens = (await login(keyloom, emulator)).tokens
+    body = {"error": "invalid_token", "error_description": "Expired.", "log_id": "L0G"}
+
+    async def user_info(request: web.Request) -> web.Response:
+        del request
+        return web.json_response(body)
+
+    app = web.Application()
+    app.router.add_get(USER_INFO_PATH, user_info)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        elsewhere = await make_keyloom(emulator, endpoint_origin=str(server.make_url("")))
+        with pytest.raises(ProfileError) as info:
+            await elsewhere.fetch_profile("tiktok", tokens)
+    finally:
+        await server.close()
+    error = info.value
+    assert (error.error, error.description, error.log_id) == ("invalid_token", "Expired.", "L0G")
+    assert error.http_status == 200
