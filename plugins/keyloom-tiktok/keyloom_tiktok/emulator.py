@@ -138,7 +138,7 @@ SCOPE_DESCRIPTIONS: Final[Mapping[str, str]] = {
     "user.info.profile": "Read your profile details (bio, profile link, verification, username)",
     "user.info.stats": "Read your statistics (followers, following, likes, video count)",
     "video.list": "Read your public videos",
-    "video.upload": "Share content as a draft to your TikTok account.",
+    "video.upload": "Share content as a draft to your TikTok account",
     "video.publish": "Post content to your account",
     "portability.activity.ongoing": f"{_PORTABILITY}: activity, on an ongoing basis",
     "portability.activity.single": f"{_PORTABILITY}: activity, once",
