@@ -604,6 +604,7 @@ def test_redirect_uri_registration_rules() -> None:
 async def test_code_exchange_with_hex_pkce(
     tiktok: TikTokEmulator, http: aiohttp.ClientSession
 ) -> None:
+    """§A4: TikTok's success body, with the 2026 lifetimes (2 h and 180 days)."""
     verifier, challenge = pkce("hex")
     page = await authorize(http, tiktok, code_challenge=challenge)
     status, body, headers = await exchange(http, tiktok, page.query["code"], verifier)
@@ -763,6 +764,7 @@ async def test_token_errors(
     overrides: dict[str, Any],
     error: str,
 ) -> None:
+    """§A4/§A5: a redirect-URI mismatch is ``invalid_request``; all come with HTTP 200."""
     verifier, challenge = pkce()
     page = await authorize(http, tiktok, code_challenge=challenge)
     status, body, headers = await exchange(http, tiktok, page.query["code"], verifier, **overrides)
@@ -1081,6 +1083,7 @@ async def test_user_info_field_checks(
     status_code: int,
     code: str,
 ) -> None:
+    """§A9: a field without its scope is a 401 ``scope_not_authorized``."""
     token = await login(http, tiktok)
     status, body, _ = await user_info(http, tiktok, token["access_token"], fields)
     assert status == status_code
@@ -1127,6 +1130,7 @@ async def test_user_info_with_an_expired_token(
 async def test_user_info_rate_limit(
     tiktok: TikTokEmulator, http: aiohttp.ClientSession, clock: ManualClock
 ) -> None:
+    """§A10: 429 ``rate_limit_exceeded`` per app, without ``Retry-After`` unless asked."""
     tiktok.user_info_rate_limit = 3
     web_token = (await login(http, tiktok))["access_token"]
     desktop_token = (await login(http, tiktok, app=DESKTOP))["access_token"]
