@@ -166,10 +166,19 @@ async def revoke_token(provider: Provider, tokens: TokenSet, http: HttpClient) -
     response = await http.post_form(
         provider.spec.revoke_url, form, idempotent=True, provider_id=provider.id
     )
-    if not response.ok:
+    if response.ok:
+        # An RFC 6749 error body wins over a 2xx status (TikTok answers errors with 200);
+        # any other 2xx answer confirms the revocation, whatever its body (RFC 7009 §2.2).
+        try:
+            data = response.json(RevokeError, provider.id)
+        except RevokeError:
+            return True
+        if not isinstance(data, dict) or not data.get("error"):
+            return True
+    else:
         data = response.json_object(RevokeError, provider.id)
-        raise_for_error(response, data, provider, RevokeError)
-    return True
+    raise_for_error(response, data, provider, RevokeError)
+    return True  # not reached: raise_for_error raised on the error body or status
 
 
 @hookimpl(trylast=True)

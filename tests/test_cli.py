@@ -305,7 +305,7 @@ def test_doctor_needs_a_provider(
 @pytest.mark.parametrize(
     ("scopes", "approved", "problem"),
     [
-        ("user.info.basic,video.publish", None, "unknown TikTok scope(s): video.publish"),
+        ("user.info.basic,user.info.email", None, "unknown TikTok scope(s): user.info.email"),
         ("user.info.basic,user.info.stats", "user.info.basic", "user.info.stats need TikTok"),
         ("user.info.profile", None, "needs the 'user.info.basic' scope"),
     ],
@@ -409,7 +409,7 @@ async def test_login_over_a_loopback_redirect(tiktok_emulator: Any) -> None:
         assert "name:     Emulated Creator" in out
         assert "scopes:   user.info.basic" in out
         assert "access token expires:  " in out
-        assert "(in 23h 59m)" in out or "(in 1d 0h)" in out
+        assert "(in 1h 59m)" in out or "(in 2h 0m)" in out  # TikTok's 2 h access tokens
         assert "refresh token expires: " in out
         assert "tokens hidden" in out
         assert "act." not in out  # TikTok's access tokens start with act.

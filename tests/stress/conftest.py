@@ -1,9 +1,12 @@
 """Fixtures of the reliability and security suite (the harness is ``stresskit.py``).
 
+``error_status``
+    ``"200"`` or ``"4xx"``: the TikTok emulator's error-status mode (OAuth errors with HTTP
+    200 as TikTok answers them, or with RFC 6749 statuses); tests that take it run in both.
 ``stack``
     The TikTok emulator (consent ``approve``, a ``CodeLedger`` counting each code's
-    submissions to its token endpoint) and the real aiohttp.web app signing in with it,
-    both on 127.0.0.1; a :class:`stresskit.Stack`.
+    submissions to its token endpoint, in each ``error_status`` mode) and the real
+    aiohttp.web app signing in with it, both on 127.0.0.1; a :class:`stresskit.Stack`.
 ``browser``
     A simulated browser: an ``aiohttp.ClientSession`` with its own cookie jar.
 
@@ -25,9 +28,14 @@ sys.path.insert(0, str(Path(__file__).parent))
 import stresskit
 
 
+@pytest.fixture(params=["200", "4xx"], ids=["errors-200", "errors-4xx"])
+def error_status(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 @pytest.fixture
-async def stack() -> AsyncIterator[stresskit.Stack]:
-    async with stresskit.stress_stack() as running:
+async def stack(error_status: str) -> AsyncIterator[stresskit.Stack]:
+    async with stresskit.stress_stack(emulator_options={"error_status": error_status}) as running:
         yield running
 
 

@@ -761,12 +761,20 @@ FAULT_RETRY = RetryPolicy(attempts=3, base_delay=0.05, max_delay=0.2, max_retry_
 
 
 async def fault_run(
-    *, logins: int, concurrency: int, rate: float = 0.2, seed: int = 20240501
+    *,
+    logins: int,
+    concurrency: int,
+    rate: float = 0.2,
+    seed: int = 20240501,
+    error_status: str = "200",
 ) -> FaultReport:
     """*logins* logins while the emulator injects every fault kind at *rate*."""
     injector = fault_injector(rate, seed=seed)
     async with stress_stack(
-        faults=injector, timeout=FAULT_KEYLOOM_TIMEOUT, retry=FAULT_RETRY
+        faults=injector,
+        emulator_options={"error_status": error_status},
+        timeout=FAULT_KEYLOOM_TIMEOUT,
+        retry=FAULT_RETRY,
     ) as stack:
         report = await run_logins(
             stack, logins=logins, concurrency=concurrency, html_every=4, login_timeout=20.0

@@ -231,7 +231,11 @@ async def test_stolen_state_cookie_used_with_another_browsers_session(stack):
 
 
 async def test_pkce_downgrade_authorize_without_code_challenge_is_refused(stack):
-    """An attacker-crafted authorize request without (or with a weak) PKCE gets no code."""
+    """An attacker-crafted authorize request without (or with a weak) PKCE gets no code.
+
+    Dropping only ``code_challenge_method`` is no downgrade: TikTok takes the challenge as
+    S256 (its own SDKs never send the method), so that code stays bound to the verifier.
+    """
     async with stresskit.bare_client() as client:
         start = await stresskit.call(client, "GET", stack.auth("/oauth/tiktok/start"))
         location = start.headers["Location"]
@@ -241,17 +245,20 @@ async def test_pkce_downgrade_authorize_without_code_challenge_is_refused(stack)
             ),
             "code_challenge_method": _with_query(location, code_challenge_method="plain"),
         }
-        variants["no method"] = _with_query(location, code_challenge_method=None)
         for expected, url in variants.items():
             answer = await stresskit.call(client, "GET", url, encoded=True)
             assert answer.status == 400, (expected, answer.text)
             assert "Location" not in answer.headers
-            assert "data-error-param=" in answer.text
-        assert (
-            'data-error-param="code_challenge"'
-            in (await stresskit.call(client, "GET", variants["code_challenge"], encoded=True)).text
-        )
-    assert stack.emulator.grants._codes == {}
+            assert f'data-error-param="{expected}"' in answer.text
+        assert stack.emulator.grants._codes == {}
+        no_method = _with_query(location, code_challenge_method=None)
+        answer = await stresskit.call(client, "GET", no_method, encoded=True)
+    assert answer.status == 302
+    code = dict(parse_qsl(urlsplit(answer.headers["Location"]).query))["code"]
+    (entry,) = stack.emulator.grants._codes.values()
+    assert entry.code.code == code
+    assert entry.code.code_challenge == dict(parse_qsl(urlsplit(location).query))["code_challenge"]
+    assert entry.code.code_challenge_method == "S256"
 
 
 async def test_pkce_our_client_never_omits_it(stack):
@@ -310,7 +317,8 @@ async def test_pkce_verifier_from_another_login_fails(stack):
                 "code_verifier": other_verifier,
             },
         )
-        assert direct.status == 400
+        # TikTok answers OAuth errors with HTTP 200 (the emulator's default error_status)
+        assert direct.status == (200 if stack.emulator.error_status == "200" else 400)
         assert direct.json()["error"] == "invalid_request"
     grants = stack.emulator.grants
     code = first.params["code"]
@@ -343,7 +351,14 @@ async def test_authorization_code_injection(stack):
         )
         _assert_refused(leaked, "token_exchange_failed", 502)
         (submission,) = _ledger(stack).codes[stolen.params["code"]]
-        assert submission.status == 400  # the emulator refused the verifier
+        # the emulator refused the verifier (with HTTP 200, as TikTok does, by default)
+        assert submission.status == (200 if stack.emulator.error_status == "200" else 400)
+        unused = stack.emulator.grants.inspect_code(
+            stolen.params["code"],
+            client_id=DEFAULT_CLIENT_KEY,
+            redirect_uri=stack.auth("/oauth/tiktok/callback"),
+        )
+        assert not isinstance(unused, CodeFailure)  # refused: the code was not redeemed
         session = await stresskit.call(victim, "GET", stack.auth("/session"))
         assert session.json() == {"session": None, "user": None}
         # the victim's state was spent by the injected callback: the genuine one is refused
@@ -608,7 +623,7 @@ CANARY = "CANARY-client-secret-5f2c9e1d7b3a"
 WRONG_CANARY = "CANARY-wrong-secret-0a9b8c7d6e5f"
 
 
-async def test_client_secret_never_leaks(caplog):
+async def test_client_secret_never_leaks(caplog, error_status):
     """Over full logins (and logouts, which revoke) and the failure paths, with every logger
     at DEBUG, the client secret (and the signing secret, and the issued tokens) never shows
     in logs, reprs, exception texts, tracebacks, answers, error pages or redirects."""
@@ -633,7 +648,9 @@ async def test_client_secret_never_leaks(caplog):
 
     injector = FaultInjector()
     app = stresskit.emulated_app(CANARY)
-    async with stresskit.StressEmulator(clients=[app], faults=injector) as emulator:
+    async with stresskit.StressEmulator(
+        clients=[app], faults=injector, error_status=error_status
+    ) as emulator:
         provider = stresskit.tiktok_provider(
             emulator.url, secret=CANARY, profile_overrides=overrides
         )

@@ -23,8 +23,10 @@ CONCURRENCY = 60
 
 
 @pytest.mark.slow
-async def test_20_percent_faults_every_login_typed_never_500_no_code_replayed():
-    run = await stresskit.fault_run(logins=LOGINS, concurrency=CONCURRENCY, rate=0.2)
+async def test_20_percent_faults_every_login_typed_never_500_no_code_replayed(error_status):
+    run = await stresskit.fault_run(
+        logins=LOGINS, concurrency=CONCURRENCY, rate=0.2, error_status=error_status
+    )
     report = run.report
     print(
         f"\n{LOGINS} logins at 20 % faults: {dict(report.outcomes)}; injected {run.injected}; "
@@ -72,7 +74,9 @@ CASES = [
     CASES,
     ids=[f"{'token' if c[0] == TOKEN_PATH else 'userinfo'}-{'+'.join(c[1])}" for c in CASES],
 )
-async def test_each_fault_maps_to_one_typed_answer(path, faults, label, status, submissions, html):
+async def test_each_fault_maps_to_one_typed_answer(
+    path, faults, label, status, submissions, html, error_status
+):
     injector = stresskit.fault_injector(0.0)
     injector.paths = [path]
     injector.queue(*faults)
@@ -80,7 +84,10 @@ async def test_each_fault_maps_to_one_typed_answer(path, faults, label, status, 
         injector.retry_after = 0
     async with (
         stresskit.stress_stack(
-            faults=injector, timeout=stresskit.FAULT_KEYLOOM_TIMEOUT, retry=stresskit.FAULT_RETRY
+            faults=injector,
+            emulator_options={"error_status": error_status},
+            timeout=stresskit.FAULT_KEYLOOM_TIMEOUT,
+            retry=stresskit.FAULT_RETRY,
         ) as stack,
         stresskit.browser() as browser,
     ):

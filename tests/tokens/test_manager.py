@@ -232,7 +232,7 @@ async def test_expired_refresh_token_deletes_without_a_provider_call(
     store = MemoryTokenStore()
     manager = TokenManager(store, clock=clock)
     keyloom, result = await signed_in(make_keyloom, login, manager)
-    clock.advance(400 * 86_400)  # past the one-year refresh token lifetime
+    clock.advance(400 * 86_400)  # past the refresh token lifetime (180 days)
     async with keyloom:
         with pytest.raises(ReauthenticationRequiredError):
             await manager.access_token("tiktok", result.profile.id)

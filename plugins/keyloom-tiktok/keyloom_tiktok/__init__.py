@@ -5,6 +5,11 @@ as ``client_key``, scopes are joined with commas, the PKCE challenge is hex-enco
 profile comes in a ``{"data", "error"}`` envelope and only with the fields the *granted*
 scopes allow, refresh tokens rotate, and there is never an e-mail. Token exchange,
 refresh and revocation are standard apart from those names and go through the core.
+
+TikTok answers OAuth errors with HTTP 200 and the error in the body: every call here
+(and in the core) treats an error body as an error whatever the status, so a refused
+exchange, refresh, revocation or profile request is a typed error with TikTok's
+``error``, ``description`` and ``log_id``.
 """
 
 from __future__ import annotations
@@ -30,16 +35,38 @@ from keyloom_core.hookspecs import ProviderFactory
 from keyloom_core.models import ProfileOverrides
 from keyloom_core.oauth2 import default_authorize_params
 
-__all__ = ["FIELDS_BY_SCOPE", "SCOPES", "SPEC", "tiktok"]
+__all__ = ["FIELDS_BY_SCOPE", "SCOPES", "SCOPES_WITHOUT_REVIEW", "SCOPE_PRODUCTS", "SPEC", "tiktok"]
 
-#: Scopes this plugin knows; ``user.info.basic`` comes with Login Kit, the rest need review.
-SCOPES = (
-    "user.info.basic",
-    "user.info.profile",
-    "user.info.stats",
-    "video.list",
-    "video.upload",
-)
+#: Every scope in TikTok's scopes reference, with the TikTok product that grants it.
+#: Only ``user.info.basic`` (it comes with Login Kit) is granted without TikTok's app review.
+SCOPE_PRODUCTS: Mapping[str, str] = {
+    "user.info.basic": "Login Kit",
+    "user.info.profile": "Login Kit",
+    "user.info.stats": "Login Kit",
+    "video.list": "Display API",
+    "video.upload": "Content Posting API (upload to the creator's inbox as a draft)",
+    "video.publish": "Content Posting API (Direct Post to the creator's profile)",
+    "portability.activity.ongoing": "Data Portability API (EEA and UK users)",
+    "portability.activity.single": "Data Portability API (EEA and UK users)",
+    "portability.all.ongoing": "Data Portability API (EEA and UK users)",
+    "portability.all.single": "Data Portability API (EEA and UK users)",
+    "portability.directmessages.ongoing": "Data Portability API (EEA and UK users)",
+    "portability.directmessages.single": "Data Portability API (EEA and UK users)",
+    "portability.postsandprofile.ongoing": "Data Portability API (EEA and UK users)",
+    "portability.postsandprofile.single": "Data Portability API (EEA and UK users)",
+    "research.adlib.basic": "Research API (client access tokens, not user sign-in)",
+    "research.data.basic": "Research API (client access tokens, not user sign-in)",
+    "research.data.u18eu": "Research API (client access tokens, not user sign-in)",
+    "research.data.vra": "Research API (client access tokens, not user sign-in)",
+    "local.product.manage": "Local Service",
+    "local.shop.manage": "Local Service",
+    "local.voucher.manage": "Local Service",
+    "minis.public.upsert": "TikTok Minis",
+}
+#: Scopes this plugin knows (``known_scopes``), in TikTok's order.
+SCOPES = tuple(SCOPE_PRODUCTS)
+#: The scopes TikTok grants without an app review.
+SCOPES_WITHOUT_REVIEW = ("user.info.basic",)
 #: The user-info fields each scope unlocks.
 FIELDS_BY_SCOPE: Mapping[str, tuple[str, ...]] = {
     "user.info.basic": (
@@ -159,7 +186,15 @@ async def fetch_profile(provider: Provider, tokens: TokenSet, http: HttpClient) 
     )
     body = response.json_object(ProfileError, SPEC.id)
     envelope = body.get("error")
+    # The v2 envelope {"code", "message", "log_id"}, or a flat OAuth error body; either one
+    # is an error whatever the HTTP status (TikTok may answer errors with HTTP 200).
     error: dict[str, object] = envelope if isinstance(envelope, dict) else {}
+    if isinstance(envelope, str) and envelope:
+        error = {
+            "code": envelope,
+            "message": body.get("error_description"),
+            "log_id": body.get("log_id"),
+        }
     code = error.get("code", "ok" if response.ok else f"http_{response.status}")
     data = body.get("data")
     user = data.get("user") if isinstance(data, dict) else None

@@ -5,7 +5,17 @@ describe, quirks included: ``client_key`` instead of ``client_id``, comma-separa
 the ``scopes`` callback parameter, hex-encoded PKCE challenges, credentials in the token
 request body, rotating refresh tokens, ``act.``/``rft.``/``clt.`` token prefixes, the v2
 ``{"data", "error"}`` envelope with per-field scope checks, per-app rate limits, and an HTML
-error page (never a redirect) for a bad ``client_key``, ``redirect_uri`` or missing PKCE.
+error page (never a redirect) for a bad ``client_key``, ``redirect_uri``, scope or missing
+PKCE.
+
+Its defaults follow what TikTok is documented or observed to do, including where that
+departs from RFC 6749: OAuth errors of the token and revoke endpoints come with HTTP 200
+and an ``error`` body (``error_status="4xx"`` gives RFC statuses instead), a user-info
+field without its scope is a 401 ``scope_not_authorized``, a ``code_challenge`` without
+``code_challenge_method`` means S256 (as TikTok's own SDKs send it), 32-character
+verifiers (TikTok's Android SDK) pass, a revoke forgets the remembered consent, the 429
+has no ``Retry-After``, and tokens live 2 hours (access) and 180 days (refresh). Each
+behaviour TikTok's pages leave open has a constructor knob for the alternative.
 
 Endpoints, all served from one loopback origin:
 
@@ -32,10 +42,13 @@ or run it alone: ``python -m keyloom_tiktok.emulator --port 9000`` (see ``--help
 from __future__ import annotations
 
 import argparse
+import base64
+import hashlib
 import hmac
 import html
 import logging
 import math
+import re
 import secrets
 import time
 import uuid
@@ -70,7 +83,6 @@ from keyloom_core.testing.emulator import (
     html_response,
     log_id,
     message_page,
-    verify_s256,
 )
 
 if TYPE_CHECKING:
@@ -93,6 +105,7 @@ __all__ = [
     "ConsentMode",
     "EmulatedApp",
     "EmulatedUser",
+    "ErrorStatus",
     "PkceMode",
     "TikTokEmulator",
     "main",
@@ -111,17 +124,38 @@ USER_INFO_PATH: Final = "/v2/user/info/"
 AppType: TypeAlias = Literal["web", "desktop"]
 #: Which PKCE challenge encodings the token endpoint accepts.
 PkceMode: TypeAlias = Literal["hex", "base64url", "either"]
+#: The HTTP status of OAuth errors (token and revoke endpoints): ``"200"`` as TikTok
+#: answers, with the error in the body, or ``"4xx"``: 400, and 401 for ``invalid_client``.
+ErrorStatus: TypeAlias = Literal["200", "4xx"]
 
 BASIC_SCOPE: Final = "user.info.basic"
 
-#: Every scope the emulator knows, with the text shown on the consent screen.
+_PORTABILITY: Final = "Download a copy of your TikTok data"
+
+#: Every scope in TikTok's scopes reference, with the text shown on the consent screen.
 SCOPE_DESCRIPTIONS: Final[Mapping[str, str]] = {
     "user.info.basic": "Read your profile info (avatar, display name)",
     "user.info.profile": "Read your profile details (bio, profile link, verification, username)",
     "user.info.stats": "Read your statistics (followers, following, likes, video count)",
     "video.list": "Read your public videos",
-    "video.upload": "Upload content to your drafts",
+    "video.upload": "Share content as a draft to your TikTok account",
     "video.publish": "Post content to your account",
+    "portability.activity.ongoing": f"{_PORTABILITY}: activity, on an ongoing basis",
+    "portability.activity.single": f"{_PORTABILITY}: activity, once",
+    "portability.all.ongoing": f"{_PORTABILITY}: all of it, on an ongoing basis",
+    "portability.all.single": f"{_PORTABILITY}: all of it, once",
+    "portability.directmessages.ongoing": f"{_PORTABILITY}: direct messages, ongoing",
+    "portability.directmessages.single": f"{_PORTABILITY}: direct messages, once",
+    "portability.postsandprofile.ongoing": f"{_PORTABILITY}: posts and profile, ongoing",
+    "portability.postsandprofile.single": f"{_PORTABILITY}: posts and profile, once",
+    "research.adlib.basic": "Research API: the commercial content library",
+    "research.data.basic": "Research API: public data",
+    "research.data.u18eu": "Research API: public data of EU users under 18",
+    "research.data.vra": "Research API: data for vetted researchers",
+    "local.product.manage": "Manage your local service products",
+    "local.shop.manage": "Manage your local service shops",
+    "local.voucher.manage": "Manage your local service vouchers",
+    "minis.public.upsert": "Publish your TikTok Minis",
 }
 KNOWN_SCOPES: Final = frozenset(SCOPE_DESCRIPTIONS)
 #: Scopes a new app is approved for by default (``user.info.basic`` is always included).
@@ -168,8 +202,11 @@ _PKCE_ENCODINGS: Final[Mapping[str, tuple[PkceEncoding, ...]]] = {
     "either": ("hex", "base64url"),
 }
 _FORM_TYPE: Final = "application/x-www-form-urlencoded"
+_MAX_VERIFIER_LENGTH: Final = 128
+_VERIFIER_CHARS: Final = re.compile(r"[A-Za-z0-9\-._~]+")
 
 _MALFORMED: Final = "The request parameters are malformed."
+_FORM_ONLY: Final = "Only `application/x-www-form-urlencoded` is accepted as Content-Type."
 _SECRET_MISSED: Final = "Client secret is missed in request."
 _BAD_VERIFIER: Final = "Code verifier or code challenge is invalid."
 _CODE_FAILURES: Final[Mapping[CodeFailure, str]] = {
@@ -177,9 +214,8 @@ _CODE_FAILURES: Final[Mapping[CodeFailure, str]] = {
     CodeFailure.EXPIRED: "Authorization code is expired.",
     CodeFailure.USED: "Authorization code has been used.",
     CodeFailure.CLIENT_MISMATCH: "Authorization code was issued to another client.",
-    CodeFailure.REDIRECT_MISMATCH: (
-        "Redirect URI does not match the one of the authorization request."
-    ),
+    # TikTok's own example answers a redirect URI mismatch with invalid_request.
+    CodeFailure.REDIRECT_MISMATCH: "Redirect_uri is not matched with the uri when requesting code.",
 }
 _REFRESH_FAILURES: Final[Mapping[TokenFailure, str]] = {
     TokenFailure.UNKNOWN: "Refresh token is invalid.",
@@ -437,6 +473,13 @@ class _AuthorizeError(Exception):
         self.description = description
 
 
+class _ScopeError(_AuthorizeError):
+    """An unknown or unapproved scope: TikTok keeps the user on its own error page."""
+
+    def __init__(self, description: str) -> None:
+        super().__init__("invalid_scope", description)
+
+
 # --------------------------------------------------------------------------------------------
 # The emulator
 # --------------------------------------------------------------------------------------------
@@ -455,12 +498,25 @@ class TikTokEmulator(EmulatorServer):
         grants at once) or ``"deny"`` (the user refuses at once).
     :param withheld_scopes: Optional scopes the user declines (``"approve"`` mode) or that
         start unticked (``"form"`` mode). ``user.info.basic`` cannot be withheld.
+    :param error_status: The HTTP status of OAuth errors at the token and revoke endpoints:
+        ``"200"`` (TikTok's observed behaviour: the error is only in the body) or ``"4xx"``
+        (400, and 401 for ``invalid_client``, as RFC 6749 §5.2 has it). Injected faults
+        keep their own status.
+    :param api_errors_http_200: Answer ``/v2/user/info/`` errors with HTTP 200 too (one
+        client reports TikTok doing so; its documentation gives 400/401/429).
     :param require_pkce_web: Whether web apps must send a PKCE challenge too.
+    :param require_code_challenge_method: Refuse a ``code_challenge`` sent without
+        ``code_challenge_method`` (error page). By default it means S256, because TikTok's
+        own SDKs never send the method.
     :param pkce_encoding: Challenge encodings the token endpoint accepts.
+    :param min_verifier_length: The shortest code verifier accepted (at most 128). TikTok's
+        Android SDK sends 32 characters; ``43`` applies RFC 7636 (and TikTok's desktop doc).
     :param rotate_refresh_tokens: Whether a refresh returns a new refresh token and kills
         the old one.
-    :param access_token_ttl: Access token lifetime in seconds.
-    :param refresh_token_ttl: Refresh token lifetime in seconds.
+    :param access_token_ttl: Access token lifetime in seconds (2 hours, as TikTok's 2026
+        pages say; the classic page said 24 hours).
+    :param refresh_token_ttl: Refresh token lifetime in seconds (180 days, as TikTok's 2026
+        pages say; the classic page said 365 days).
     :param client_token_ttl: Client-credentials token lifetime in seconds.
     :param code_ttl: Authorization code lifetime in seconds.
     :param consent_ttl: Seconds a consent form stays valid.
@@ -468,9 +524,14 @@ class TikTokEmulator(EmulatorServer):
         clients must decode the callback parameter exactly once.
     :param auto_auth: Skip the consent form (in ``"form"`` mode) when the user already
         granted every requested scope to the app, unless ``disable_auto_auth=1`` is sent.
+    :param revoke_forgets_consent: Whether revoking a live access token also forgets the
+        user's remembered consent to the app, so the next sign-in shows the consent form
+        again (TikTok removes the app from the user's connected apps).
     :param user_info_rate_limit: ``/v2/user/info/`` requests allowed per app per window,
         or ``None`` for no limit.
     :param rate_limit_window: Sliding window length in seconds.
+    :param rate_limit_retry_after: Add a ``Retry-After`` header to the 429 of the rate
+        limit. TikTok documents none, so by default there is none.
     :param faults: Fault injector for the token, revoke and user-info endpoints; a disabled
         one (rate 0) by default.
     :param clock: The time source (codes, tokens, rate limits, consent forms).
@@ -488,18 +549,24 @@ class TikTokEmulator(EmulatorServer):
         default_user: str | None = None,
         consent: ConsentMode = "form",
         withheld_scopes: Iterable[str] = (),
+        error_status: ErrorStatus = "200",
+        api_errors_http_200: bool = False,
         require_pkce_web: bool = True,
+        require_code_challenge_method: bool = False,
         pkce_encoding: PkceMode = "hex",
+        min_verifier_length: int = 32,
         rotate_refresh_tokens: bool = True,
-        access_token_ttl: int = 86_400,
-        refresh_token_ttl: int = 31_536_000,
+        access_token_ttl: int = 7_200,
+        refresh_token_ttl: int = 15_552_000,
         client_token_ttl: int = 7_200,
         code_ttl: float = 600.0,
         consent_ttl: float = 600.0,
         codes_need_encoding: bool = True,
         auto_auth: bool = True,
+        revoke_forgets_consent: bool = True,
         user_info_rate_limit: int | None = 600,
         rate_limit_window: float = 60.0,
+        rate_limit_retry_after: bool = False,
         faults: FaultInjector | None = None,
         clock: Clock = time.time,
         host: str = LOOPBACK_HOST,
@@ -525,8 +592,12 @@ class TikTokEmulator(EmulatorServer):
         if self.default_user not in self.users:
             raise ValueError(f"unknown default user {self.default_user!r}")
         self.withheld_scopes = frozenset(withheld_scopes)
+        self.error_status = error_status
+        self.api_errors_http_200 = api_errors_http_200
         self.require_pkce_web = require_pkce_web
+        self.require_code_challenge_method = require_code_challenge_method
         self.pkce_encoding = pkce_encoding
+        self.min_verifier_length = min_verifier_length
         self.rotate_refresh_tokens = rotate_refresh_tokens
         self.access_token_ttl = access_token_ttl
         self.refresh_token_ttl = refresh_token_ttl
@@ -535,6 +606,8 @@ class TikTokEmulator(EmulatorServer):
         self.consent_ttl = consent_ttl
         self.codes_need_encoding = codes_need_encoding
         self.auto_auth = auto_auth
+        self.revoke_forgets_consent = revoke_forgets_consent
+        self.rate_limit_retry_after = rate_limit_retry_after
         #: Codes and tokens (``act.``/``rft.`` prefixes; ``clt.`` for client tokens).
         self.grants = GrantBook(
             clock=self._now,
@@ -602,6 +675,28 @@ class TikTokEmulator(EmulatorServer):
         if value not in _PKCE_ENCODINGS:
             raise ValueError(f"pkce_encoding must be one of {get_args(PkceMode)}")
         self._pkce_encoding = value
+
+    @property
+    def error_status(self) -> ErrorStatus:
+        """The HTTP status of OAuth errors: ``"200"`` (TikTok) or ``"4xx"`` (RFC 6749)."""
+        return self._error_status
+
+    @error_status.setter
+    def error_status(self, value: ErrorStatus) -> None:
+        if value not in get_args(ErrorStatus):
+            raise ValueError(f"error_status must be one of {get_args(ErrorStatus)}")
+        self._error_status = value
+
+    @property
+    def min_verifier_length(self) -> int:
+        """The shortest code verifier the token endpoint accepts (RFC 7636 says 43)."""
+        return self._min_verifier_length
+
+    @min_verifier_length.setter
+    def min_verifier_length(self, value: int) -> None:
+        if not 1 <= value <= _MAX_VERIFIER_LENGTH:
+            raise ValueError("min_verifier_length must be between 1 and 128")
+        self._min_verifier_length = value
 
     @property
     def user_info_rate_limit(self) -> int | None:
@@ -687,7 +782,7 @@ class TikTokEmulator(EmulatorServer):
         del kind
         if request.path == USER_INFO_PATH:
             code = "rate_limit_exceeded" if status == 429 else "internal_error"
-            return self._api_error(code, "Injected fault.", status=status)
+            return self._api_error(code, "Injected fault.", status=status, fault=True)
         error = "server_error" if status == 500 else "temporarily_unavailable"
         return self._oauth_error(error, "Injected fault.", status=status)
 
@@ -707,7 +802,14 @@ class TikTokEmulator(EmulatorServer):
     def _api_headers(self, lid: str) -> dict[str, str]:
         return {"x-tt-logid": lid, "Cache-Control": "no-store", "Pragma": "no-cache"}
 
-    def _oauth_error(self, error: str, description: str, *, status: int = 400) -> web.Response:
+    def _oauth_error(
+        self, error: str, description: str, *, status: int | None = None
+    ) -> web.Response:
+        """An OAuth error body; *status* defaults to what :attr:`error_status` says."""
+        if status is None and self.error_status == "200":
+            status = 200
+        elif status is None:
+            status = 401 if error == "invalid_client" else 400
         lid = log_id(self._now)
         logger.info("OAuth error %s (%s), log_id %s", error, description, lid)
         return web.json_response(
@@ -733,9 +835,13 @@ class TikTokEmulator(EmulatorServer):
         *,
         status: int,
         headers: Mapping[str, str] | None = None,
+        fault: bool = False,
     ) -> web.Response:
+        """A v2 error envelope; HTTP 200 with :attr:`api_errors_http_200`, unless a *fault*."""
         lid = log_id(self._now)
         logger.info("API error %s (%s), log_id %s", code, message, lid)
+        if self.api_errors_http_200 and not fault:
+            status = 200
         return web.json_response(
             {"data": {}, "error": {"code": code, "message": message, "log_id": lid}},
             status=status,
@@ -763,6 +869,19 @@ class TikTokEmulator(EmulatorServer):
         )
         return html_response(page, status=400)
 
+    def _scope_error(self, request: web.Request, description: str) -> web.Response:
+        """Send the browser back to the authorize URL with TikTok's scope error markers.
+
+        TikTok does not tell the client about an unknown or unapproved scope: the browser
+        stays on tiktok.com, whose URL gains ``error=invalid_scope&error_type=scope``, and
+        the error page is shown there.
+        """
+        logger.info("authorization refused for its scope: %s", description)
+        query = [(k, v) for k, v in request.query.items() if k not in {"error", "error_type"}]
+        query += [("error", "invalid_scope"), ("error_type", "scope")]
+        location = f"{request.path}?{urlencode(query, quote_via=quote)}"
+        return web.Response(status=302, headers={"Location": location, "Cache-Control": "no-store"})
+
     @staticmethod
     def _redirect(redirect_uri: str, params: Sequence[tuple[str, str]]) -> web.Response:
         location = f"{redirect_uri}?{urlencode(params, quote_via=quote)}"
@@ -782,21 +901,17 @@ class TikTokEmulator(EmulatorServer):
     async def _authorize(self, request: web.Request) -> web.StreamResponse:
         query = request.query
         app = self.clients.get(query.get("client_key", ""))
-        if app is None:
-            return self._error_page("client_key")
-        if "client_secret" in query:
-            return self._error_page("client_secret")
+        problem = self._request_problem(app, query)
+        if problem is not None or app is None:
+            return self._error_page(problem or "client_key")
         redirect_uri = query.get("redirect_uri", "")
-        if not app.accepts_redirect_uri(redirect_uri):
-            return self._error_page("redirect_uri")
-        pkce_problem = self._pkce_problem(app, query)
-        if pkce_problem is not None:
-            return self._error_page(pkce_problem)
         challenge = query.get("code_challenge") or None
-        method = query.get("code_challenge_method") if challenge else None
+        method = (query.get("code_challenge_method") or "S256") if challenge else None
         state = query.get("state")
         try:
             scopes = self._parse_request(query, app)
+        except _ScopeError as exc:  # TikTok keeps the browser on its own error page
+            return self._scope_error(request, exc.description)
         except _AuthorizeError as exc:
             return self._redirect_error(redirect_uri, exc.error, exc.description, state)
         pending = _PendingAuthorization(
@@ -811,12 +926,28 @@ class TikTokEmulator(EmulatorServer):
         )
         return self._decide(pending, app, force_consent=query.get("disable_auto_auth") == "1")
 
+    def _request_problem(self, app: EmulatedApp | None, query: Mapping[str, str]) -> str | None:
+        """The parameter TikTok's error page names for this request, or ``None``."""
+        if query.get("error_type") == "scope":  # where _scope_error sent the browser
+            return "scope"
+        if app is None:
+            return "client_key"
+        if "client_secret" in query:
+            return "client_secret"
+        if not app.accepts_redirect_uri(query.get("redirect_uri", "")):
+            return "redirect_uri"
+        return self._pkce_problem(app, query)
+
     def _pkce_problem(self, app: EmulatedApp, query: Mapping[str, str]) -> str | None:
         if not query.get("code_challenge"):
             if app.app_type == "desktop" or self.require_pkce_web:
                 return "code_challenge"
             return None
-        if query.get("code_challenge_method") != "S256":
+        # TikTok's SDKs send no code_challenge_method: its absence means S256.
+        method = query.get("code_challenge_method")
+        if method is None and not self.require_code_challenge_method:
+            return None
+        if method != "S256":
             return "code_challenge_method"
         return None
 
@@ -833,16 +964,11 @@ class TikTokEmulator(EmulatorServer):
             if not name:
                 continue
             if any(char.isspace() for char in name):
-                raise _AuthorizeError(
-                    "invalid_scope",
-                    f"Scopes are comma-separated; {name!r} contains whitespace.",
-                )
+                raise _ScopeError(f"Scopes are comma-separated; {name!r} contains whitespace.")
             if name not in KNOWN_SCOPES:
-                raise _AuthorizeError("invalid_scope", f"Unknown scope: {name!r}.")
+                raise _ScopeError(f"Unknown scope: {name!r}.")
             if name not in app.approved_scopes:
-                raise _AuthorizeError(
-                    "invalid_scope", f"Scope {name!r} is not approved for this app."
-                )
+                raise _ScopeError(f"Scope {name!r} is not approved for this app.")
             if name not in scopes:
                 scopes.append(name)
         if not scopes:
@@ -960,7 +1086,7 @@ class TikTokEmulator(EmulatorServer):
 
     async def _read_form(self, request: web.Request) -> dict[str, str] | web.Response:
         if request.content_type != _FORM_TYPE:
-            return self._oauth_error("invalid_request", _MALFORMED)
+            return self._oauth_error("invalid_request", _FORM_ONLY)
         form = await request.post()
         values: dict[str, str] = {}
         for key in set(form.keys()):
@@ -979,9 +1105,7 @@ class TikTokEmulator(EmulatorServer):
             return self._oauth_error("invalid_request", _SECRET_MISSED)
         app = self.clients.get(client_key)
         if app is None or not app.secret_matches(secret):
-            return self._oauth_error(
-                "invalid_client", "Client key or client secret is invalid.", status=401
-            )
+            return self._oauth_error("invalid_client", "Client key or client secret is invalid.")
         return app
 
     async def _token(self, request: web.Request) -> web.StreamResponse:
@@ -1026,6 +1150,8 @@ class TikTokEmulator(EmulatorServer):
         if not code or not redirect_uri:
             return self._oauth_error("invalid_request", _MALFORMED)
         found = self.grants.inspect_code(code, client_id=app.client_key, redirect_uri=redirect_uri)
+        if found is CodeFailure.REDIRECT_MISMATCH:
+            return self._oauth_error("invalid_request", _CODE_FAILURES[found])
         if isinstance(found, CodeFailure):
             return self._oauth_error("invalid_grant", _CODE_FAILURES[found])
         if not self._verifier_ok(found, form.get("code_verifier", "")):
@@ -1045,8 +1171,17 @@ class TikTokEmulator(EmulatorServer):
     def _verifier_ok(self, code: AuthorizationCode, verifier: str) -> bool:
         if code.code_challenge is None:
             return True
-        encodings = _PKCE_ENCODINGS[self.pkce_encoding]
-        return verify_s256(verifier, code.code_challenge, encodings=encodings)
+        if not (
+            self.min_verifier_length <= len(verifier) <= _MAX_VERIFIER_LENGTH
+            and _VERIFIER_CHARS.fullmatch(verifier)
+        ):
+            return False
+        digest = hashlib.sha256(verifier.encode("ascii")).digest()
+        expected = code.code_challenge.encode("utf-8")
+        return any(
+            hmac.compare_digest(_encode_challenge(digest, encoding).encode("ascii"), expected)
+            for encoding in _PKCE_ENCODINGS[self.pkce_encoding]
+        )
 
     def _refresh(self, app: EmulatedApp, form: Mapping[str, str]) -> web.Response:
         refresh_token = form.get("refresh_token", "")
@@ -1087,8 +1222,12 @@ class TikTokEmulator(EmulatorServer):
         token = form.get("token", "")
         if not token:
             return self._oauth_error("invalid_request", _MALFORMED)
+        live = self.grants.lookup_access(token)
         if self.grants.revoke(token, client_id=app.client_key) is TokenFailure.CLIENT_MISMATCH:
             return self._oauth_error("invalid_request", "The token was issued to another client.")
+        if self.revoke_forgets_consent and isinstance(live, AccessToken) and live.user_id:
+            # TikTok removes the app from the user's connected apps: consent starts over.
+            self._consents.pop((app.client_key, live.user_id), None)
         return self._oauth_ok({})
 
     # -- user info -----------------------------------------------------------------------
@@ -1100,11 +1239,12 @@ class TikTokEmulator(EmulatorServer):
         token, user = found
         retry_after = self.rate_limiter.hit((token.client_id, USER_INFO_PATH))
         if retry_after is not None:
+            headers = {"Retry-After": str(max(1, math.ceil(retry_after)))}
             return self._api_error(
                 "rate_limit_exceeded",
                 "The API rate limit was exceeded. Please retry later.",
                 status=429,
-                headers={"Retry-After": str(max(1, math.ceil(retry_after)))},
+                headers=headers if self.rate_limit_retry_after else None,
             )
         fields = self._requested_fields(request.query.get("fields", ""), token.scopes)
         if isinstance(fields, web.Response):
@@ -1151,9 +1291,10 @@ class TikTokEmulator(EmulatorServer):
             )
         elif missing:
             response = self._api_error(
-                "scope_permission_missed",
-                f"The requested fields need scopes the user did not grant: {', '.join(missing)}.",
-                status=400,
+                "scope_not_authorized",
+                "The user did not authorize the scope required for completing this request: "
+                f"{', '.join(missing)}.",
+                status=401,
             )
         return fields if response is None else response
 
@@ -1212,6 +1353,12 @@ class TikTokEmulator(EmulatorServer):
         return html_response(page)
 
 
+def _encode_challenge(digest: bytes, encoding: PkceEncoding) -> str:
+    if encoding == "hex":
+        return digest.hex()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
 def _form_text(form: Mapping[str, object] | None, name: str) -> str:
     if form is None:
         return ""
@@ -1268,8 +1415,14 @@ def _parser() -> argparse.ArgumentParser:
         "--no-pkce-web", action="store_true", help="do not require PKCE from web apps"
     )
     parser.add_argument("--no-rotation", action="store_true", help="keep refresh tokens on refresh")
-    parser.add_argument("--access-token-ttl", type=int, default=86_400)
-    parser.add_argument("--refresh-token-ttl", type=int, default=31_536_000)
+    parser.add_argument(
+        "--error-status",
+        choices=get_args(ErrorStatus),
+        default="200",
+        help="HTTP status of token and revoke errors: 200 as TikTok answers, or 4xx (RFC 6749)",
+    )
+    parser.add_argument("--access-token-ttl", type=int, default=7_200)
+    parser.add_argument("--refresh-token-ttl", type=int, default=15_552_000)
     parser.add_argument("--user-info-rate-limit", type=int, default=600)
     return parser
 
@@ -1292,6 +1445,7 @@ def _from_args(args: argparse.Namespace) -> TikTokEmulator:
         pkce_encoding=args.pkce_encoding,
         require_pkce_web=not args.no_pkce_web,
         rotate_refresh_tokens=not args.no_rotation,
+        error_status=args.error_status,
         access_token_ttl=args.access_token_ttl,
         refresh_token_ttl=args.refresh_token_ttl,
         user_info_rate_limit=args.user_info_rate_limit,

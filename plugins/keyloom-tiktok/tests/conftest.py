@@ -7,9 +7,15 @@ Fixtures (function-scoped unless said otherwise):
 
 ``anyio_backend``
     ``"asyncio"`` (session scope); async test modules set ``pytestmark = pytest.mark.anyio``.
+``error_status``
+    ``"200"`` or ``"4xx"``: every test that starts an emulator runs in both error-status
+    modes (OAuth errors with HTTP 200 as TikTok answers them, or with RFC 6749 statuses).
+``oauth_error_status(error)``
+    The HTTP status an OAuth error of the token or revoke endpoint has in this mode.
 ``make_emulator(**options)``
     Starts a :class:`RecordingEmulator` (a :class:`TikTokEmulator` that also records every
-    request it receives) with *options*; stopped after the test.
+    request it receives) with *options* (``error_status`` defaults to the fixture's);
+    stopped after the test.
 ``emulator``
     ``make_emulator()``: the default desktop app, form consent, real clock.
 ``make_keyloom(emulator, *, retry=None, timeout=5.0, base_url=BASE_URL, **tiktok_options)``
@@ -139,11 +145,27 @@ class RecordingEmulator(TikTokEmulator):
 MakeEmulator = Callable[..., Awaitable[RecordingEmulator]]
 
 
+@pytest.fixture(params=["200", "4xx"], ids=["errors-200", "errors-4xx"])
+def error_status(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 @pytest.fixture
-async def make_emulator() -> AsyncIterator[MakeEmulator]:
+def oauth_error_status(error_status: str) -> Callable[[str], int]:
+    def status(error: str) -> int:
+        if error_status == "200":
+            return 200
+        return 401 if error == "invalid_client" else 400
+
+    return status
+
+
+@pytest.fixture
+async def make_emulator(error_status: str) -> AsyncIterator[MakeEmulator]:
     async with contextlib.AsyncExitStack() as stack:
 
         async def make(**options: Any) -> RecordingEmulator:
+            options.setdefault("error_status", error_status)
             return await stack.enter_async_context(RecordingEmulator(**options))
 
         yield make
@@ -258,12 +280,14 @@ class AuthorizeOutcome:
         location: The ``Location`` of a redirect, or ``None``.
         error_param: The parameter TikTok's error page names, if it showed one.
         consent_form_shown: Whether a consent form was submitted on the way.
+        page_url: The TikTok URL the browser was last on (it may carry error markers).
     """
 
     status: int
     location: str | None
     error_param: str | None = None
     consent_form_shown: bool = False
+    page_url: str | None = None
 
     @property
     def query(self) -> dict[str, str]:
@@ -304,11 +328,17 @@ def authorize(browser: aiohttp.ClientSession) -> Authorize:
         untick, tick = set(untick), set(tick)
         async with browser.get(url, allow_redirects=False) as response:
             status, headers, text = response.status, response.headers, await response.text()
+        location = headers.get("Location")
+        if status == 302 and location is not None and urlsplit(location).netloc == "":
+            # A redirect within TikTok (to its scope error page): a browser follows it.
+            url = urljoin(url, location)
+            async with browser.get(url, allow_redirects=False) as response:
+                status, headers, text = response.status, response.headers, await response.text()
         if status == 302:
-            return AuthorizeOutcome(status, headers.get("Location"))
+            return AuthorizeOutcome(status, headers.get("Location"), page_url=url)
         form = _ConsentForm(text) if status == 200 else None
         if form is None or form.action is None:
-            return AuthorizeOutcome(status, None, _error_param(text))
+            return AuthorizeOutcome(status, None, _error_param(text), page_url=url)
         fields = list(form.hidden)
         for name, value, checked in form.checkboxes:
             if (checked or value in tick) and value not in untick:

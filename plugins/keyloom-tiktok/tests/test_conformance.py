@@ -10,3 +10,9 @@ class TestTikTokConformance(ProviderConformance):
 
     provider_id = "tiktok"
     scopes = ("user.info.basic", "user.info.profile")
+
+
+class TestTikTokConformanceWithRfcErrorStatuses(TestTikTokConformance):
+    """The same checks with the emulator answering OAuth errors with 4xx, not TikTok's 200."""
+
+    emulator_options = {"error_status": "4xx"}  # noqa: RUF012 (read-only class setting)

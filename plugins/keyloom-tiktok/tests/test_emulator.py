@@ -1,4 +1,9 @@
-"""Tests of the TikTok Login Kit emulator, driven with a plain aiohttp client."""
+"""Tests of the TikTok Login Kit emulator, driven with a plain aiohttp client.
+
+Every test runs in both error-status modes (``tiktok`` is parametrized): OAuth errors with
+HTTP 200, as TikTok answers them, and with RFC 6749 statuses. Section numbers (§A5...) refer
+to the TikTok reference audit, where each behaviour is sourced.
+"""
 
 from __future__ import annotations
 
@@ -61,9 +66,16 @@ def clock() -> ManualClock:
     return ManualClock()
 
 
+@pytest.fixture(params=["200", "4xx"], ids=["errors-200", "errors-4xx"])
+def error_status(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 @pytest.fixture
-async def tiktok(clock: ManualClock) -> AsyncIterator[TikTokEmulator]:
-    async with TikTokEmulator(clients=[WEB, DESKTOP], consent="approve", clock=clock) as emulator:
+async def tiktok(clock: ManualClock, error_status: Any) -> AsyncIterator[TikTokEmulator]:
+    async with TikTokEmulator(
+        clients=[WEB, DESKTOP], consent="approve", clock=clock, error_status=error_status
+    ) as emulator:
         yield emulator
 
 
@@ -222,14 +234,21 @@ class ConsentForm(HTMLParser):
             self.users.append(values["value"] or "")
 
 
+def oauth_status(tiktok: TikTokEmulator, error: str) -> int:
+    """The HTTP status of an OAuth error in the emulator's error-status mode (§A5)."""
+    if tiktok.error_status == "200":
+        return 200
+    return 401 if error == "invalid_client" else 400
+
+
 def assert_oauth_error(
+    tiktok: TikTokEmulator,
     status: int,
     body: Mapping[str, Any],
     headers: Mapping[str, str],
     error: str,
-    http_status: int = 400,
 ) -> None:
-    assert status == http_status, body
+    assert status == oauth_status(tiktok, error), body
     assert set(body) == {"error", "error_description", "log_id"}
     assert body["error"] == error
     assert re.fullmatch(r"\d{14}[0-9A-F]{20}", body["log_id"])
@@ -297,7 +316,8 @@ async def test_form_consent_with_an_optional_scope_unticked(
     assert status == 200
     assert body["data"]["user"] == {"display_name": "Second Viewer", "username": "second.viewer"}
     status, body, _ = await user_info(http, tiktok, token["access_token"], "follower_count")
-    assert body["error"]["code"] == "scope_permission_missed"
+    assert status == 401
+    assert body["error"]["code"] == "scope_not_authorized"
 
     async with http.post(
         tiktok.url_for(form.action), data=submitted, allow_redirects=False
@@ -400,7 +420,7 @@ async def test_auto_auth_skips_the_form_unless_disabled(
         ({"redirect_uri": None}, "redirect_uri"),
         ({"code_challenge": None}, "code_challenge"),
         ({"code_challenge_method": "plain"}, "code_challenge_method"),
-        ({"code_challenge_method": None}, "code_challenge_method"),
+        ({"code_challenge_method": ""}, "code_challenge_method"),
         ({"client_secret": WEB.client_secret}, "client_secret"),
     ],
 )
@@ -460,23 +480,72 @@ async def test_desktop_wildcard_port(tiktok: TikTokEmulator, http: aiohttp.Clien
         assert "<code>redirect_uri</code>" in page.text
 
 
+async def test_code_challenge_without_its_method_means_s256(
+    tiktok: TikTokEmulator, http: aiohttp.ClientSession
+) -> None:
+    """§A3: TikTok's own SDKs send ``code_challenge`` without ``code_challenge_method``."""
+    verifier, challenge = pkce()
+    page = await authorize(http, tiktok, code_challenge=challenge, code_challenge_method=None)
+    assert page.status == 302, page.text
+    status, body, _ = await exchange(http, tiktok, page.query["code"], verifier)
+    assert status == 200, body
+    assert body["access_token"].startswith("act.")
+    page = await authorize(http, tiktok, code_challenge=challenge, code_challenge_method=None)
+    status, body, headers = await exchange(http, tiktok, page.query["code"], "x" * 43)
+    assert_oauth_error(tiktok, status, body, headers, "invalid_request")  # still checked
+
+
+async def test_code_challenge_method_can_be_required(
+    tiktok: TikTokEmulator, http: aiohttp.ClientSession
+) -> None:
+    """§A3: the knob for the stricter reading of TikTok's desktop doc."""
+    tiktok.require_code_challenge_method = True
+    page = await authorize(http, tiktok, code_challenge_method=None)
+    assert page.status == 400
+    assert page.location is None
+    assert 'data-error-param="code_challenge_method"' in page.text
+
+
 @pytest.mark.parametrize(
-    ("scope", "error"),
+    "scope",
     [
-        ("user.info.basic user.info.profile", "invalid_scope"),
-        ("user.info.basic,user.info.profile ", "invalid_scope"),
-        ("user.info.basic,user.info.email", "invalid_scope"),
-        ("user.info.basic,video.list", "invalid_scope"),  # known, not approved for WEB
-        ("", "invalid_request"),
-        (None, "invalid_request"),
+        "user.info.basic user.info.profile",
+        "user.info.basic,user.info.profile ",
+        "user.info.basic,user.info.email",  # unknown
+        "user.info.basic,video.list",  # known, not approved for WEB
     ],
 )
-async def test_bad_scopes_redirect_with_an_error(
-    tiktok: TikTokEmulator, http: aiohttp.ClientSession, scope: str | None, error: str
+async def test_unknown_or_unapproved_scope_stays_on_tiktoks_error_page(
+    tiktok: TikTokEmulator, http: aiohttp.ClientSession, scope: str
+) -> None:
+    """§A1: no redirect to the client; the URL gains ``error=invalid_scope&error_type=scope``."""
+    page = await authorize(http, tiktok, scope=scope)
+    assert page.status == 302
+    assert page.location is not None
+    location = urlsplit(page.location)
+    assert location.path == "/v2/auth/authorize/"
+    assert not location.netloc or page.location.startswith(tiktok.url)
+    assert page.query["error"] == "invalid_scope"
+    assert page.query["error_type"] == "scope"
+    assert page.query["scope"] == scope
+    assert page.query["client_key"] == WEB.client_key
+    async with http.get(tiktok.url_for(page.location), allow_redirects=False) as response:
+        assert response.status == 400
+        assert "Location" not in response.headers
+        text = await response.text()
+    assert "We couldn&#x27;t log in with TikTok" in text
+    assert 'data-error-param="scope"' in text
+
+
+@pytest.mark.parametrize("scope", ["", None])
+async def test_a_missing_scope_redirects_with_invalid_request(
+    tiktok: TikTokEmulator, http: aiohttp.ClientSession, scope: str | None
 ) -> None:
     page = await authorize(http, tiktok, scope=scope)
     assert page.status == 302
-    assert page.query["error"] == error
+    assert page.location is not None
+    assert page.location.startswith(WEB_REDIRECT + "?")
+    assert page.query["error"] == "invalid_request"
     assert page.query["error_description"]
     assert page.query["state"] == STATE
 
@@ -535,6 +604,7 @@ def test_redirect_uri_registration_rules() -> None:
 async def test_code_exchange_with_hex_pkce(
     tiktok: TikTokEmulator, http: aiohttp.ClientSession
 ) -> None:
+    """§A4: TikTok's success body, with the 2026 lifetimes (2 h and 180 days)."""
     verifier, challenge = pkce("hex")
     page = await authorize(http, tiktok, code_challenge=challenge)
     status, body, headers = await exchange(http, tiktok, page.query["code"], verifier)
@@ -550,8 +620,8 @@ async def test_code_exchange_with_hex_pkce(
     ]
     assert body["access_token"].startswith("act.")
     assert body["refresh_token"].startswith("rft.")
-    assert body["expires_in"] == 86_400
-    assert body["refresh_expires_in"] == 31_536_000
+    assert body["expires_in"] == 7_200  # §A4: TikTok's 2026 lifetimes, 2 h
+    assert body["refresh_expires_in"] == 15_552_000  # and 180 days
     assert body["scope"] == "user.info.basic,user.info.profile"
     assert body["token_type"] == "Bearer"
     assert body["open_id"] == TikTokEmulator.open_id("emulated-creator", WEB.client_key)
@@ -579,7 +649,7 @@ async def test_base64url_challenge_is_rejected_by_default(
     verifier, challenge = pkce("base64url")
     page = await authorize(http, tiktok, code_challenge=challenge)
     status, body, headers = await exchange(http, tiktok, page.query["code"], verifier)
-    assert_oauth_error(status, body, headers, "invalid_request")
+    assert_oauth_error(tiktok, status, body, headers, "invalid_request")
     assert body["error_description"] == "Code verifier or code challenge is invalid."
     tiktok.pkce_encoding = "either"  # a failed verifier does not use the code up
     status, body, _ = await exchange(http, tiktok, page.query["code"], verifier)
@@ -593,19 +663,47 @@ async def test_base64url_mode_rejects_hex(
     verifier, challenge = pkce("hex")
     page = await authorize(http, tiktok, code_challenge=challenge)
     status, body, headers = await exchange(http, tiktok, page.query["code"], verifier)
-    assert_oauth_error(status, body, headers, "invalid_request")
+    assert_oauth_error(tiktok, status, body, headers, "invalid_request")
     with pytest.raises(ValueError, match="pkce_encoding"):
         tiktok.pkce_encoding = "plain"  # type: ignore[assignment]
 
 
-@pytest.mark.parametrize("verifier", [None, "", "wrong" * 10, "short"])
+@pytest.mark.parametrize("verifier", [None, "", "wrong" * 10, "short", "a" * 31, "a" * 129])
 async def test_missing_or_wrong_verifier(
     tiktok: TikTokEmulator, http: aiohttp.ClientSession, verifier: str | None
 ) -> None:
     page = await authorize(http, tiktok)
     status, body, headers = await exchange(http, tiktok, page.query["code"], verifier)
-    assert_oauth_error(status, body, headers, "invalid_request")
+    assert_oauth_error(tiktok, status, body, headers, "invalid_request")
     assert body["error_description"] == "Code verifier or code challenge is invalid."
+
+
+@pytest.mark.parametrize("length", [32, 43, 128])
+async def test_verifiers_of_32_characters_and_more_are_accepted(
+    tiktok: TikTokEmulator, http: aiohttp.ClientSession, length: int
+) -> None:
+    """§A3: TikTok's Android SDK sends 32-character alphanumeric verifiers."""
+    verifier = (secrets.token_hex(64) + "A-._~")[-length:]
+    challenge = hashlib.sha256(verifier.encode()).hexdigest()
+    page = await authorize(http, tiktok, code_challenge=challenge)
+    status, body, _ = await exchange(http, tiktok, page.query["code"], verifier)
+    assert status == 200, body
+
+
+async def test_rfc_verifier_length_is_a_knob(
+    tiktok: TikTokEmulator, http: aiohttp.ClientSession
+) -> None:
+    """§A3: ``min_verifier_length=43`` applies RFC 7636 and TikTok's desktop doc."""
+    tiktok.min_verifier_length = 43
+    verifier = secrets.token_hex(16)
+    page = await authorize(
+        http, tiktok, code_challenge=hashlib.sha256(verifier.encode()).hexdigest()
+    )
+    status, body, headers = await exchange(http, tiktok, page.query["code"], verifier)
+    assert_oauth_error(tiktok, status, body, headers, "invalid_request")
+    assert body["error_description"] == "Code verifier or code challenge is invalid."
+    with pytest.raises(ValueError, match="min_verifier_length"):
+        tiktok.min_verifier_length = 129
 
 
 async def test_code_replay_is_invalid_grant(
@@ -616,7 +714,7 @@ async def test_code_replay_is_invalid_grant(
     status, _, _ = await exchange(http, tiktok, page.query["code"], verifier)
     assert status == 200
     status, body, headers = await exchange(http, tiktok, page.query["code"], verifier)
-    assert_oauth_error(status, body, headers, "invalid_grant")
+    assert_oauth_error(tiktok, status, body, headers, "invalid_grant")
 
 
 async def test_code_expires(
@@ -626,7 +724,7 @@ async def test_code_expires(
     page = await authorize(http, tiktok, code_challenge=challenge)
     clock.advance(600)
     status, body, headers = await exchange(http, tiktok, page.query["code"], verifier)
-    assert_oauth_error(status, body, headers, "invalid_grant")
+    assert_oauth_error(tiktok, status, body, headers, "invalid_grant")
     assert "expired" in body["error_description"]
 
 
@@ -642,23 +740,22 @@ async def test_code_ttl_is_configurable(
 
 
 @pytest.mark.parametrize(
-    ("overrides", "error", "status_code"),
+    ("overrides", "error"),
     [
-        ({"redirect_uri": WEB_REDIRECT.rstrip("/")}, "invalid_grant", 400),
+        ({"redirect_uri": WEB_REDIRECT.rstrip("/")}, "invalid_request"),  # §A4
         (
             {"client_key": DESKTOP.client_key, "client_secret": DESKTOP.client_secret},
             "invalid_grant",
-            400,
         ),
-        ({"code": "made-up"}, "invalid_grant", 400),
-        ({"client_secret": "wrong"}, "invalid_client", 401),
-        ({"client_key": "unknown"}, "invalid_client", 401),
-        ({"client_secret": None}, "invalid_request", 400),
-        ({"client_key": None, "client_id": WEB.client_key}, "invalid_request", 400),
-        ({"code": None}, "invalid_request", 400),
-        ({"redirect_uri": None}, "invalid_request", 400),
-        ({"grant_type": None}, "invalid_request", 400),
-        ({"grant_type": "password"}, "unsupported_grant_type", 400),
+        ({"code": "made-up"}, "invalid_grant"),
+        ({"client_secret": "wrong"}, "invalid_client"),
+        ({"client_key": "unknown"}, "invalid_client"),
+        ({"client_secret": None}, "invalid_request"),
+        ({"client_key": None, "client_id": WEB.client_key}, "invalid_request"),
+        ({"code": None}, "invalid_request"),
+        ({"redirect_uri": None}, "invalid_request"),
+        ({"grant_type": None}, "invalid_request"),
+        ({"grant_type": "password"}, "unsupported_grant_type"),
     ],
 )
 async def test_token_errors(
@@ -666,21 +763,47 @@ async def test_token_errors(
     http: aiohttp.ClientSession,
     overrides: dict[str, Any],
     error: str,
-    status_code: int,
 ) -> None:
+    """§A4/§A5: a redirect-URI mismatch is ``invalid_request``; all come with HTTP 200."""
     verifier, challenge = pkce()
     page = await authorize(http, tiktok, code_challenge=challenge)
     status, body, headers = await exchange(http, tiktok, page.query["code"], verifier, **overrides)
-    assert_oauth_error(status, body, headers, error, status_code)
+    assert_oauth_error(tiktok, status, body, headers, error)
     if overrides == {"client_secret": None}:
         assert body["error_description"] == "Client secret is missed in request."
+    if overrides == {"redirect_uri": WEB_REDIRECT.rstrip("/")}:
+        assert body["error_description"] == (
+            "Redirect_uri is not matched with the uri when requesting code."
+        )
     status, _, _ = await exchange(http, tiktok, page.query["code"], verifier)
     assert status == 200  # none of these errors used the code up
+
+
+async def test_oauth_errors_come_with_http_200_by_default(http: aiohttp.ClientSession) -> None:
+    """§A5: TikTok answers token and revoke errors with HTTP 200 and an ``error`` body."""
+    async with TikTokEmulator() as emulator:
+        assert emulator.error_status == "200"
+        wrong = {"client_key": DEFAULT_CLIENT_KEY, "client_secret": "wrong"}
+        for url, form in [
+            (emulator.token_url, {**wrong, "grant_type": "refresh_token", "refresh_token": "x"}),
+            (emulator.token_url, {"client_key": DEFAULT_CLIENT_KEY, "grant_type": "x"}),
+            (emulator.revoke_url, {**wrong, "token": "act.x"}),
+        ]:
+            status, body, _ = await post_form(http, url, form)
+            assert status == 200
+            assert body["error"] in {"invalid_client", "invalid_request"}
+            assert body["log_id"]
+        emulator.error_status = "4xx"
+        status, body, _ = await post_form(http, emulator.revoke_url, {**wrong, "token": "act.x"})
+        assert (status, body["error"]) == (401, "invalid_client")
+        with pytest.raises(ValueError, match="error_status"):
+            emulator.error_status = "500"  # type: ignore[assignment]
 
 
 async def test_json_bodies_are_rejected(
     tiktok: TikTokEmulator, http: aiohttp.ClientSession
 ) -> None:
+    """§A4: a JSON body gets ``invalid_request`` naming the one accepted content type."""
     verifier, challenge = pkce()
     page = await authorize(http, tiktok, code_challenge=challenge)
     payload = {
@@ -692,9 +815,13 @@ async def test_json_bodies_are_rejected(
         "code_verifier": verifier,
     }
     async with http.post(tiktok.token_url, json=payload) as response:
-        assert_oauth_error(
-            response.status, await response.json(), response.headers, "invalid_request"
-        )
+        body = await response.json()
+        assert_oauth_error(tiktok, response.status, body, response.headers, "invalid_request")
+    assert body["error_description"] == (
+        "Only `application/x-www-form-urlencoded` is accepted as Content-Type."
+    )
+    status, _, _ = await exchange(http, tiktok, page.query["code"], verifier)
+    assert status == 200  # the code was not used up
 
 
 async def test_duplicate_parameters_are_rejected(
@@ -703,7 +830,7 @@ async def test_duplicate_parameters_are_rejected(
     data = [("client_key", WEB.client_key), ("client_key", WEB.client_key), ("client_secret", "x")]
     async with http.post(tiktok.token_url, data=data) as response:
         assert_oauth_error(
-            response.status, await response.json(), response.headers, "invalid_request"
+            tiktok, response.status, await response.json(), response.headers, "invalid_request"
         )
 
 
@@ -721,7 +848,7 @@ async def test_refresh_rotates_tokens(
     assert second["scope"] == first["scope"]
     assert second["open_id"] == first["open_id"]
     status, body, headers = await refresh(http, tiktok, first["refresh_token"])
-    assert_oauth_error(status, body, headers, "invalid_grant")
+    assert_oauth_error(tiktok, status, body, headers, "invalid_grant")
     status, _, _ = await refresh(http, tiktok, second["refresh_token"])
     assert status == 200
     status, _, _ = await user_info(http, tiktok, first["access_token"])
@@ -738,7 +865,7 @@ async def test_refresh_without_rotation(
         status, body, _ = await refresh(http, tiktok, first["refresh_token"])
         assert status == 200
         assert body["refresh_token"] == first["refresh_token"]
-        assert body["refresh_expires_in"] == 31_536_000 - 100
+        assert body["refresh_expires_in"] == 15_552_000 - 100
 
 
 async def test_refresh_failures(
@@ -748,22 +875,22 @@ async def test_refresh_failures(
     first = await login(http, tiktok)
     assert first["refresh_expires_in"] == 1000
     status, body, headers = await refresh(http, tiktok, first["refresh_token"], app=DESKTOP)
-    assert_oauth_error(status, body, headers, "invalid_grant")
+    assert_oauth_error(tiktok, status, body, headers, "invalid_grant")
     status, body, headers = await refresh(http, tiktok, "rft.unknown")
-    assert_oauth_error(status, body, headers, "invalid_grant")
+    assert_oauth_error(tiktok, status, body, headers, "invalid_grant")
     clock.advance(1000)
     status, body, headers = await refresh(http, tiktok, first["refresh_token"])
-    assert_oauth_error(status, body, headers, "invalid_grant")
+    assert_oauth_error(tiktok, status, body, headers, "invalid_grant")
     assert "expired" in body["error_description"]
 
 
 async def test_lifetimes_are_configurable(
     tiktok: TikTokEmulator, http: aiohttp.ClientSession
 ) -> None:
-    tiktok.access_token_ttl = 7200
-    tiktok.refresh_token_ttl = 15_552_000
+    tiktok.access_token_ttl = 86_400  # TikTok's classic page: 24 h and 365 days
+    tiktok.refresh_token_ttl = 31_536_000
     body = await login(http, tiktok)
-    assert (body["expires_in"], body["refresh_expires_in"]) == (7200, 15_552_000)
+    assert (body["expires_in"], body["refresh_expires_in"]) == (86_400, 31_536_000)
 
 
 async def test_client_credentials(tiktok: TikTokEmulator, http: aiohttp.ClientSession) -> None:
@@ -803,11 +930,11 @@ async def test_revoke_kills_access_and_refresh(
     assert status == 401
     assert info["error"]["code"] == "access_token_invalid"
     status, body, headers = await refresh(http, tiktok, token["refresh_token"])
-    assert_oauth_error(status, body, headers, "invalid_grant")
+    assert_oauth_error(tiktok, status, body, headers, "invalid_grant")
 
 
 @pytest.mark.parametrize(
-    ("form", "error", "status_code"),
+    ("form", "error"),
     [
         (
             {
@@ -816,13 +943,11 @@ async def test_revoke_kills_access_and_refresh(
                 "client_secret": WEB.client_secret,
             },
             "invalid_request",
-            400,
         ),
-        ({"token": "act.x"}, "invalid_request", 400),
+        ({"token": "act.x"}, "invalid_request"),
         (
             {"token": "act.x", "client_key": WEB.client_key, "client_secret": "nope"},
             "invalid_client",
-            401,
         ),
     ],
 )
@@ -831,10 +956,58 @@ async def test_revoke_errors(
     http: aiohttp.ClientSession,
     form: dict[str, str],
     error: str,
-    status_code: int,
 ) -> None:
+    """§A5/§A8: revoke errors have the token endpoint's shape and status."""
     status, body, headers = await post_form(http, tiktok.revoke_url, form)
-    assert_oauth_error(status, body, headers, error, status_code)
+    assert_oauth_error(tiktok, status, body, headers, error)
+
+
+async def test_revoke_forgets_the_remembered_consent(
+    tiktok: TikTokEmulator, http: aiohttp.ClientSession
+) -> None:
+    """§A8: after a revoke, auto-auth no longer re-grants silently: consent starts over."""
+    tiktok.consent = "form"
+    form = ConsentForm((await authorize(http, tiktok)).text)
+    async with http.post(
+        tiktok.url_for(form.action),
+        data=[*form.hidden, ("scope", "user.info.profile"), ("decision", "approve")],
+        allow_redirects=False,
+    ) as response:
+        answer = Page(response.status, response.headers, "")
+    verifier = "v" * 43
+    again = await authorize(
+        http, tiktok, code_challenge=hashlib.sha256(verifier.encode()).hexdigest()
+    )
+    assert again.status == 302  # remembered consent: no form
+    _, token, _ = await exchange(http, tiktok, again.query["code"], verifier)
+    assert answer.status == 302
+    form_data = {
+        "client_key": WEB.client_key,
+        "client_secret": WEB.client_secret,
+        "token": token["access_token"],
+    }
+    status, body, _ = await post_form(http, tiktok.revoke_url, form_data)
+    assert (status, body) == (200, {})
+    after = await authorize(http, tiktok)
+    assert after.status == 200  # the consent form again
+    assert ConsentForm(after.text).action == "/v2/auth/authorize/consent"
+
+
+async def test_revoke_can_keep_the_remembered_consent(
+    tiktok: TikTokEmulator, http: aiohttp.ClientSession
+) -> None:
+    """§A8: ``revoke_forgets_consent=False`` keeps the emulator's earlier behaviour."""
+    tiktok.revoke_forgets_consent = False
+    token = await login(http, tiktok)
+    tiktok.consent = "form"
+    form_data = {
+        "client_key": WEB.client_key,
+        "client_secret": WEB.client_secret,
+        "token": token["access_token"],
+    }
+    status, _, _ = await post_form(http, tiktok.revoke_url, form_data)
+    assert status == 200
+    assert (await authorize(http, tiktok)).status == 302
 
 
 async def test_revoke_needs_the_owning_client(
@@ -847,7 +1020,7 @@ async def test_revoke_needs_the_owning_client(
         "token": token["access_token"],
     }
     status, body, headers = await post_form(http, tiktok.revoke_url, form)
-    assert_oauth_error(status, body, headers, "invalid_request")
+    assert_oauth_error(tiktok, status, body, headers, "invalid_request")
     status, _, _ = await user_info(http, tiktok, token["access_token"])
     assert status == 200
 
@@ -899,7 +1072,7 @@ async def test_user_info_returns_only_requested_fields(
         (None, 400, "invalid_params"),
         ("", 400, "invalid_params"),
         ("open_id,email", 400, "invalid_params"),
-        ("open_id,follower_count", 400, "scope_permission_missed"),
+        ("open_id,follower_count", 401, "scope_not_authorized"),  # §A9
         ("username", 200, "ok"),  # user.info.profile was granted
     ],
 )
@@ -910,6 +1083,7 @@ async def test_user_info_field_checks(
     status_code: int,
     code: str,
 ) -> None:
+    """§A9: a field without its scope is a 401 ``scope_not_authorized``."""
     token = await login(http, tiktok)
     status, body, _ = await user_info(http, tiktok, token["access_token"], fields)
     assert status == status_code
@@ -956,6 +1130,7 @@ async def test_user_info_with_an_expired_token(
 async def test_user_info_rate_limit(
     tiktok: TikTokEmulator, http: aiohttp.ClientSession, clock: ManualClock
 ) -> None:
+    """§A10: 429 ``rate_limit_exceeded`` per app, without ``Retry-After`` unless asked."""
     tiktok.user_info_rate_limit = 3
     web_token = (await login(http, tiktok))["access_token"]
     desktop_token = (await login(http, tiktok, app=DESKTOP))["access_token"]
@@ -967,12 +1142,32 @@ async def test_user_info_rate_limit(
     assert status == 429
     assert body["error"]["code"] == "rate_limit_exceeded"
     assert body["data"] == {}
-    assert headers["Retry-After"] == "40"
+    assert "Retry-After" not in headers  # §A10: TikTok documents none
     status, _, _ = await user_info(http, tiktok, desktop_token)
     assert status == 200  # limits are per app
+    tiktok.rate_limit_retry_after = True
+    status, _, headers = await user_info(http, tiktok, web_token)
+    assert status == 429
+    assert headers["Retry-After"] == "40"
     clock.advance(40)
     status, _, _ = await user_info(http, tiktok, web_token)
     assert status == 200
+
+
+async def test_user_info_errors_with_http_200_when_asked(
+    tiktok: TikTokEmulator, http: aiohttp.ClientSession
+) -> None:
+    """Open question of the reference: v2 errors with HTTP 200 (``api_errors_http_200``)."""
+    token = await login(http, tiktok)
+    tiktok.api_errors_http_200 = True
+    status, body, _ = await user_info(http, tiktok, token["access_token"], "follower_count")
+    assert status == 200
+    assert body["error"]["code"] == "scope_not_authorized"
+    assert body["data"] == {}
+    assert tiktok.faults is not None
+    tiktok.faults.queue("500")
+    status, body, _ = await user_info(http, tiktok, token["access_token"])
+    assert (status, body["error"]["code"]) == (500, "internal_error")  # faults keep theirs
 
 
 # --- faults ------------------------------------------------------------------------------------
@@ -998,12 +1193,12 @@ async def test_fault_injection_is_deterministic_and_counted(http: aiohttp.Client
         faults = FaultInjector(rate=0.5, seed=42, kinds=["500", "503", "429"])
         async with TikTokEmulator(faults=faults) as emulator:
             statuses = await token_statuses(http, emulator, 30)
-        assert faults.total == sum(status != 400 for status in statuses)
+        assert faults.total == sum(status != 200 for status in statuses)  # errors: 200
         assert faults.counts["500"] == statuses.count(500)
         assert faults.counts["429"] == statuses.count(429)
         runs.append(statuses)
     assert runs[0] == runs[1]
-    assert 400 in runs[0]
+    assert 200 in runs[0]
     assert {500, 503, 429} & set(runs[0])
 
 
@@ -1056,7 +1251,7 @@ async def test_codes_need_percent_decoding_exactly_once(
     assert code == unquote(raw)
     for wrong in (raw, unquote(code)):
         status, body, headers = await exchange(http, tiktok, wrong, verifier)
-        assert_oauth_error(status, body, headers, "invalid_grant")
+        assert_oauth_error(tiktok, status, body, headers, "invalid_grant")
     status, _, _ = await exchange(http, tiktok, code, verifier)
     assert status == 200
 
@@ -1119,6 +1314,8 @@ async def test_cli_runs_until_sigterm(http: aiohttp.ClientSession) -> None:
         "0",
         "--seed",
         "1",
+        "--error-status",
+        "4xx",
     ]
     async with await anyio.open_process(command, env=env, stderr=subprocess.DEVNULL) as process:
         assert process.stdout is not None
@@ -1132,6 +1329,8 @@ async def test_cli_runs_until_sigterm(http: aiohttp.ClientSession) -> None:
         assert "client_secret: cli-secret" in output
         async with http.get(url.group(1) + "/emulator/health") as response:
             assert await response.json() == {"status": "ok"}
+        async with http.post(url.group(1) + "/v2/oauth/token/", data={"x": "1"}) as response:
+            assert response.status == 400  # --error-status 4xx
         process.send_signal(signal.SIGTERM)
         with anyio.fail_after(20):
             assert await process.wait() == 0

@@ -211,10 +211,34 @@ async def test_a_hanging_profile_endpoint_times_out(
 # -- TikTok's rate limit on /v2/user/info/ ------------------------------------------------------
 
 
+async def test_a_rate_limited_profile_request_without_retry_after_gives_up_after_backoff(
+    make_emulator: Any, make_keyloom: Any, login: Any
+) -> None:
+    """§A10: TikTok's 429 has no ``Retry-After``: the client backs off, then reports it."""
+    emulator = await make_emulator(
+        consent="approve", user_info_rate_limit=1, rate_limit_window=60.0
+    )
+    keyloom = await make_keyloom(emulator, retry=FAST_RETRY)
+    await login(keyloom, emulator)
+    started = time.monotonic()
+    with pytest.raises(RateLimitedError) as info:
+        await login(keyloom, emulator)
+    assert time.monotonic() - started < 1.0
+    assert info.value.retry_after is None
+    assert info.value.http_status == 429
+    assert [r.status for r in emulator.calls(USER_INFO_PATH)] == [200, 429, 429, 429]
+
+
 async def test_a_rate_limited_profile_request_is_retried_after_the_window(
     make_emulator: Any, make_keyloom: Any, login: Any
 ) -> None:
-    emulator = await make_emulator(consent="approve", user_info_rate_limit=1, rate_limit_window=1.0)
+    # A provider that does send Retry-After (the emulator's knob; TikTok documents none).
+    emulator = await make_emulator(
+        consent="approve",
+        user_info_rate_limit=1,
+        rate_limit_window=1.0,
+        rate_limit_retry_after=True,
+    )
     keyloom = await make_keyloom(emulator, retry=FAST_RETRY)
     await login(keyloom, emulator)  # uses the window's only request
     started = time.monotonic()
@@ -237,7 +261,10 @@ async def test_a_rate_limit_that_outlasts_the_retries_is_rate_limited_error(
     make_emulator: Any, make_keyloom: Any, login: Any, retry: RetryPolicy
 ) -> None:
     emulator = await make_emulator(
-        consent="approve", user_info_rate_limit=1, rate_limit_window=60.0
+        consent="approve",
+        user_info_rate_limit=1,
+        rate_limit_window=60.0,
+        rate_limit_retry_after=True,
     )
     keyloom = await make_keyloom(emulator, retry=retry)
     await login(keyloom, emulator)

@@ -8,7 +8,10 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import anyio
+import attrs
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 from keyloom_tiktok import FIELDS_BY_SCOPE
 from keyloom_tiktok.emulator import (
     DEFAULT_CLIENT_KEY,
@@ -21,10 +24,11 @@ from keyloom_tiktok.emulator import (
 
 from keyloom_core import (
     AccessDeniedError,
+    ConfigurationError,
     PluginError,
     ProfileError,
-    ProviderError,
     ReauthenticationRequiredError,
+    RevokeError,
     ScopeDeniedError,
     StateError,
     TokenExchangeError,
@@ -90,8 +94,8 @@ async def test_full_grant_gives_the_tiktok_profile_tokens_and_scopes(
     assert tokens.access_token.startswith("act.")
     assert tokens.refresh_token is not None
     assert tokens.refresh_token.startswith("rft.")
-    assert expires_near(tokens.expires_at, 86_400, before, after)
-    assert expires_near(tokens.refresh_expires_at, 31_536_000, before, after)
+    assert expires_near(tokens.expires_at, 7_200, before, after)
+    assert expires_near(tokens.refresh_expires_at, 15_552_000, before, after)
     assert tokens.access_token not in repr(result)
     assert tokens.refresh_token not in repr(result)
 
@@ -213,9 +217,10 @@ async def test_a_scope_without_profile_fields_asks_only_for_the_basic_fields(
     assert set(result.profile.raw) == fields(BASIC)
 
 
-async def test_a_scope_tiktok_has_not_approved_comes_back_as_a_provider_error(
-    make_emulator: Any, make_keyloom: Any, login: Any
+async def test_a_scope_tiktok_has_not_approved_stops_at_tiktoks_error_page(
+    make_emulator: Any, make_keyloom: Any, login: Any, authorize: Any
 ) -> None:
+    """TikTok never redirects back for an unapproved scope: the user sees its error page."""
     app = EmulatedApp(
         client_key="awreviewpending",
         client_secret="review-pending-secret",
@@ -227,12 +232,27 @@ async def test_a_scope_tiktok_has_not_approved_comes_back_as_a_provider_error(
     keyloom = await make_keyloom(
         emulator, client_id=app.client_key, client_secret=app.client_secret
     )
-    with pytest.raises(ProviderError) as info:
+    start = await keyloom.begin_login("tiktok")
+    outcome = await authorize(start.url)
+    assert outcome.status == 400
+    assert outcome.location is None
+    assert outcome.error_param == "scope"
+    page = url_params(outcome.page_url)
+    assert (page["error"], page["error_type"]) == ("invalid_scope", "scope")
+    assert page["scope"] == url_params(start.url)["scope"]
+    with pytest.raises(RuntimeError, match=r"HTTP 400\): scope"):
         await login(keyloom, emulator)
-    assert info.value.error == "invalid_scope"
-    assert info.value.description is not None
-    assert STATS in info.value.description
     assert emulator.code_exchanges() == []
+    assert emulator.grants.sizes()["codes"] == 0
+
+
+async def test_approved_scopes_catch_an_unapproved_scope_at_configuration(
+    make_emulator: Any, make_keyloom: Any
+) -> None:
+    """The plugin's answer to that error page: name the approved scopes, fail at start-up."""
+    emulator = await make_emulator()
+    with pytest.raises(ConfigurationError, match=STATS):
+        await make_keyloom(emulator, approved_scopes=[PROFILE])
 
 
 # -- partial grants ----------------------------------------------------------------------------
@@ -323,15 +343,16 @@ async def test_user_denies(make_emulator: Any, make_keyloom: Any, login: Any, ho
 
 
 async def test_wrong_client_secret_is_invalid_client_with_a_log_id(
-    make_keyloom: Any, emulator: Any, login: Any
+    make_keyloom: Any, emulator: Any, login: Any, oauth_error_status: Any
 ) -> None:
+    """§A4/§A5: ``invalid_client`` comes with HTTP 200 from TikTok; it is still an error."""
     wrong = "not-the-registered-secret-8d1f"
     keyloom = await make_keyloom(emulator, client_secret=wrong)
     with pytest.raises(TokenExchangeError) as info:
         await login(keyloom, emulator)
     error = info.value
     assert error.error == "invalid_client"
-    assert error.http_status == 401
+    assert error.http_status == oauth_error_status("invalid_client")
     assert error.log_id is not None
     assert LOG_ID.fullmatch(error.log_id)
     assert error.log_id in str(error)
@@ -465,7 +486,7 @@ async def test_authorization_code_expiry(
 
 
 async def test_hex_challenge_against_a_base64url_provider_is_refused(
-    make_emulator: Any, make_keyloom: Any, login: Any
+    make_emulator: Any, make_keyloom: Any, login: Any, oauth_error_status: Any
 ) -> None:
     emulator = await make_emulator(consent="approve", pkce_encoding="base64url")
     keyloom = await make_keyloom(emulator)
@@ -473,7 +494,7 @@ async def test_hex_challenge_against_a_base64url_provider_is_refused(
         await login(keyloom, emulator)
     assert info.value.error == "invalid_request"
     assert info.value.description == "Code verifier or code challenge is invalid."
-    assert info.value.http_status == 400
+    assert info.value.http_status == oauth_error_status("invalid_request")
 
 
 async def test_base64url_pkce_option_works_against_a_base64url_provider(
@@ -657,3 +678,75 @@ async def test_a_failing_profile_override_is_a_plugin_error(
         await login(keyloom, emulator)
     assert info.value.plugin == "profile_overrides"
     assert "KeyError" in str(info.value)
+
+
+# -- errors in a 200 body ----------------------------------------------------------------------
+
+
+async def test_a_revoke_tiktok_refuses_is_a_revoke_error_and_the_tokens_still_work(
+    make_keyloom: Any, emulator: Any, login: Any, oauth_error_status: Any
+) -> None:
+    """§A5/§A8: ``revoke()`` is ``True`` only when TikTok confirmed it, 200 or not."""
+    keyloom = await make_keyloom(emulator)
+    tokens = (await login(keyloom, emulator)).tokens
+    wrong = "not-the-registered-secret-77a0"
+    misconfigured = await make_keyloom(emulator, client_secret=wrong)
+    with pytest.raises(RevokeError) as info:
+        await misconfigured.revoke("tiktok", tokens)
+    error = info.value
+    assert error.error == "invalid_client"
+    assert error.http_status == oauth_error_status("invalid_client")
+    assert error.log_id is not None
+    assert LOG_ID.fullmatch(error.log_id)
+    assert wrong not in str(error)
+    (revoke,) = emulator.calls(REVOKE_PATH)
+    assert revoke.status == oauth_error_status("invalid_client")
+    assert (await keyloom.fetch_profile("tiktok", tokens)).id == OPEN_ID  # nothing revoked
+    assert await keyloom.revoke("tiktok", tokens) is True
+
+
+@pytest.mark.parametrize("http_200", [False, True], ids=["documented-401", "http-200"])
+async def test_a_profile_field_without_its_scope_is_scope_not_authorized(
+    make_emulator: Any, make_keyloom: Any, login: Any, http_200: bool
+) -> None:
+    """§A9: TikTok answers 401 ``scope_not_authorized``; with HTTP 200 it is the same error."""
+    emulator = await make_emulator(consent="approve", api_errors_http_200=http_200)
+    keyloom = await make_keyloom(emulator, scopes=[BASIC], required_scopes=[BASIC])
+    tokens = (await login(keyloom, emulator)).tokens
+    claimed = attrs.evolve(tokens, scopes=frozenset({BASIC, STATS}))  # more than was granted
+    with pytest.raises(ProfileError) as info:
+        await keyloom.fetch_profile("tiktok", claimed)
+    error = info.value
+    assert error.error == "scope_not_authorized"
+    assert error.http_status == (200 if http_200 else 401)
+    assert error.description is not None
+    assert STATS in error.description
+    assert error.log_id is not None
+    assert LOG_ID.fullmatch(error.log_id)
+
+
+async def test_an_oauth_error_body_from_user_info_is_a_profile_error(
+    make_keyloom: Any, emulator: Any, login: Any
+) -> None:
+    """A flat RFC 6749 error body with HTTP 200 names its error, not ``ok``."""
+    keyloom = await make_keyloom(emulator)
+    tokens = (await login(keyloom, emulator)).tokens
+    body = {"error": "invalid_token", "error_description": "Expired.", "log_id": "L0G"}
+
+    async def user_info(request: web.Request) -> web.Response:
+        del request
+        return web.json_response(body)
+
+    app = web.Application()
+    app.router.add_get(USER_INFO_PATH, user_info)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        elsewhere = await make_keyloom(emulator, endpoint_origin=str(server.make_url("")))
+        with pytest.raises(ProfileError) as info:
+            await elsewhere.fetch_profile("tiktok", tokens)
+    finally:
+        await server.close()
+    error = info.value
+    assert (error.error, error.description, error.log_id) == ("invalid_token", "Expired.", "L0G")
+    assert error.http_status == 200

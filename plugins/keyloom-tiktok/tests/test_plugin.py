@@ -5,6 +5,9 @@ from __future__ import annotations
 import ast
 import importlib
 import importlib.metadata
+import json
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -12,7 +15,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import keyloom_tiktok
 import pytest
-from keyloom_tiktok import SCOPES, SPEC, tiktok
+from keyloom_tiktok import SCOPE_PRODUCTS, SCOPES, SCOPES_WITHOUT_REVIEW, SPEC, tiktok
+from keyloom_tiktok.emulator import KNOWN_SCOPES
 
 from keyloom_core import ConfigurationError, Keyloom, Provider, define_keyloom
 
@@ -226,12 +230,46 @@ def test_explicit_credentials_win_over_the_environment(clean_env: pytest.MonkeyP
 # -- scope policy ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("unknown", ["user.info.email", "video.publish", "user_info"])
+@pytest.mark.parametrize("unknown", ["user.info.email", "user.info.username", "user_info"])
 def test_an_unknown_scope_is_refused_at_define_time(unknown: str) -> None:
     provider = configured(scopes=[BASIC, unknown])
     with pytest.raises(ConfigurationError, match=unknown) as info:
         make(provider)
     assert info.value.provider_id == "tiktok"
+
+
+def test_the_scope_list_follows_tiktoks_scopes_reference() -> None:
+    """§A12: TikTok's documented scopes, Direct Post and the review-free one included."""
+    assert SCOPES[:6] == (
+        BASIC,
+        PROFILE,
+        STATS,
+        "video.list",
+        "video.upload",
+        "video.publish",
+    )
+    for prefix, count in [("portability.", 8), ("research.", 4), ("local.", 3), ("minis.", 1)]:
+        assert sum(scope.startswith(prefix) for scope in SCOPES) == count, prefix
+    assert len(SCOPES) == len(set(SCOPES)) == 22
+    assert set(SCOPE_PRODUCTS) == set(SCOPES)
+    assert SCOPE_PRODUCTS["video.publish"].startswith("Content Posting API")
+    assert SCOPES_WITHOUT_REVIEW == (BASIC,)
+    assert frozenset(SCOPES) == KNOWN_SCOPES  # the emulator knows the same list
+    provider = configured(scopes=[BASIC, "video.upload", "video.publish"])
+    assert make(provider).provider("tiktok").scopes == {BASIC, "video.upload", "video.publish"}
+
+
+def test_keyloom_providers_shows_the_scope_list() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "keyloom_core.cli", "providers", "--json"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    listed = next(p for p in json.loads(done.stdout)["providers"] if p["id"] == "tiktok")
+    assert listed["known_scopes"] == sorted(SCOPES)
+    assert "video.publish" in listed["known_scopes"]
 
 
 def test_an_unapproved_scope_is_refused_and_points_at_app_review() -> None:
