@@ -167,7 +167,7 @@ async def revoke_token(provider: Provider, tokens: TokenSet, http: HttpClient) -
         provider.spec.revoke_url, form, idempotent=True, provider_id=provider.id
     )
     if response.ok:
-        # An RFC 6749 error body wins over a 2xx status (TikTok answers errors with 200);
+        # An RFC 6749 error body wins over a 2xx status (some providers answer errors with 200);
         # any other 2xx answer confirms the revocation, whatever its body (RFC 7009 §2.2).
         try:
             data = response.json(RevokeError, provider.id)
