@@ -461,22 +461,12 @@ class PluginRegistry:
     ) -> PluginError:
         claimants = claimants or self.conflicts[provider_id]
         named = " and by ".join(c.plugin.describe() for c in claimants)
-        switchable = [c.plugin.name for c in claimants if c.plugin.entry_point]
-        if switchable:
-            choices = " or ".join(f"{DISABLE_PLUGINS_ENV}={name}" for name in switchable)
-            pick = (
-                f"switch the other one off ({choices}), list the plugins to load in "
-                f"{LOAD_PLUGINS_ENV}, or configure the provider with the chosen plugin's "
-                "factory"
-            )
-        else:
-            pick = "register only one of them"
         msg = (
             f"the provider id '{provider_id}' is claimed by {named}; neither is preferred. "
-            f"Pick one: {pick}"
+            f"Pick one: {pick_advice(claimants)}"
         )
         error = claimants[-1].plugin.error(msg, provider_id)
-        error.hint = pick[0].upper() + pick[1:]
+        error.hint = "keyloom providers lists the plugins and the ids they claim"
         return error
 
     # -- resolution --------------------------------------------------------------------------
@@ -551,6 +541,7 @@ class PluginRegistry:
             provider_id=provider_id,
         )
         error.__cause__ = cause or broken.error
+        error.hint = f"or switch it off: {DISABLE_PLUGINS_ENV}={broken.name}"
         return error
 
     def _autoload_off_error(self, provider_id: str) -> UnknownProviderError:
@@ -626,6 +617,23 @@ class PluginRegistry:
     def plugin_name(self, plugin: object) -> str:
         """The registration name of *plugin*, for error messages."""
         return self.pm.get_name(plugin) or repr(plugin)
+
+
+def pick_advice(claimants: Iterable[RegisteredProvider]) -> str:
+    """How to pick one of several plugins claiming a provider id (the switches first)."""
+    names = [c.plugin.name for c in claimants]
+    switchable = {c.plugin.name for c in claimants if c.plugin.entry_point}
+    keeps = [
+        f"{DISABLE_PLUGINS_ENV}={','.join(n for n in names if n != keep)} keeps '{keep}'"
+        for keep in names
+        if all(n in switchable for n in names if n != keep)
+    ]
+    if not keeps:
+        return "register only one of them"
+    return (
+        f"{'; '.join(keeps)} (or list the plugins to load in {LOAD_PLUGINS_ENV}, or configure "
+        "the provider with the chosen plugin's factory)"
+    )
 
 
 def _declared_ids(plugin: object) -> frozenset[str]:

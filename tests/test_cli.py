@@ -128,7 +128,7 @@ def test_providers_lists_plugins_and_the_broken_one(fixture_site: str) -> None:
         "testprov: claimed by dup (keyloom-dupplugin 0.1.0) and testprov "
         "(keyloom-testplugin 0.1.0); neither is used"
     ) in out
-    assert "KEYLOOM_DISABLE_PLUGINS=dup or KEYLOOM_DISABLE_PLUGINS=testprov" in out
+    assert "    Pick one: KEYLOOM_DISABLE_PLUGINS=testprov keeps 'dup'; KEYLOOM_DISABLE_PLUGINS=dup" in out
     assert "testprov  TestProv" not in out
 
 
@@ -575,6 +575,21 @@ def test_login_needs_an_installed_provider() -> None:
     assert result.returncode == 2
     assert "no installed plugin offers 'nope'" in result.stdout
     assert "keyloom providers" in result.stdout
+
+
+def test_login_says_why_a_provider_cannot_be_used(fixture_site: str) -> None:
+    result = keyloom("login", "broken", "--no-browser", "--port", "0", extra_path=fixture_site)
+    assert result.returncode == 2
+    assert "✗ [broken] the provider 'broken' is offered by plugin 'broken'" in result.stdout
+    assert "which failed to load: ImportError" in result.stdout
+    assert "  or switch it off: KEYLOOM_DISABLE_PLUGINS=broken" in result.stdout
+    assert result.stderr == ""  # plugin problems are reported once, not logged as well
+
+    switched_off = {"KEYLOOM_DISABLE_PLUGINS": "tiktok"}
+    result = keyloom("login", "tiktok", "--no-browser", "--port", "0", **switched_off)
+    assert result.returncode == 2
+    assert "is switched off (KEYLOOM_DISABLE_PLUGINS=tiktok)" in result.stdout
+    assert "  remove 'tiktok' from KEYLOOM_DISABLE_PLUGINS" in result.stdout
 
 
 def test_login_needs_credentials() -> None:

@@ -171,6 +171,7 @@ def test_asking_for_a_broken_plugins_provider_names_it_and_the_error() -> None:
         error
     )
     assert "Fix or uninstall keyloom-brokenplugin" in str(error)
+    assert error.hint == "or switch it off: KEYLOOM_DISABLE_PLUGINS=broken"
     assert isinstance(error.__cause__, ImportError)
 
 
@@ -200,9 +201,12 @@ def test_a_provider_claimed_twice_goes_to_neither() -> None:
     assert "keyloom-testplugin 0.1.0" in message
     assert "keyloom-dupplugin 0.1.0" in message
     assert "neither is preferred" in message
-    assert "KEYLOOM_DISABLE_PLUGINS=dup or KEYLOOM_DISABLE_PLUGINS=testprov" in message
-    assert "KEYLOOM_LOAD_PLUGINS" in message
+    assert (
+        "Pick one: KEYLOOM_DISABLE_PLUGINS=testprov keeps 'dup'; KEYLOOM_DISABLE_PLUGINS=dup "
+        "keeps 'testprov' (or list the plugins to load in KEYLOOM_LOAD_PLUGINS"
+    ) in message
     assert info.value.provider_id == "testprov"
+    assert info.value.hint == "keyloom providers lists the plugins and the ids they claim"
 
 
 def test_conflicts_do_not_depend_on_the_order_of_discovery(

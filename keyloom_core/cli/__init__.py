@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 from collections.abc import Sequence
 
@@ -46,6 +47,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None or chosen is None:
         parser.print_help()
         return 2
+    # Plugin problems are reported by the commands (keyloom providers lists them all), not
+    # by logging's last-resort handler; an app's own logging configuration still sees them.
+    logging.getLogger("keyloom.plugins").addHandler(logging.NullHandler())
     module = importlib.import_module(_module(args.command))
     try:
         code: int = module.run(args)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import logging
 import math
 import os
 import secrets
@@ -34,6 +33,7 @@ from .._plugins import (
     PluginRegistry,
     RegisteredProvider,
     autoload_disabled,
+    pick_advice,
 )
 from ..errors import HINT_REDIRECT_URI, ConfigurationError, KeyloomError, UnknownProviderError
 
@@ -282,7 +282,7 @@ def check_plugins(registry: PluginRegistry) -> list[Finding]:
             f"{c.plugin.name} ({c.plugin.distribution or 'explicit'})" for c in claimants
         )
         msg = f"provider id '{provider_id}' is claimed by {names}; neither is used"
-        findings.append(Finding("warn", msg, registry.missing(provider_id).hint))
+        findings.append(Finding("warn", msg, "pick one: " + pick_advice(claimants)))
     findings.extend(
         Finding("ok", f"plugin {off.entry_point} ({off.distribution}) is off: {off.reason}")
         for off in registry.disabled
@@ -334,6 +334,7 @@ def diagnose(
             msg, hint = error.message, error.hint or "see: keyloom providers"
             if pid in registry.conflicts:
                 msg = f"'{pid}' is claimed by two plugins, so apps cannot use it"
+                hint = "pick one: " + pick_advice(registry.conflicts[pid])
             if isinstance(error, UnknownProviderError) and msg.startswith("no installed"):
                 msg = f"no installed plugin offers '{pid}'"
                 hint = f"pip install keyloom-{pid}, then see: keyloom providers"
@@ -362,7 +363,6 @@ def _marks() -> Mapping[Level, str]:
 
 def run(args: argparse.Namespace) -> int:
     """Print every finding; 1 if any check failed."""
-    logging.getLogger("keyloom.plugins").addHandler(logging.NullHandler())  # findings say it
     sections = diagnose(
         os.environ,
         args.provider,

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from typing import Any
 
@@ -22,6 +21,7 @@ from .._plugins import (
     DISABLE_PLUGINS_ENV,
     PluginRegistry,
     autoload_disabled,
+    pick_advice,
 )
 
 __all__ = ["add_arguments", "collect", "run"]
@@ -87,9 +87,13 @@ def collect(registry: PluginRegistry) -> dict[str, Any]:
                     "version": version,
                 }
             )
-        error = registry.missing(provider_id)
         conflicts.append(
-            {"id": provider_id, "plugins": plugins, "error": str(error), "hint": error.hint}
+            {
+                "id": provider_id,
+                "plugins": plugins,
+                "error": str(registry.missing(provider_id)),
+                "hint": "Pick one: " + pick_advice(claimants),
+            }
         )
     disabled = []
     for off in registry.disabled:
@@ -160,7 +164,6 @@ def _print_problems(data: dict[str, Any]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """List the providers; 1 if a plugin is broken or two claim one provider id."""
-    logging.getLogger("keyloom.plugins").addHandler(logging.NullHandler())  # reported below
     registry = PluginRegistry(autoload=True, strict=False)
     data = collect(registry)
     if args.json:
