@@ -252,8 +252,8 @@ class PluginRegistry:
         pm: The pluggy plugin manager.
         infos: The registered plugins by name.
         providers: The providers that exactly one plugin offers, by id.
-        broken: Entry points that failed to import or register, by name.
-        disabled: Entry points a switch kept from loading, by name.
+        broken: Entry points that failed to import or register, in load order.
+        disabled: Entry points a switch kept from loading, in load order.
         conflicts: Provider ids that several entry points claim, with every claimant.
         autoload: Whether entry points were loaded.
         warnings: Problems with the switches themselves (a name no plugin answers to).
@@ -285,8 +285,9 @@ class PluginRegistry:
         self._autoload_off_by = "autoload=False" if autoload is False else DISABLE_AUTOLOAD_ENV
         self._impls: dict[tuple[str, str], tuple[ProviderImpl, ...]] = {}
         self._entry_point_cache: list[importlib.metadata.EntryPoint] | None = None
-        for module in BUILTIN_PLUGINS:
-            self._register(importlib.import_module(module), PluginInfo(module, None, None, None))
+        for module in BUILTIN_PLUGINS:  # the core's own: their contract is tested once
+            info = PluginInfo(module, None, None, None)
+            self._register(importlib.import_module(module), info, checked=True)
         if self.autoload:
             self._load_entry_points(strict=strict)
         for plugin in plugins:
@@ -376,9 +377,14 @@ class PluginRegistry:
 
     # -- registration ------------------------------------------------------------------------
 
-    def _register(self, plugin: object, info: PluginInfo, *, explicit: bool = True) -> None:
-        """Check the contract, register, and collect the providers; all or nothing."""
-        if problems := self._contract_problems(plugin):
+    def _register(
+        self, plugin: object, info: PluginInfo, *, explicit: bool = True, checked: bool = False
+    ) -> None:
+        """Check the contract (unless *checked*), register, and collect the providers.
+
+        All or nothing: a plugin that fails is left unregistered.
+        """
+        if not checked and (problems := self._contract_problems(plugin)):
             raise info.error(f"{info.describe()} is not a valid keyloom plugin: {problems[0]}")
         try:
             self.pm.register(plugin, name=info.name)
@@ -430,9 +436,9 @@ class PluginRegistry:
         others = [p for p in self.pm.get_plugins() if p is not plugin]
         try:
             self.pm.subset_hook_caller("register_providers", others)(register=register)
-        except KeyloomError:
+        except PluginError:
             raise
-        except Exception as exc:
+        except Exception as exc:  # a ConfigurationError too: the plugin is what is broken
             what = f"{type(exc).__name__}: {exc}"
             msg = f"{info.describe()} failed in hook 'register_providers': {what}"
             raise info.error(msg) from exc

@@ -9,6 +9,7 @@ import), ``keyloom-misspelledplugin`` (imports, but misspells a hook) and
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
 import inspect
 from collections.abc import Awaitable, Callable
@@ -20,6 +21,7 @@ import pytest
 
 from keyloom_core import (
     AccessDeniedError,
+    ConfigurationError,
     Keyloom,
     LoginResult,
     PluginError,
@@ -559,6 +561,13 @@ def test_contract_violations_are_plugin_errors(plugin: object, message: str) -> 
     assert name not in registry.infos
 
 
+@pytest.mark.parametrize("module", _plugins.BUILTIN_PLUGINS)
+def test_the_builtin_plugins_keep_the_contract(module: str) -> None:
+    """They register without the check, for start-up speed: it is done here instead."""
+    registry = PluginRegistry(autoload=False)
+    assert registry._contract_problems(importlib.import_module(module)) == []
+
+
 async def test_contract_violation_through_define_keyloom(make_provider: MakeProvider) -> None:
     with pytest.raises(PluginError, match="exchange_cod"):
         define_keyloom(
@@ -577,6 +586,24 @@ def test_registering_something_that_is_not_a_spec() -> None:
 
     with pytest.raises(PluginError, match="not a ProviderSpec"):
         PluginRegistry([Sloppy()], autoload=False)
+
+
+@pytest.mark.parametrize("error", [ValueError("bad spec"), ConfigurationError("bad spec")])
+def test_a_failing_register_providers_is_a_plugin_error(error: Exception) -> None:
+    class Failing:
+        @hookimpl
+        def register_providers(self, register: Any) -> None:
+            del register
+            raise error
+
+    plugin = Failing()
+    registry = PluginRegistry(autoload=False)
+    with pytest.raises(PluginError) as info:
+        registry.add(plugin)
+    expected = f"failed in hook 'register_providers': {type(error).__name__}: bad spec"
+    assert expected in str(info.value)
+    assert info.value.__cause__ is error
+    assert not registry.pm.is_registered(plugin)
 
 
 def test_duplicate_provider_id_between_explicit_plugins(fake_spec: ProviderSpec) -> None:
