@@ -82,8 +82,11 @@ class PluginError(KeyloomError):
     """A plugin is broken: it failed to load, broke the hook contract or raised unexpectedly.
 
     Attributes:
-        plugin: The plugin's name (entry point or registration name).
+        plugin: The plugin's name, the same however it was loaded: its entry point's name
+            when a distribution declares it (as ``keyloom providers`` and the
+            ``KEYLOOM_*_PLUGINS`` switches name it), else its registration name.
         distribution: The distribution that ships it, with its version, when known.
+        entry_point: The entry point as declared (``name = module``), when known.
     """
 
     code = "plugin_error"
@@ -94,11 +97,13 @@ class PluginError(KeyloomError):
         *,
         plugin: str | None = None,
         distribution: str | None = None,
+        entry_point: str | None = None,
         provider_id: str | None = None,
     ) -> None:
         super().__init__(message, provider_id=provider_id)
         self.plugin = plugin
         self.distribution = distribution
+        self.entry_point = entry_point
 
 
 class UnknownProviderError(KeyloomError, LookupError):

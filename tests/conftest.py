@@ -28,7 +28,8 @@ Fixtures (all function-scoped unless said otherwise):
     :class:`LoginResult`.
 ``fixture_plugins``
     Makes the test distributions of ``tests/fixtures`` discoverable (``keyloom-testplugin``,
-    ``keyloom-brokenplugin``, ``keyloom-dupplugin``), or skips the test. nox installs them
+    ``keyloom-brokenplugin``, ``keyloom-dupplugin``, ``keyloom-misspelledplugin``), or skips
+    the test. nox installs them
     into the folder named by ``KEYLOOM_FIXTURE_PLUGINS``, which this puts on ``sys.path``
     for the test only; ``pip install -e tests/fixtures/keyloom-*`` works too.
 ``testplugin``
@@ -36,8 +37,8 @@ Fixtures (all function-scoped unless said otherwise):
     module (provider ``testprov``, whose endpoints have the fake provider's paths).
 
 The credentials the fake accepts are ``fake_provider.client_id`` / ``.client_secret``.
-Where the broken and duplicate test plugins are installed, entry-point autoloading fails on
-purpose, so ``make_keyloom`` passes ``autoload=False``.
+``make_keyloom`` passes ``autoload=False``: the broken and duplicate test plugins, where they
+are installed, would otherwise be part of every test.
 """
 
 from __future__ import annotations
@@ -343,7 +344,12 @@ def login(authorize: Authorize) -> Callable[..., Awaitable[LoginResult]]:
 
 # -- the test plugin distributions (tests/fixtures) -----------------------------------------
 
-FIXTURE_DISTS = ("keyloom-testplugin", "keyloom-brokenplugin", "keyloom-dupplugin")
+FIXTURE_DISTS = (
+    "keyloom-testplugin",
+    "keyloom-brokenplugin",
+    "keyloom-dupplugin",
+    "keyloom-misspelledplugin",
+)
 
 
 def _require_distributions(monkeypatch: pytest.MonkeyPatch, *dists: str) -> None:

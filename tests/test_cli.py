@@ -10,6 +10,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import aiohttp
 import anyio
@@ -20,7 +21,12 @@ from keyloom_core.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 PLUGIN_DIRS = [ROOT / "plugins" / "keyloom-tiktok", ROOT / "plugins" / "keyloom-github"]
-FIXTURE_DISTS = {"keyloom-brokenplugin", "keyloom-dupplugin", "keyloom-testplugin"}
+FIXTURE_DISTS = {
+    "keyloom-brokenplugin",
+    "keyloom-dupplugin",
+    "keyloom-misspelledplugin",
+    "keyloom-testplugin",
+}
 GOOD_SECRET = "Qm9vdHN0cmFwLXRoZS1rZXlsb29tLWRvY3Rvci0yMDI2"
 CLIENT_SECRET = "tiktok-client-secret-never-printed-7f3a"
 ENV_PREFIXES = ("KEYLOOM_", "APP_URL", "TIKTOK_", "GITHUB_", "TESTPROV_")
@@ -110,9 +116,20 @@ def test_providers_lists_plugins_and_the_broken_one(fixture_site: str) -> None:
     assert "github  GitHub  (keyloom-github 0.1.0)" in out
     assert "default scopes:  read:user, user:email" in out
     assert "credentials:     GITHUB_CLIENT_ID, GITHUB_CLIENT_SECRET" in out
-    assert "Broken plugins" in out
+    assert "Broken plugins (2)" in out
     assert "broken = keyloom_brokenplugin  (keyloom-brokenplugin 0.1.0)" in out
-    assert "keyloom_missing_dependency" in out
+    assert "    failed to load: ImportError: keyloom_brokenplugin needs the module" in out
+    assert "misspelled = keyloom_misspelledplugin  (keyloom-misspelledplugin 0.1.0)" in out
+    assert "unknown hook 'fetch_profil' (did you mean 'fetch_profile'?)" in out
+    assert "Apps that do not use their providers still start" in out
+    assert "switch them off: KEYLOOM_DISABLE_PLUGINS=broken,misspelled" in out
+    assert "Provider ids claimed twice (1)" in out
+    assert (
+        "testprov: claimed by dup (keyloom-dupplugin 0.1.0) and testprov "
+        "(keyloom-testplugin 0.1.0); neither is used"
+    ) in out
+    assert "    Pick one: KEYLOOM_DISABLE_PLUGINS=testprov keeps 'dup'; KEYLOOM_DISABLE_PLUGINS=dup" in out
+    assert "testprov  TestProv" not in out
 
 
 def test_providers_json(fixture_site: str) -> None:
@@ -129,7 +146,47 @@ def test_providers_json(fixture_site: str) -> None:
     assert tiktok["emulator"] == "keyloom_tiktok.emulator:TikTokEmulator"
     broken = next(b for b in data["broken"] if b["distribution"] == "keyloom-brokenplugin")
     assert broken["entry_point"] == "broken = keyloom_brokenplugin"
+    assert broken["name"] == "broken"
     assert "ImportError" in broken["error"]
+    assert broken["reason"].startswith("failed to load: ImportError")
+    misspelled = next(b for b in data["broken"] if b["name"] == "misspelled")
+    assert misspelled["provider_ids"] == ["misspelled"]
+    [conflict] = data["conflicts"]
+    assert conflict["id"] == "testprov"
+    assert [p["name"] for p in conflict["plugins"]] == ["dup", "testprov"]
+    assert "KEYLOOM_DISABLE_PLUGINS=dup" in conflict["hint"]
+    assert data["disabled"] == []
+    assert data["warnings"] == []
+
+
+def test_providers_lists_switched_off_plugins_and_why(fixture_site: str) -> None:
+    require_installed("keyloom-tiktok")
+    result = keyloom(
+        "providers",
+        extra_path=fixture_site,
+        KEYLOOM_DISABLE_PLUGINS="broken,misspelled,dup,githb",
+    )
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    assert "testprov  TestProv  (keyloom-testplugin 0.1.0)" in out
+    assert "Broken" not in out
+    assert "Switched off (3, not imported):" in out
+    reason = "KEYLOOM_DISABLE_PLUGINS=broken,misspelled,dup,githb"
+    assert f"  broken = keyloom_brokenplugin  (keyloom-brokenplugin 0.1.0): {reason}" in out
+    assert f"  dup = keyloom_dupplugin  (keyloom-dupplugin 0.1.0): {reason}" in out
+    assert (
+        "Note: KEYLOOM_DISABLE_PLUGINS names 'githb', which no installed plugin is "
+        "(did you mean 'github'?)."
+    ) in out
+
+    result = keyloom("providers", "--json", extra_path=fixture_site, KEYLOOM_LOAD_PLUGINS="tiktok")
+    data = json.loads(result.stdout)
+    assert [p["id"] for p in data["providers"]] == ["tiktok"]
+    off = {d["name"]: d["reason"] for d in data["disabled"]}
+    assert off["testprov"] == "not in KEYLOOM_LOAD_PLUGINS=tiktok"
+    assert off["broken"] == "not in KEYLOOM_LOAD_PLUGINS=tiktok"
+    assert data["broken"] == []
+    assert result.returncode == 0
 
 
 def test_providers_exits_0_when_every_plugin_loads(
@@ -340,8 +397,83 @@ def test_doctor_flags_a_broken_plugin(
         clean_env.setenv(name, value)
     code, out = run_in_process(capsys, "doctor")
     assert code == 1
-    assert "✗ plugin broken = keyloom_brokenplugin (keyloom-brokenplugin 0.1.0) is broken" in out
-    assert "fix: fix or uninstall keyloom-brokenplugin" in out
+    assert (
+        "! plugin broken = keyloom_brokenplugin (keyloom-brokenplugin 0.1.0) failed to load: "
+        "ImportError: keyloom_brokenplugin needs the module"
+    ) in out
+    assert "fix: fix or uninstall keyloom-brokenplugin, or switch it off with" in out
+    assert "KEYLOOM_DISABLE_PLUGINS=broken" in out
+    assert "unknown hook 'fetch_profil' (did you mean 'fetch_profile'?)" in out
+    assert (
+        "! provider id 'testprov' is claimed by dup (keyloom-dupplugin 0.1.0) and testprov "
+        "(keyloom-testplugin 0.1.0); neither is used"
+    ) in out
+    # testprov has credentials, so its own section fails
+    assert "✗ 'testprov' is claimed by two plugins, so apps cannot use it" in out
+    code, out = run_in_process(capsys, "doctor", "--provider", "broken")
+    assert code == 1
+    assert "✗ the provider 'broken' is offered by plugin 'broken'" in out
+
+
+def test_doctor_passes_beside_a_switched_off_broken_plugin(
+    fixture_plugins: None, clean_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name, value in {
+        "KEYLOOM_SECRET": GOOD_SECRET,
+        "KEYLOOM_URL": "https://app.example.com",
+        "TESTPROV_CLIENT_ID": "id",
+        "TESTPROV_CLIENT_SECRET": "secret",
+        "KEYLOOM_DISABLE_PLUGINS": "broken,misspelled,dup",
+    }.items():
+        clean_env.setenv(name, value)
+    code, out = run_in_process(capsys, "doctor", "--provider", "testprov")
+    assert code == 0, out
+    assert (
+        "✓ plugin dup = keyloom_dupplugin (keyloom-dupplugin 0.1.0) is off: "
+        "KEYLOOM_DISABLE_PLUGINS=broken,misspelled,dup"
+    ) in out
+    assert "Provider testprov (keyloom-testplugin 0.1.0)" in out
+
+
+@pytest.mark.anyio
+async def test_tiktok_logins_work_beside_a_broken_plugin(
+    fixture_plugins: None, clean_env: pytest.MonkeyPatch
+) -> None:
+    """Broken and duplicate plugins are installed, autoload is on: TikTok still signs in."""
+    pytest.importorskip("keyloom_tiktok")
+    from keyloom_tiktok import tiktok
+    from keyloom_tiktok.emulator import TikTokEmulator
+
+    from keyloom_core import define_keyloom
+
+    callback = "https://app.example.com/api/auth/oauth/tiktok/callback"
+    emulator = TikTokEmulator.for_client(
+        "awclientkey", CLIENT_SECRET, [callback], ["user.info.basic"], consent="approve"
+    )
+    async with emulator:
+        for provider in (
+            tiktok(client_id="awclientkey", client_secret=CLIENT_SECRET, endpoint_origin=emulator.url),
+            "tiktok",
+        ):
+            clean_env.setenv("TIKTOK_CLIENT_ID", "awclientkey")
+            clean_env.setenv("TIKTOK_CLIENT_SECRET", CLIENT_SECRET)
+            keyloom = define_keyloom(
+                providers=[provider], secret=GOOD_SECRET, base_url="https://app.example.com"
+            )
+            assert {b.name for b in keyloom.registry.broken} == {"broken", "misspelled"}
+            assert "testprov" in keyloom.registry.conflicts
+            if provider == "tiktok":  # built from the environment: the real endpoints
+                assert keyloom.providers["tiktok"].spec.token_url.startswith("https://open.")
+                continue
+            async with keyloom, aiohttp.ClientSession() as browser:
+                start = await keyloom.begin_login("tiktok")
+                async with browser.get(start.url, allow_redirects=False) as response:
+                    assert response.status == 302, await response.text()
+                    location = response.headers["Location"]
+                query = dict(parse_qsl(urlsplit(location).query))
+                result = await keyloom.complete_login("tiktok", query, start.state)
+            assert result.profile.name == "Emulated Creator"
+            assert result.tokens.access_token.startswith("act.")
 
 
 # -- keyloom login --------------------------------------------------------------------------
@@ -443,6 +575,21 @@ def test_login_needs_an_installed_provider() -> None:
     assert result.returncode == 2
     assert "no installed plugin offers 'nope'" in result.stdout
     assert "keyloom providers" in result.stdout
+
+
+def test_login_says_why_a_provider_cannot_be_used(fixture_site: str) -> None:
+    result = keyloom("login", "broken", "--no-browser", "--port", "0", extra_path=fixture_site)
+    assert result.returncode == 2
+    assert "✗ [broken] the provider 'broken' is offered by plugin 'broken'" in result.stdout
+    assert "which failed to load: ImportError" in result.stdout
+    assert "  or switch it off: KEYLOOM_DISABLE_PLUGINS=broken" in result.stdout
+    assert result.stderr == ""  # plugin problems are reported once, not logged as well
+
+    switched_off = {"KEYLOOM_DISABLE_PLUGINS": "tiktok"}
+    result = keyloom("login", "tiktok", "--no-browser", "--port", "0", **switched_off)
+    assert result.returncode == 2
+    assert "is switched off (KEYLOOM_DISABLE_PLUGINS=tiktok)" in result.stdout
+    assert "  remove 'tiktok' from KEYLOOM_DISABLE_PLUGINS" in result.stdout
 
 
 def test_login_needs_credentials() -> None:

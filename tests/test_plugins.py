@@ -2,13 +2,15 @@
 
 The discovery tests use the distributions in ``tests/fixtures`` (see the ``fixture_plugins``
 fixture): ``keyloom-testplugin`` (provider ``testprov``), ``keyloom-brokenplugin`` (fails to
-import) and ``keyloom-dupplugin`` (claims ``testprov`` again). Because the last two make
-every autoload fail, each test here runs with ``KEYLOOM_DISABLE_PLUGIN_AUTOLOAD=1`` unless it
-passes ``autoload=True`` on purpose.
+import), ``keyloom-misspelledplugin`` (imports, but misspells a hook) and
+``keyloom-dupplugin`` (claims ``testprov`` again). Each test here runs with
+``KEYLOOM_DISABLE_PLUGIN_AUTOLOAD=1`` unless it asks for the ``autoload`` fixture.
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.metadata
 import inspect
 from collections.abc import Awaitable, Callable
 from types import ModuleType
@@ -19,6 +21,7 @@ import pytest
 
 from keyloom_core import (
     AccessDeniedError,
+    ConfigurationError,
     Keyloom,
     LoginResult,
     PluginError,
@@ -27,10 +30,17 @@ from keyloom_core import (
     ProviderSpec,
     TokenSet,
     UnknownProviderError,
+    _plugins,
     define_keyloom,
     hookimpl,
 )
-from keyloom_core._plugins import DISABLE_AUTOLOAD_ENV, PluginRegistry
+from keyloom_core._hook_contract import contract_problems
+from keyloom_core._plugin_switches import (
+    DISABLE_AUTOLOAD_ENV,
+    DISABLE_PLUGINS_ENV,
+    LOAD_PLUGINS_ENV,
+)
+from keyloom_core._plugins import PluginRegistry
 
 pytestmark = pytest.mark.anyio
 
@@ -105,88 +115,234 @@ def trace_coroutines(keyloom: Keyloom) -> list[Any]:
 
 # -- entry-point discovery ---------------------------------------------------------------
 
+TESTPROV_EP = "testprov = keyloom_testplugin"
+DUP_EP = "dup = keyloom_dupplugin"
+APP = {"secret": "s" * 32, "base_url": "http://localhost"}
 
-@pytest.mark.usefixtures("fixture_plugins")
-def test_entry_point_discovery_lists_broken_and_duplicate_plugins() -> None:
-    registry = PluginRegistry(autoload=True, strict=False)
 
-    assert "testprov" in registry.providers
-    claimant = registry.providers["testprov"].plugin
-    assert claimant.entry_point in {"testprov = keyloom_testplugin", "dup = keyloom_dupplugin"}
-    assert registry.owner("testprov") is claimant.plugin
+@pytest.fixture
+def autoload(monkeypatch: pytest.MonkeyPatch, fixture_plugins: None) -> pytest.MonkeyPatch:
+    """Autoload on, the fixture distributions discoverable, no switch set."""
+    for name in (DISABLE_AUTOLOAD_ENV, LOAD_PLUGINS_ENV, DISABLE_PLUGINS_ENV):
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
 
-    broken = {b.entry_point: b for b in registry.broken}
-    failed = broken["broken = keyloom_brokenplugin"]
+
+@pytest.mark.usefixtures("autoload")
+def test_a_broken_plugin_is_isolated_and_reported(caplog: pytest.LogCaptureFixture) -> None:
+    registry = PluginRegistry()  # does not raise
+
+    broken = {b.name: b for b in registry.broken}
+    assert set(broken) == {"broken", "misspelled"}
+    failed = broken["broken"]
+    assert failed.entry_point == "broken = keyloom_brokenplugin"
     assert failed.distribution == "keyloom-brokenplugin 0.1.0"
-    assert failed.error.plugin == "broken"
-    assert failed.error.distribution == "keyloom-brokenplugin 0.1.0"
-    assert "broken = keyloom_brokenplugin" in str(failed.error)
-    assert "keyloom-brokenplugin" in str(failed.error)
+    assert (failed.error.plugin, failed.error.distribution) == ("broken", failed.distribution)
+    assert failed.error.entry_point == failed.entry_point
+    assert "entry point 'broken = keyloom_brokenplugin' of keyloom-brokenplugin 0.1.0" in str(
+        failed.error
+    )
     assert "ImportError" in str(failed.error)
-
-    # whichever of the two claimants loads second is refused, naming both
-    [dup] = [b for b in registry.broken if b.error.provider_id == "testprov"]
-    assert dup.entry_point != claimant.entry_point
-    assert "keyloom-testplugin 0.1.0" in str(dup.error)
-    assert "keyloom-dupplugin 0.1.0" in str(dup.error)
-    assert "'testprov'" in str(dup.error)
-
-    # the refused plugins' hooks are not left registered
-    for entry in registry.broken:
-        assert registry.pm.get_plugin(entry.entry_point.partition(" = ")[0]) is None
+    assert isinstance(failed.error.__cause__, ImportError)
+    assert broken["misspelled"].provider_ids == {"misspelled"}
+    # the refused plugins' hooks are not left registered, nor listed as loaded
+    for name in broken:
+        assert registry.pm.get_plugin(name) is None
+        assert name not in registry.infos
+    logged = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("keyloom-brokenplugin 0.1.0" in line for line in logged)
+    assert any("keyloom-misspelledplugin 0.1.0" in line for line in logged)
 
 
-@pytest.mark.usefixtures("fixture_plugins")
-def test_refused_plugins_are_not_listed_as_loaded() -> None:
-    registry = PluginRegistry(autoload=True, strict=False)
-    refused = {entry.entry_point.partition(" = ")[0] for entry in registry.broken}
-    assert refused
-    assert refused.isdisjoint(registry.infos)
+@pytest.mark.usefixtures("autoload")
+def test_apps_start_beside_a_broken_plugin(testplugin: ModuleType) -> None:
+    provider = testplugin.testprov(client_id="id", client_secret="secret")
+    keyloom = define_keyloom(providers=[provider], **APP)
+    assert list(keyloom.providers) == ["testprov"]
+    assert {b.name for b in keyloom.registry.broken} == {"broken", "misspelled"}
 
 
-@pytest.mark.usefixtures("fixture_plugins")
-def test_strict_discovery_raises_naming_the_distribution_and_entry_point() -> None:
+@pytest.mark.usefixtures("autoload")
+def test_asking_for_a_broken_plugins_provider_names_it_and_the_error() -> None:
     with pytest.raises(PluginError) as info:
-        PluginRegistry(autoload=True)
+        define_keyloom(providers=["broken"], **APP)
     error = info.value
-    assert error.distribution in {"keyloom-brokenplugin 0.1.0", "keyloom-dupplugin 0.1.0"}
-    assert error.distribution in str(error)
-    assert error.plugin in {"broken", "dup"}
+    assert (error.plugin, error.distribution) == ("broken", "keyloom-brokenplugin 0.1.0")
+    assert error.entry_point == "broken = keyloom_brokenplugin"
+    assert error.provider_id == "broken"
+    assert "which failed to load: ImportError: keyloom_brokenplugin needs the module" in str(
+        error
+    )
+    assert "Fix or uninstall keyloom-brokenplugin" in str(error)
+    assert error.hint == "or switch it off: KEYLOOM_DISABLE_PLUGINS=broken"
+    assert isinstance(error.__cause__, ImportError)
+
+
+@pytest.mark.usefixtures("autoload")
+def test_a_plugin_that_fails_to_register_is_named_with_its_problem() -> None:
+    with pytest.raises(PluginError) as info:
+        define_keyloom(providers=["misspelled"], **APP)
+    error = info.value
+    assert error.plugin == "misspelled"
+    assert error.distribution == "keyloom-misspelledplugin 0.1.0"
+    expected = (
+        "which is not a valid keyloom plugin: unknown hook 'fetch_profil' (did you mean "
+        "'fetch_profile'?). Fix or uninstall keyloom-misspelledplugin"
+    )
+    assert expected in str(error)
+
+
+@pytest.mark.usefixtures("autoload")
+def test_a_provider_claimed_twice_goes_to_neither() -> None:
+    registry = PluginRegistry()
+    assert "testprov" not in registry.providers
+    claimants = registry.conflicts["testprov"]
+    assert [c.plugin.entry_point for c in claimants] == [DUP_EP, TESTPROV_EP]
+    with pytest.raises(PluginError) as info:
+        registry.resolve("testprov")
+    message = str(info.value)
+    assert "keyloom-testplugin 0.1.0" in message
+    assert "keyloom-dupplugin 0.1.0" in message
+    assert "neither is preferred" in message
+    assert (
+        "Pick one: KEYLOOM_DISABLE_PLUGINS=testprov keeps 'dup'; KEYLOOM_DISABLE_PLUGINS=dup "
+        "keeps 'testprov' (or list the plugins to load in KEYLOOM_LOAD_PLUGINS"
+    ) in message
+    assert info.value.provider_id == "testprov"
+    assert info.value.hint == "keyloom providers lists the plugins and the ids they claim"
+
+
+def test_conflicts_do_not_depend_on_the_order_of_discovery(
+    autoload: pytest.MonkeyPatch,
+) -> None:
+    found = _plugins._entry_points()
+    messages = set()
+    for order in (found, found[::-1]):
+        autoload.setattr(importlib.metadata, "entry_points", lambda o=order, **_: list(o))
+        registry = PluginRegistry()
+        with pytest.raises(PluginError) as info:
+            registry.resolve("testprov")
+        messages.add(str(info.value))
+        assert [b.name for b in registry.broken] == ["broken", "misspelled"]
+    assert len(messages) == 1
+
+
+@pytest.mark.usefixtures("autoload")
+def test_a_configured_provider_picks_its_plugin_among_claimants(testplugin: ModuleType) -> None:
+    provider = testplugin.testprov(client_id="id", client_secret="secret")
+    keyloom = define_keyloom(providers=[provider], **APP)
+    assert keyloom.registry.owner("testprov") is testplugin
+    assert "testprov" not in keyloom.registry.conflicts
+
+
+@pytest.mark.usefixtures("autoload")
+def test_strict_discovery_raises_for_the_first_broken_plugin_by_name() -> None:
+    with pytest.raises(PluginError) as info:
+        PluginRegistry(strict=True)
+    error = info.value
+    assert error.distribution == "keyloom-brokenplugin 0.1.0"
+    assert error.plugin == "broken"
     assert f"'{error.plugin} = " in str(error)
 
 
-@pytest.mark.usefixtures("fixture_plugins")
-def test_broken_plugin_stops_define_keyloom(fake_spec: ProviderSpec) -> None:
-    with pytest.raises(PluginError, match=r"keyloom-(broken|dup)plugin"):
-        define_keyloom(
-            providers=["testprov"], autoload=True, secret="s" * 32, base_url="http://localhost"
-        )
+# -- switches ----------------------------------------------------------------------------
 
 
-@pytest.mark.usefixtures("fixture_plugins")
+@pytest.mark.parametrize("value", ["dup", "keyloom-dupplugin", "Keyloom_DupPlugin", " dup ,x"])
+def test_disable_plugins_switch(autoload: pytest.MonkeyPatch, value: str) -> None:
+    autoload.setenv(DISABLE_PLUGINS_ENV, value)
+    registry = PluginRegistry()
+    assert registry.providers["testprov"].plugin.entry_point == TESTPROV_EP
+    assert registry.conflicts == {}
+    [off] = registry.disabled
+    assert (off.name, off.entry_point) == ("dup", DUP_EP)
+    assert off.reason.startswith("KEYLOOM_DISABLE_PLUGINS=")
+    assert registry.pm.get_plugin("dup") is None
+
+
+def test_disabling_a_broken_plugin_skips_its_import(autoload: pytest.MonkeyPatch) -> None:
+    autoload.setenv(DISABLE_PLUGINS_ENV, "broken,misspelled")
+    registry = PluginRegistry()
+    assert registry.broken == []
+    assert sorted(d.name for d in registry.disabled) == ["broken", "misspelled"]
+    with pytest.raises(UnknownProviderError) as info:
+        registry.resolve("broken")
+    assert "plugin 'broken' (keyloom-brokenplugin 0.1.0) is switched off" in str(info.value)
+    assert "remove 'broken' from KEYLOOM_DISABLE_PLUGINS" in str(info.value)
+
+
+def test_load_plugins_allow_list(autoload: pytest.MonkeyPatch) -> None:
+    autoload.setenv(LOAD_PLUGINS_ENV, "testprov")
+    registry = PluginRegistry()
+    assert list(registry.providers) == ["testprov"]
+    assert registry.providers["testprov"].plugin.entry_point == TESTPROV_EP
+    assert registry.broken == []
+    assert {d.name: d.reason for d in registry.disabled}["dup"] == (
+        "not in KEYLOOM_LOAD_PLUGINS=testprov"
+    )
+    with pytest.raises(UnknownProviderError, match="add 'dup' to KEYLOOM_LOAD_PLUGINS"):
+        registry.resolve("dup")
+
+
+def test_an_empty_allow_list_loads_no_entry_point(autoload: pytest.MonkeyPatch) -> None:
+    autoload.setenv(LOAD_PLUGINS_ENV, "")
+    registry = PluginRegistry()
+    assert registry.providers == {}
+    assert registry.broken == []
+    names = {d.name for d in registry.disabled}
+    assert names >= {"broken", "dup", "misspelled", "testprov"}
+    assert len(names) == len(_plugins._entry_points())
+    assert {d.reason for d in registry.disabled} == {"KEYLOOM_LOAD_PLUGINS is set but empty"}
+
+
+def test_a_switch_naming_no_plugin_is_reported(
+    autoload: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    autoload.setenv(DISABLE_PLUGINS_ENV, "dupp")
+    registry = PluginRegistry()
+    expected = "KEYLOOM_DISABLE_PLUGINS names 'dupp', which no installed plugin is"
+    assert registry.warnings == [f"{expected} (did you mean 'dup'?)"]
+    assert expected in caplog.text
+
+
 @pytest.mark.parametrize("value", ["1", "true", "YES", " on "])
-def test_disable_switch(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
-    monkeypatch.setenv(DISABLE_AUTOLOAD_ENV, value)
-    registry = PluginRegistry()  # would raise if the broken plugins were loaded
+def test_disable_autoload_switch(autoload: pytest.MonkeyPatch, value: str) -> None:
+    autoload.setenv(DISABLE_AUTOLOAD_ENV, value)
+    registry = PluginRegistry()
     assert registry.providers == {}
     assert registry.broken == []
     assert set(registry.infos) == {"keyloom_core.oauth2", "keyloom_core._policy"}
 
 
-@pytest.mark.usefixtures("fixture_plugins")
+def test_with_autoload_off_a_provider_id_says_why(autoload: pytest.MonkeyPatch) -> None:
+    autoload.setenv(DISABLE_AUTOLOAD_ENV, "1")
+    with pytest.raises(UnknownProviderError) as info:
+        define_keyloom(providers=["testprov"], **APP)
+    message = str(info.value)
+    assert "plugin autoloading is off (KEYLOOM_DISABLE_PLUGIN_AUTOLOAD is set)" in message
+    assert "the installed plugin 'testprov' (keyloom-testplugin 0.1.0) was not loaded" in message
+    assert "unset KEYLOOM_DISABLE_PLUGIN_AUTOLOAD" in message
+    assert "plugins=[keyloom_testplugin]" in message
+
+    with pytest.raises(UnknownProviderError) as info:
+        PluginRegistry(autoload=False).resolve("discord")
+    message = str(info.value)
+    assert "plugin autoloading is off (define_keyloom(autoload=False))" in message
+    assert "drop autoload=False" in message
+
+
 @pytest.mark.parametrize("value", [None, "", "0", "no"])
-def test_autoload_is_on_unless_disabled(monkeypatch: pytest.MonkeyPatch, value: str | None) -> None:
-    if value is None:
-        monkeypatch.delenv(DISABLE_AUTOLOAD_ENV)
-    else:
-        monkeypatch.setenv(DISABLE_AUTOLOAD_ENV, value)
-    assert "testprov" in PluginRegistry(strict=False).providers
+def test_autoload_is_on_unless_disabled(autoload: pytest.MonkeyPatch, value: str | None) -> None:
+    if value is not None:
+        autoload.setenv(DISABLE_AUTOLOAD_ENV, value)
+    assert "testprov" in PluginRegistry().conflicts
 
 
-@pytest.mark.usefixtures("fixture_plugins")
-def test_explicit_autoload_overrides_the_switch() -> None:
-    assert "testprov" in PluginRegistry(autoload=True, strict=False).providers
-    assert "testprov" not in PluginRegistry(autoload=False).providers
+def test_explicit_autoload_overrides_the_switch(autoload: pytest.MonkeyPatch) -> None:
+    autoload.setenv(DISABLE_AUTOLOAD_ENV, "1")
+    assert "testprov" in PluginRegistry(autoload=True).conflicts
+    autoload.delenv(DISABLE_AUTOLOAD_ENV)
+    assert "testprov" not in PluginRegistry(autoload=False).conflicts
 
 
 # -- explicit plugins --------------------------------------------------------------------
@@ -196,11 +352,31 @@ def test_explicit_plugin_module(testplugin: ModuleType) -> None:
     registry = PluginRegistry([testplugin], autoload=False)
     registered = registry.providers["testprov"]
     assert registered.spec is testplugin.SPEC
-    assert registered.plugin.name == "keyloom_testplugin"
-    assert registered.plugin.entry_point is None
+    # an installed plugin keeps its entry point's name however it is registered
+    assert registered.plugin.name == "testprov"
+    assert registered.plugin.entry_point == TESTPROV_EP
+    assert registered.plugin.distribution == "keyloom-testplugin 0.1.0"
     assert registry.owner("testprov") is testplugin
     registry.add(testplugin)  # a second registration is a no-op
     assert list(registry.providers) == ["testprov"]
+
+
+def test_a_plugin_has_one_name_however_it_is_loaded(
+    autoload: pytest.MonkeyPatch, testplugin: ModuleType
+) -> None:
+    autoload.setenv(DISABLE_PLUGINS_ENV, "dup")
+    discovered = PluginRegistry().providers["testprov"].plugin
+    explicit = PluginRegistry([testplugin], autoload=False).providers["testprov"].plugin
+    by_spec = PluginRegistry(autoload=False)
+    by_spec.resolve(testplugin.testprov(client_id="id", client_secret="secret"))
+    configured = by_spec.providers["testprov"].plugin
+    assert discovered == explicit == configured
+    error = explicit.error("boom")
+    assert (error.plugin, error.distribution, error.entry_point) == (
+        "testprov",
+        "keyloom-testplugin 0.1.0",
+        TESTPROV_EP,
+    )
 
 
 def test_provider_ids_resolved_from_the_environment(
@@ -299,19 +475,75 @@ class UnknownArgument:
         pass
 
 
+class MisspelledArgument:
+    @hookimpl
+    async def refresh_token(self, token: TokenSet) -> None:
+        pass
+
+
+class NotAHook:
+    @hookimpl
+    async def on_login(self) -> None:
+        pass
+
+
+class WrapperNotGenerator:
+    @hookimpl(wrapper=True)
+    async def login_succeeded(self) -> None:
+        pass
+
+
 @pytest.mark.parametrize(
     ("plugin", "message"),
     [
-        pytest.param(Misspelled(), "unknown hook 'exchange_cod'", id="Misspelled"),
-        pytest.param(MisspelledSync(), "unknown hook 'register_provider'", id="MisspelledSync"),
         pytest.param(
-            SyncImplOfAsyncHook(), "'exchange_code' must be a 'async def'", id="SyncImplOfAsyncHook"
+            Misspelled(),
+            r"unknown hook 'exchange_cod' \(did you mean 'exchange_code'\?\)",
+            id="Misspelled",
         ),
         pytest.param(
-            AsyncImplOfSyncHook(), "'validate_scopes' must be a 'def'", id="AsyncImplOfSyncHook"
+            MisspelledSync(),
+            r"unknown hook 'register_provider' \(did you mean 'register_providers'\?\)",
+            id="MisspelledSync",
         ),
-        pytest.param(AsyncRegister(), "'register_providers' must be a 'def'", id="AsyncRegister"),
-        pytest.param(UnknownArgument(), "session", id="UnknownArgument"),
+        pytest.param(
+            SyncImplOfAsyncHook(),
+            "hook 'exchange_code' is asynchronous: define it with 'async def'",
+            id="SyncImplOfAsyncHook",
+        ),
+        pytest.param(
+            AsyncImplOfSyncHook(),
+            "hook 'validate_scopes' is synchronous: define it with 'def', not 'async def'",
+            id="AsyncImplOfSyncHook",
+        ),
+        pytest.param(
+            AsyncRegister(),
+            "hook 'register_providers' is synchronous: define it with 'def', not 'async def'",
+            id="AsyncRegister",
+        ),
+        pytest.param(
+            UnknownArgument(),
+            r"hook 'fetch_profile' has no argument 'session' \(its arguments are provider, "
+            r"tokens, http; an implementation may take any of them\)$",
+            id="UnknownArgument",
+        ),
+        pytest.param(
+            MisspelledArgument(),
+            r"hook 'refresh_token' has no argument 'token' \(did you mean 'tokens'\? its "
+            r"arguments are provider, tokens, http;",
+            id="MisspelledArgument",
+        ),
+        pytest.param(  # pluggy's own check, its text on one line
+            WrapperNotGenerator(),
+            r"hook 'login_succeeded'; hookimpl definition: .*; Declared as wrapper=True or "
+            r"hookwrapper=True but function is not a generator function$",
+            id="WrapperNotGenerator",
+        ),
+        pytest.param(
+            NotAHook(),
+            r"unknown hook 'on_login' \(hooks: authorize_params, check_granted_scopes, ",
+            id="NotAHook",
+        ),
     ],
 )
 def test_contract_violations_are_plugin_errors(plugin: object, message: str) -> None:
@@ -319,13 +551,22 @@ def test_contract_violations_are_plugin_errors(plugin: object, message: str) -> 
     with pytest.raises(PluginError, match=message) as info:
         PluginRegistry([plugin], autoload=False)
     assert info.value.plugin == name
-    assert f"plugin '{name}'" in str(info.value)
+    assert str(info.value).startswith(f"plugin '{name}' is not a valid keyloom plugin: ")
+    assert "\n" not in str(info.value)
+    assert " a 'async" not in str(info.value)
 
     registry = PluginRegistry(autoload=False)
     with pytest.raises(PluginError):
         registry.add(plugin)
     assert not registry.pm.is_registered(plugin)
     assert name not in registry.infos
+
+
+@pytest.mark.parametrize("module", _plugins.BUILTIN_PLUGINS)
+def test_the_builtin_plugins_keep_the_contract(module: str) -> None:
+    """They register without the check, for start-up speed: it is done here instead."""
+    registry = PluginRegistry(autoload=False)
+    assert contract_problems(registry.pm, importlib.import_module(module)) == []
 
 
 async def test_contract_violation_through_define_keyloom(make_provider: MakeProvider) -> None:
@@ -346,6 +587,24 @@ def test_registering_something_that_is_not_a_spec() -> None:
 
     with pytest.raises(PluginError, match="not a ProviderSpec"):
         PluginRegistry([Sloppy()], autoload=False)
+
+
+@pytest.mark.parametrize("error", [ValueError("bad spec"), ConfigurationError("bad spec")])
+def test_a_failing_register_providers_is_a_plugin_error(error: Exception) -> None:
+    class Failing:
+        @hookimpl
+        def register_providers(self, register: Any) -> None:
+            del register
+            raise error
+
+    plugin = Failing()
+    registry = PluginRegistry(autoload=False)
+    with pytest.raises(PluginError) as info:
+        registry.add(plugin)
+    expected = f"failed in hook 'register_providers': {type(error).__name__}: bad spec"
+    assert expected in str(info.value)
+    assert info.value.__cause__ is error
+    assert not registry.pm.is_registered(plugin)
 
 
 def test_duplicate_provider_id_between_explicit_plugins(fake_spec: ProviderSpec) -> None:

@@ -1,14 +1,15 @@
-"""The ``keyloom`` command: ``providers``, ``doctor``, ``login`` and ``demo``.
+"""The ``keyloom`` command: ``providers``, ``doctor``, ``login``, ``demo`` and ``new-provider``.
 
-Each subcommand lives in its own module exposing ``add_arguments(parser)`` and
-``run(args) -> int``; a module is imported only when its subcommand runs, so the command
-starts fast.
+Each subcommand lives in its own module (``new-provider`` in ``new_provider``) exposing
+``add_arguments(parser)`` and ``run(args) -> int``; a module is imported only when its
+subcommand runs, so the command starts fast.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 from collections.abc import Sequence
 
@@ -19,7 +20,12 @@ COMMANDS = {
     "doctor": "check a configuration before your users do",
     "login": "sign in from the terminal over a loopback redirect",
     "demo": "run the demo app (against a local emulator when no credentials are set)",
+    "new-provider": "generate a provider plugin distribution (module, emulator, tests)",
 }
+
+
+def _module(command: str) -> str:
+    return f"keyloom_core.cli.{command.replace('-', '_')}"
 
 
 def _parser(argv: Sequence[str]) -> tuple[argparse.ArgumentParser, str | None]:
@@ -29,7 +35,7 @@ def _parser(argv: Sequence[str]) -> tuple[argparse.ArgumentParser, str | None]:
     for name, text in COMMANDS.items():
         sub = subparsers.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
         if name == chosen:
-            importlib.import_module(f"keyloom_core.cli.{name}").add_arguments(sub)
+            importlib.import_module(_module(name)).add_arguments(sub)
     return parser, chosen
 
 
@@ -41,7 +47,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None or chosen is None:
         parser.print_help()
         return 2
-    module = importlib.import_module(f"keyloom_core.cli.{args.command}")
+    # Plugin problems are reported by the commands (keyloom providers lists them all), not
+    # by logging's last-resort handler; an app's own logging configuration still sees them.
+    logging.getLogger("keyloom.plugins").addHandler(logging.NullHandler())
+    module = importlib.import_module(_module(args.command))
     try:
         code: int = module.run(args)
     except KeyboardInterrupt:

@@ -27,9 +27,10 @@ from urllib.parse import urlsplit
 import attrs
 
 from .._config import define_keyloom
-from .._plugins import PluginRegistry, RegisteredProvider, autoload_disabled
+from .._plugin_switches import DISABLE_AUTOLOAD_ENV, DISABLE_PLUGINS_ENV, autoload_disabled
+from .._plugins import PluginRegistry, RegisteredProvider, pick_advice
 from .._settings import LOOPBACK_HOSTS, SECRET_ENV, URL_ENVS, check_base_url, check_secret
-from ..errors import HINT_REDIRECT_URI, ConfigurationError, KeyloomError
+from ..errors import HINT_REDIRECT_URI, ConfigurationError, KeyloomError, UnknownProviderError
 
 __all__ = ["Finding", "add_arguments", "diagnose", "run"]
 
@@ -251,15 +252,50 @@ def check_provider(registered: RegisteredProvider, env: Mapping[str, str]) -> li
 
 
 def check_plugins(registry: PluginRegistry) -> list[Finding]:
-    """Every installed plugin loads (a broken one stops apps that autoload plugins)."""
+    """Every installed plugin loads, and no provider id is claimed twice.
+
+    A broken plugin or a claimed-twice id is a warning here (apps that do not use it still
+    start); the provider sections fail for the providers that are actually used.
+    """
     ids = ", ".join(sorted(registry.providers)) or "none"
     findings = [Finding("ok", f"provider plugins: {ids}")]
+    if autoload_disabled():
+        msg = f"{DISABLE_AUTOLOAD_ENV} is set: apps load only the plugins they pass themselves"
+        findings.append(Finding("warn", msg, f"unset {DISABLE_AUTOLOAD_ENV} to load them all"))
     for broken in registry.broken:
-        level: Level = "warn" if autoload_disabled() else "fail"
-        msg = f"plugin {broken.entry_point} ({broken.distribution}) is broken: {broken.error}"
-        hint = f"fix or uninstall {broken.distribution.split(' ')[0]}; define_keyloom() raises"
-        findings.append(Finding(level, msg, hint + " PluginError while it is installed"))
+        msg = f"plugin {broken.entry_point} ({broken.distribution}) {broken.reason}"
+        hint = (
+            f"fix or uninstall {broken.distribution.split(' ')[0]}, or switch it off with "
+            f"{DISABLE_PLUGINS_ENV}={broken.name}; until then asking for its providers "
+            "raises PluginError"
+        )
+        findings.append(Finding("warn", msg, hint))
+    for provider_id, claimants in sorted(registry.conflicts.items()):
+        names = " and ".join(
+            f"{c.plugin.name} ({c.plugin.distribution or 'explicit'})" for c in claimants
+        )
+        msg = f"provider id '{provider_id}' is claimed by {names}; neither is used"
+        findings.append(Finding("warn", msg, "pick one: " + pick_advice(claimants)))
+    findings.extend(
+        Finding("ok", f"plugin {off.entry_point} ({off.distribution}) is off: {off.reason}")
+        for off in registry.disabled
+    )
+    findings.extend(
+        Finding("warn", warning, "name plugins as keyloom providers shows them")
+        for warning in registry.warnings
+    )
     return findings
+
+
+def _with_credentials(registry: PluginRegistry, env: Mapping[str, str]) -> list[str]:
+    """The provider ids (claimed twice included) whose credentials are set."""
+    specs = {pid: reg.spec for pid, reg in registry.providers.items()}
+    specs.update({pid: claimants[0].spec for pid, claimants in registry.conflicts.items()})
+    return [
+        pid
+        for pid, spec in sorted(specs.items())
+        if any(env.get(f"{spec.env_prefix}_CLIENT_{k}") for k in ("ID", "SECRET"))
+    ]
 
 
 def diagnose(
@@ -276,11 +312,7 @@ def diagnose(
     url_findings, base = check_app_url(env)
     sections.append(("App URL", url_findings))
     sections.append(("Plugins", check_plugins(registry)))
-    chosen = list(dict.fromkeys(providers)) or [
-        pid
-        for pid, reg in sorted(registry.providers.items())
-        if any(env.get(f"{reg.spec.env_prefix}_CLIENT_{k}") for k in ("ID", "SECRET"))
-    ]
+    chosen = list(dict.fromkeys(providers)) or _with_credentials(registry, env)
     if not chosen:
         names = "; ".join(
             f"{reg.spec.env_prefix}_CLIENT_ID / _CLIENT_SECRET for {pid}"
@@ -291,8 +323,14 @@ def diagnose(
     for pid in chosen:
         registered = registry.providers.get(pid)
         if registered is None:
-            hint = f"pip install keyloom-{pid}, then see: keyloom providers"
-            msg = f"no installed plugin offers '{pid}'"
+            error = registry.missing(pid)
+            msg, hint = error.message, error.hint or "see: keyloom providers"
+            if pid in registry.conflicts:
+                msg = f"'{pid}' is claimed by two plugins, so apps cannot use it"
+                hint = "pick one: " + pick_advice(registry.conflicts[pid])
+            if isinstance(error, UnknownProviderError) and msg.startswith("no installed"):
+                msg = f"no installed plugin offers '{pid}'"
+                hint = f"pip install keyloom-{pid}, then see: keyloom providers"
             sections.append((f"Provider {pid}", [Finding("fail", msg, hint)]))
             continue
         findings = check_provider(registered, env)

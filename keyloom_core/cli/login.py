@@ -162,6 +162,9 @@ def _find(provider_id: str) -> RegisteredProvider:
     registry = PluginRegistry(autoload=True, strict=False)
     registered = registry.providers.get(provider_id)
     if registered is None:
+        error = registry.missing(provider_id)
+        if not error.message.startswith("no installed plugin"):
+            raise error  # broken, claimed twice or switched off: it says why
         known = ", ".join(sorted(registry.providers)) or "none installed"
         msg = f"no installed plugin offers '{provider_id}' (providers: {known})"
         raise KeyloomError(msg, hint="keyloom providers lists them")
@@ -194,7 +197,7 @@ async def login(args: argparse.Namespace, out: Any = None) -> int:
     try:
         registered = _find(args.provider)
     except KeyloomError as exc:
-        write(f"✗ {exc}\n  {exc.hint}\n")
+        write(f"✗ {exc}\n" + (f"  {exc.hint}\n" if exc.hint else ""))
         return 2
     callback = _Callback()
     async with AsyncExitStack() as stack:

@@ -2,8 +2,11 @@
 
 For each provider an installed plugin offers: its id and name, the distribution and version
 that ships it, the entry point, its default and known scopes, the environment variables of
-its credentials and its emulator. Broken plugins are listed with their error, and make the
-command exit with 1. ``--json`` prints the same as one JSON object.
+its credentials and its emulator. Broken plugins are listed with their error, provider ids
+that two plugins claim with both claimants and how to pick one; either makes the command
+exit with 1. Plugins that ``KEYLOOM_LOAD_PLUGINS`` or ``KEYLOOM_DISABLE_PLUGINS`` switch off
+are listed with the switch (they are not imported). ``--json`` prints the same as one JSON
+object.
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ import json
 import sys
 from typing import Any
 
-from .._plugins import DISABLE_AUTOLOAD_ENV, PluginRegistry, autoload_disabled
+from .._plugin_switches import DISABLE_AUTOLOAD_ENV, DISABLE_PLUGINS_ENV, autoload_disabled
+from .._plugins import PluginRegistry, pick_advice
 
 __all__ = ["add_arguments", "collect", "run"]
 
@@ -56,19 +60,61 @@ def collect(registry: PluginRegistry) -> dict[str, Any]:
         dist, version = _split_label(plugin.distribution)
         broken.append(
             {
+                "name": plugin.name,
                 "entry_point": plugin.entry_point,
                 "distribution": dist,
                 "version": version,
+                "provider_ids": sorted(plugin.provider_ids),
+                "reason": plugin.reason,
                 "error": str(plugin.error),
             }
         )
-    return {"providers": providers, "broken": broken}
+    conflicts = []
+    for provider_id, claimants in sorted(registry.conflicts.items()):
+        plugins = []
+        for claimant in claimants:
+            dist, version = _split_label(claimant.plugin.distribution)
+            plugins.append(
+                {
+                    "name": claimant.plugin.name,
+                    "entry_point": claimant.plugin.entry_point,
+                    "distribution": dist,
+                    "version": version,
+                }
+            )
+        conflicts.append(
+            {
+                "id": provider_id,
+                "plugins": plugins,
+                "error": str(registry.missing(provider_id)),
+                "hint": "Pick one: " + pick_advice(claimants),
+            }
+        )
+    disabled = []
+    for off in registry.disabled:
+        dist, version = _split_label(off.distribution)
+        disabled.append(
+            {
+                "name": off.name,
+                "entry_point": off.entry_point,
+                "distribution": dist,
+                "version": version,
+                "reason": off.reason,
+            }
+        )
+    return {
+        "providers": providers,
+        "broken": broken,
+        "conflicts": conflicts,
+        "disabled": disabled,
+        "warnings": list(registry.warnings),
+    }
 
 
 def _print_text(data: dict[str, Any]) -> None:
     out = sys.stdout.write
     if not data["providers"]:
-        out("No provider plugins are installed (pip install keyloom-tiktok, for example).\n")
+        out("No provider plugins are loaded (pip install keyloom-tiktok, for example).\n")
     for p in data["providers"]:
         origin = f"{p['distribution']} {p['version']}" if p["distribution"] else p["plugin"]
         out(f"{p['id']}  {p['name']}  ({origin})\n")
@@ -79,16 +125,40 @@ def _print_text(data: dict[str, Any]) -> None:
         out(f"  credentials:     {', '.join(p['env'])}\n")
         if p["emulator"]:
             out(f"  emulator:        {p['emulator']}\n")
+    _print_problems(data)
+
+
+def _print_problems(data: dict[str, Any]) -> None:
+    out = sys.stdout.write
     if data["broken"]:
         out(f"\nBroken plugins ({len(data['broken'])}):\n")
         for b in data["broken"]:
             out(f"  {b['entry_point']}  ({b['distribution']} {b['version']})\n")
-            out(f"    {b['error']}\n")
-        out("  Apps that load plugins automatically will not start: fix or uninstall them.\n")
+            out(f"    {b['reason']}\n")
+        names = ",".join(b["name"] for b in data["broken"])
+        out(
+            "  Apps that do not use their providers still start; asking for one raises "
+            f"PluginError.\n  Fix or uninstall them, or switch them off: "
+            f"{DISABLE_PLUGINS_ENV}={names}\n"
+        )
+    if data["conflicts"]:
+        out(f"\nProvider ids claimed twice ({len(data['conflicts'])}):\n")
+        for c in data["conflicts"]:
+            claimants = " and ".join(
+                f"{p['name']} ({p['distribution']} {p['version']})" for p in c["plugins"]
+            )
+            out(f"  {c['id']}: claimed by {claimants}; neither is used\n")
+            out(f"    {c['hint']}\n")
+    if data["disabled"]:
+        out(f"\nSwitched off ({len(data['disabled'])}, not imported):\n")
+        for d in data["disabled"]:
+            out(f"  {d['entry_point']}  ({d['distribution']} {d['version']}): {d['reason']}\n")
+    for warning in data["warnings"]:
+        out(f"\nNote: {warning}.\n")
 
 
 def run(args: argparse.Namespace) -> int:
-    """List the providers; 1 if any plugin is broken."""
+    """List the providers; 1 if a plugin is broken or two claim one provider id."""
     registry = PluginRegistry(autoload=True, strict=False)
     data = collect(registry)
     if args.json:
@@ -100,4 +170,4 @@ def run(args: argparse.Namespace) -> int:
                 f"\nNote: {DISABLE_AUTOLOAD_ENV} is set, so apps load none of these "
                 "automatically.\n"
             )
-    return 1 if data["broken"] else 0
+    return 1 if data["broken"] or data["conflicts"] else 0

@@ -176,9 +176,7 @@ def _find_provider(target: ConformanceTarget) -> tuple[PluginRegistry, Registere
         registry = PluginRegistry(autoload=True, strict=False)
     registered = registry.providers.get(target.provider_id)
     if registered is None:
-        broken = "".join(f"\n  broken: {b.entry_point} ({b.error})" for b in registry.broken)
-        msg = f"no loaded plugin offers the provider '{target.provider_id}'{broken}"
-        raise _fail(msg)
+        raise _fail(str(registry.missing(target.provider_id)))
     return registry, registered
 
 
@@ -373,12 +371,9 @@ async def check_discoverable(session: ConformanceSession) -> None:
     registry = PluginRegistry(autoload=True, strict=False)
     found = registry.providers.get(session.target.provider_id)
     if found is None:
-        broken = "".join(
-            f"\n  broken: {b.entry_point} of {b.distribution}" for b in registry.broken
-        )
         msg = (
             f"no installed distribution offers '{session.target.provider_id}' through the "
-            f"'keyloom' entry-point group (is the plugin installed?){broken}"
+            f"'keyloom' entry-point group: {registry.missing(session.target.provider_id)}"
         )
         raise _fail(msg)
     info = found.plugin

@@ -71,9 +71,10 @@ def keyloom_emulator() -> Callable[..., EmulatorServer]:
         from .._plugins import PluginRegistry  # noqa: PLC0415
         from .conformance import BASE_URL, load_emulator_class  # noqa: PLC0415
 
-        registered = PluginRegistry(strict=False).providers.get(provider_id)
+        registry = PluginRegistry(strict=False)
+        registered = registry.providers.get(provider_id)
         if registered is None:
-            pytest.fail(f"no installed keyloom plugin offers the provider '{provider_id}'")
+            pytest.fail(str(registry.missing(provider_id)))
         spec = registered.spec
         cls = load_emulator_class(spec)
         uris = redirect_uris or [f"{BASE_URL}/api/auth/oauth/{spec.id}/callback"]
