@@ -19,7 +19,7 @@ FIXTURE_PLUGINS = sorted(
 
 
 def _install_project(session: nox.Session) -> None:
-    session.install("-e", ".[test,tokens,redis]", *[arg for p in PLUGINS for arg in ("-e", p)])
+    session.install("-e", ".[test,tokens,redis,oidc]", *[arg for p in PLUGINS for arg in ("-e", p)])
 
 
 @nox.session(python="3.11")

@@ -40,6 +40,7 @@ from .models import (
     TokenSet,
     parse_scopes,
 )
+from .oidc import _flow as oidc
 from .pkce import new_code_verifier, s256_challenge
 
 if TYPE_CHECKING:
@@ -190,15 +191,20 @@ class Keyloom:
         callback_url: str | None = None,
         redirect_uri: str | None = None,
         now: float | None = None,
+        params: Mapping[str, str] | None = None,
     ) -> LoginStart:
         """Start a login: returns the authorization URL and the signed state to keep.
 
         :param callback_url: where to send the user afterwards; a same-origin path.
         :param redirect_uri: override the redirect URI (e.g. a loopback one for the CLI).
+        :param params: per-login parameters (``prompt``, ``login_hint``, ``max_age``…),
+            among those the provider's ``spec.login_params`` allows.
         :raises InvalidRedirectError: *callback_url* leaves the app's origin.
+        :raises LoginParameterError: a parameter the provider does not allow, or invalid.
         """
         prov = self.provider(provider)
         callback = safe_callback_url(callback_url, self.base_url)
+        extra = oidc.check_login_params(prov, params)
         verifier = new_code_verifier()
         nonce = secrets.token_urlsafe(24)
         scopes = tuple(sorted(prov.scopes))
@@ -208,10 +214,14 @@ class Keyloom:
             state=nonce,
             scopes=scopes,
             code_challenge=s256_challenge(verifier, prov.spec.pkce_encoding),
+            nonce=oidc.nonce_for(verifier) if oidc.is_openid(prov) else None,
+            extra=extra,
         )
-        params = await self._provider_call("authorize_params", prov, request=request)
+        query = await self._provider_call("authorize_params", prov, request=request)
         base = prov.spec.authorize_url
-        url = f"{base}{'&' if '?' in base else '?'}{form_encode(params)}"
+        if prov.spec.issuer is not None:  # OpenID: the endpoint may come from discovery
+            base = (await oidc.endpoints(prov, self.http)).authorize_url
+        url = f"{base}{'&' if '?' in base else '?'}{form_encode(query)}"
         now = time.time() if now is None else now
         payload = {"p": prov.id, "n": nonce, "v": verifier, "c": callback, "r": redirect}
         state = self._state_signer.sign(payload, ttl=self.state_ttl, now=now)
@@ -264,6 +274,8 @@ class Keyloom:
             context["reason"] = "replayed"
             msg = "this sign-in link was already used"
             raise StateError(msg, reason="replayed", provider_id=prov.id)
+        if prov.spec.issuer is not None:  # RFC 9207 mix-up defence
+            await oidc.check_callback_issuer(prov, query, self.http)
         if "error" in query:
             raise _callback_error(prov, query)
         code = query.get("code")

@@ -19,6 +19,7 @@ __all__ = [
     "ProfileOverrides",
     "Provider",
     "ProviderSpec",
+    "TokenAuthMethod",
     "TokenSet",
     "parse_scopes",
 ]
@@ -28,6 +29,13 @@ PROVIDER_ID_PATTERN = r"^[a-z][a-z0-9_-]{0,31}$"
 _SCOPE_SPLIT = re.compile(r"[,\s]+")
 
 PkceEncoding = Literal["base64url", "hex"]
+#: How the client authenticates at the token endpoint (RFC 7591 §2 names).
+TokenAuthMethod = Literal["client_secret_basic", "client_secret_post", "none"]
+TOKEN_AUTH_METHODS: tuple[TokenAuthMethod, ...] = (
+    "client_secret_basic",
+    "client_secret_post",
+    "none",
+)
 
 
 def parse_scopes(value: str | Iterable[str] | None) -> frozenset[str]:
@@ -72,6 +80,18 @@ class ProviderSpec:
         emulator: ``"module:Class"`` of a local emulator of this provider, if the plugin ships one.
         plugin: The module holding the provider's hooks; registered automatically when a
             provider built from this spec is configured and its plugin was not loaded.
+        token_auth_method: How the client authenticates at the token and revocation
+            endpoints: ``client_secret_post`` (the secret in the form body, the default),
+            ``client_secret_basic`` (HTTP Basic, RFC 6749 §2.3.1) or ``none`` (a public
+            client: PKCE only, no secret).
+        revoke_refresh_token: Revocation also revokes the refresh token (RFC 7009, with
+            ``token_type_hint``).
+        issuer: The OpenID Connect issuer. With it, the ``openid`` scope switches on OpenID
+            Connect (ID token, ``nonce``, RFC 9207 ``iss``), and empty endpoints are read
+            from ``{issuer}/.well-known/openid-configuration`` on first use.
+        id_token_algorithms: The JWS algorithms accepted on ID tokens (never ``none``).
+        login_params: Per-login authorization parameters an app may pass to
+            ``begin_login`` (and the start route forwards), e.g. ``prompt``.
     """
 
     id: str = attrs.field(validator=attrs.validators.matches_re(PROVIDER_ID_PATTERN))
@@ -90,6 +110,21 @@ class ProviderSpec:
     env_prefix: str = attrs.field()
     emulator: str | None = None
     plugin: str | None = None
+    token_auth_method: TokenAuthMethod = attrs.field(
+        default="client_secret_post", validator=attrs.validators.in_(TOKEN_AUTH_METHODS)
+    )
+    revoke_refresh_token: bool = False
+    issuer: str | None = None
+    id_token_algorithms: tuple[str, ...] = attrs.field(
+        default=("RS256", "PS256", "ES256", "EdDSA"), converter=tuple
+    )
+    login_params: frozenset[str] = attrs.field(default=frozenset(), converter=frozenset)
+
+    @id_token_algorithms.validator
+    def _check_algorithms(self, _: object, value: tuple[str, ...]) -> None:
+        if not value or any(a.lower() == "none" or a.startswith("HS") for a in value):
+            msg = "id_token_algorithms must be asymmetric JWS algorithms, never 'none'"
+            raise ValueError(msg)
 
     @env_prefix.default
     def _env_prefix_default(self) -> str:
@@ -103,6 +138,7 @@ class ProviderSpec:
             token_url=_with_origin(self.token_url, origin),
             profile_url=self.profile_url and _with_origin(self.profile_url, origin),
             revoke_url=self.revoke_url and _with_origin(self.revoke_url, origin),
+            issuer=self.issuer and _with_origin(self.issuer, origin),
         )
 
 
@@ -160,6 +196,8 @@ class AuthorizationRequest:
         scopes: The scopes to request, in a stable order.
         code_challenge: The PKCE challenge, already encoded per ``spec.pkce_encoding``.
         code_challenge_method: Always ``"S256"``.
+        nonce: The OpenID Connect ``nonce`` to send, when the login is an OpenID one.
+        extra: Per-login parameters (``prompt``, ``login_hint``…), already allow-listed.
     """
 
     redirect_uri: str
@@ -167,6 +205,8 @@ class AuthorizationRequest:
     scopes: tuple[str, ...]
     code_challenge: str
     code_challenge_method: str = "S256"
+    nonce: str | None = attrs.field(default=None, repr=False)
+    extra: Mapping[str, str] = attrs.field(factory=dict, eq=False, hash=False)
 
 
 _MAX_LIFETIME = 10**10  # seconds; anything longer is not a lifetime
@@ -200,6 +240,17 @@ def _token(value: object, name: str) -> str | None:
     return token
 
 
+_JWS_CHARS = re.compile(r"[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*")
+
+
+def _id_token(value: object) -> str | None:
+    token = _opt_str(value, "id_token") or None
+    if token is not None and (len(token) > 16384 or not _JWS_CHARS.fullmatch(token)):
+        msg = "id_token is not a compact JWS"
+        raise ValueError(msg)
+    return token
+
+
 def _opt_str(value: object, name: str) -> str | None:
     if value is None:
         return None
@@ -222,6 +273,8 @@ class TokenSet:
         scopes: The scopes the provider says were granted, if it said.
         account_id: The provider's id for the user, if the token answer carries one
             (TikTok's ``open_id``).
+        id_token: The OpenID Connect ID token, validated when received (hidden from repr,
+            never logged).
     """
 
     access_token: str = attrs.field(repr=False)
@@ -231,6 +284,7 @@ class TokenSet:
     refresh_expires_at: float | None = None
     scopes: frozenset[str] | None = None
     account_id: str | None = None
+    id_token: str | None = attrs.field(default=None, repr=False)
 
     @classmethod
     def from_response(
@@ -263,6 +317,7 @@ class TokenSet:
         scope = _opt_str(data.get("scope"), "scope")
         token_type = _opt_str(data.get("token_type"), "token_type") or "Bearer"
         account = _opt_str(data.get("open_id"), "open_id")
+        id_token = _id_token(data.get("id_token"))
         refresh_expires_at = now + refresh_in if refresh_in is not None else None
         scopes = parse_scopes(scope) if scope is not None else None
         if previous is not None:
@@ -271,6 +326,7 @@ class TokenSet:
                 refresh_expires_at = refresh_expires_at or previous.refresh_expires_at
             scopes = previous.scopes if scopes is None else scopes
             account = account or previous.account_id
+            id_token = id_token or previous.id_token
         return cls(
             access_token=access,
             token_type=token_type,
@@ -279,6 +335,7 @@ class TokenSet:
             refresh_expires_at=refresh_expires_at,
             scopes=scopes,
             account_id=account,
+            id_token=id_token,
         )
 
     def expires_within(self, seconds: float, *, now: float | None = None) -> bool:
@@ -297,6 +354,7 @@ class TokenSet:
             "refresh_expires_at": self.refresh_expires_at,
             "scopes": sorted(self.scopes) if self.scopes is not None else None,
             "account_id": self.account_id,
+            **({"id_token": self.id_token} if self.id_token is not None else {}),
         }
 
     @classmethod
@@ -311,6 +369,7 @@ class TokenSet:
             refresh_expires_at=data.get("refresh_expires_at"),
             scopes=frozenset(scopes) if scopes is not None else None,
             account_id=data.get("account_id"),
+            id_token=data.get("id_token"),
         )
 
 

@@ -7,8 +7,10 @@ from the standard reuses these helpers and overrides only the deviation.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote_plus
 
 from .errors import (
     ProfileError,
@@ -20,11 +22,13 @@ from .errors import (
 )
 from .hookspecs import hookimpl
 from .models import AuthorizationRequest, Profile, Provider, TokenSet
+from .oidc import _flow as oidc
 
 if TYPE_CHECKING:
     from .http import HttpClient, HttpResponse
 
 __all__ = [
+    "client_authentication",
     "client_credentials",
     "default_authorize_params",
     "parse_token_response",
@@ -45,6 +49,8 @@ def default_authorize_params(provider: Provider, request: AuthorizationRequest) 
         "state": request.state,
         "code_challenge": request.code_challenge,
         "code_challenge_method": request.code_challenge_method,
+        **({"nonce": request.nonce} if request.nonce else {}),
+        **request.extra,
     }
 
 
@@ -54,6 +60,25 @@ def client_credentials(provider: Provider) -> dict[str, str]:
         provider.spec.client_id_param: provider.client_id,
         "client_secret": provider.client_secret,
     }
+
+
+def client_authentication(provider: Provider) -> tuple[dict[str, str], dict[str, str]]:
+    """The form fields and headers that authenticate the client, per ``token_auth_method``.
+
+    ``client_secret_basic``: an ``Authorization: Basic`` header of the client id and secret,
+    each form-urlencoded first (RFC 6749 §2.3.1, Appendix B), and nothing in the form.
+    ``client_secret_post``: :func:`client_credentials` in the form. ``none``: the client id
+    alone in the form (a public client, RFC 6749 §2.1).
+    """
+    method = provider.spec.token_auth_method
+    if method == "client_secret_basic":
+        user = quote_plus(provider.client_id, safe="")
+        password = quote_plus(provider.client_secret, safe="")
+        basic = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+        return {}, {"Authorization": f"Basic {basic}"}
+    if method == "none":
+        return {provider.spec.client_id_param: provider.client_id}, {}
+    return client_credentials(provider), {}
 
 
 def _text(value: object, limit: int = 300) -> str | None:
@@ -116,18 +141,23 @@ async def authorize_params(
 async def exchange_code(
     provider: Provider, code: str, redirect_uri: str, code_verifier: str, http: HttpClient
 ) -> TokenSet | None:
-    """RFC 6749 §4.1.3 code exchange with the PKCE verifier."""
+    """RFC 6749 §4.1.3 code exchange with the PKCE verifier; the ID token validated."""
+    fields, headers = client_authentication(provider)
     form = {
-        **client_credentials(provider),
+        **fields,
         "grant_type": "authorization_code",
         "code": code,
         "redirect_uri": redirect_uri,
         "code_verifier": code_verifier,
     }
+    url = (await oidc.endpoints(provider, http)).token_url
     response = await http.post_form(
-        provider.spec.token_url, form, headers=_JSON, provider_id=provider.id
+        url, form, headers={**_JSON, **headers}, provider_id=provider.id
     )
-    return parse_token_response(response, provider, TokenExchangeError)
+    tokens = parse_token_response(response, provider, TokenExchangeError)
+    if oidc.is_openid(provider):
+        await oidc.validate_tokens(provider, tokens, http, nonce=oidc.nonce_for(code_verifier))
+    return tokens
 
 
 @hookimpl(trylast=True)
@@ -136,40 +166,63 @@ async def refresh_token(provider: Provider, tokens: TokenSet, http: HttpClient) 
     if not tokens.refresh_token:
         msg = "no refresh token: the user must sign in again"
         raise ReauthenticationRequiredError(msg, provider_id=provider.id)
-    form = {
-        **client_credentials(provider),
-        "grant_type": "refresh_token",
-        "refresh_token": tokens.refresh_token,
-    }
+    fields, headers = client_authentication(provider)
+    form = {**fields, "grant_type": "refresh_token", "refresh_token": tokens.refresh_token}
+    url = (await oidc.endpoints(provider, http)).token_url
     response = await http.post_form(
-        provider.spec.token_url, form, headers=_JSON, provider_id=provider.id
+        url, form, headers={**_JSON, **headers}, provider_id=provider.id
     )
-    return parse_token_response(response, provider, TokenRefreshError, previous=tokens)
+    fresh = parse_token_response(response, provider, TokenRefreshError, previous=tokens)
+    if oidc.is_openid(provider):
+        await oidc.validate_tokens(provider, fresh, http, nonce=None, previous=tokens)
+    return fresh
 
 
 @hookimpl(trylast=True)
 async def revoke_token(provider: Provider, tokens: TokenSet, http: HttpClient) -> bool | None:
-    """RFC 7009 revocation of the access token, if the provider has an endpoint."""
-    if not provider.spec.revoke_url:
+    """RFC 7009 revocation, if the provider has an endpoint.
+
+    The access token; first the refresh token too, when ``spec.revoke_refresh_token``
+    says the provider revokes them (each with its ``token_type_hint``).
+    """
+    url = (await oidc.endpoints(provider, http)).revoke_url
+    if not url:
         return False
-    form = {**client_credentials(provider), "token": tokens.access_token}
+    if provider.spec.revoke_refresh_token and tokens.refresh_token:
+        await _revoke(provider, http, url, tokens.refresh_token, "refresh_token")
+        await _revoke(provider, http, url, tokens.access_token, "access_token")
+    else:
+        await _revoke(provider, http, url, tokens.access_token, None)
+    return True
+
+
+async def _revoke(
+    provider: Provider, http: HttpClient, url: str, token: str, hint: str | None
+) -> None:
+    fields, headers = client_authentication(provider)
+    form = {**fields, "token": token, **({"token_type_hint": hint} if hint else {})}
     response = await http.post_form(
-        provider.spec.revoke_url, form, idempotent=True, provider_id=provider.id
+        url, form, idempotent=True, headers=headers or None, provider_id=provider.id
     )
     if not response.ok:
         data = response.json_object(RevokeError, provider.id)
         raise_for_error(response, data, provider, RevokeError)
-    return True
 
 
 @hookimpl(trylast=True)
 async def fetch_profile(provider: Provider, tokens: TokenSet, http: HttpClient) -> Profile | None:
-    """Read an OpenID-Connect-like user-info document (``sub``/``id``, ``name``, ``picture``)."""
-    if not provider.spec.profile_url:
+    """Read an OpenID-Connect-like user-info document (``sub``/``id``, ``name``, ``picture``).
+
+    For an OpenID login: the ID token's claims, completed by UserInfo (same ``sub``).
+    """
+    if oidc.is_openid(provider) and tokens.id_token:
+        return await oidc.fetch_profile(provider, tokens, http)
+    url = (await oidc.endpoints(provider, http)).profile_url
+    if not url:
         msg = f"{provider.spec.name} has no profile endpoint configured"
         raise ProfileError(msg, provider_id=provider.id)
     response = await http.get(
-        provider.spec.profile_url,
+        url,
         bearer=tokens.access_token,
         headers=_JSON,
         provider_id=provider.id,
