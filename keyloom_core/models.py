@@ -134,8 +134,8 @@ class ProviderSpec:
         """Return a copy whose endpoints live at *origin* (e.g. a local emulator's URL)."""
         return attrs.evolve(
             self,
-            authorize_url=_with_origin(self.authorize_url, origin),
-            token_url=_with_origin(self.token_url, origin),
+            authorize_url=self.authorize_url and _with_origin(self.authorize_url, origin),
+            token_url=self.token_url and _with_origin(self.token_url, origin),
             profile_url=self.profile_url and _with_origin(self.profile_url, origin),
             revoke_url=self.revoke_url and _with_origin(self.revoke_url, origin),
             issuer=self.issuer and _with_origin(self.issuer, origin),
