@@ -54,6 +54,14 @@ def _scopes(value: Iterable[str] | str) -> frozenset[str]:
     return parse_scopes(value)
 
 
+def _names(value: Iterable[str]) -> frozenset[str]:
+    return frozenset(value)
+
+
+def _algorithms(value: Iterable[str]) -> tuple[str, ...]:
+    return (value,) if isinstance(value, str) else tuple(value)
+
+
 def _with_origin(url: str, origin: str) -> str:
     parts = urlsplit(url)
     new = urlsplit(origin)
@@ -116,9 +124,9 @@ class ProviderSpec:
     revoke_refresh_token: bool = False
     issuer: str | None = None
     id_token_algorithms: tuple[str, ...] = attrs.field(
-        default=("RS256", "PS256", "ES256", "EdDSA"), converter=tuple
+        default=("RS256", "PS256", "ES256", "EdDSA"), converter=_algorithms
     )
-    login_params: frozenset[str] = attrs.field(default=frozenset(), converter=frozenset)
+    login_params: frozenset[str] = attrs.field(default=frozenset(), converter=_names)
 
     @id_token_algorithms.validator
     def _check_algorithms(self, _: object, value: tuple[str, ...]) -> None:
