@@ -9,10 +9,14 @@ independent certified provider in tests/oidc/.
 from __future__ import annotations
 
 import base64
+import importlib
 import json
 import logging
+import re
+import sys
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -356,3 +360,43 @@ async def test_without_the_openid_scope_no_id_token_is_required(op: OpenIDEmulat
         result = await keyloom.complete_login("op", await browse(start.url), start.state)
     assert result.tokens.id_token is None
     assert result.profile.id == "sub-alice"
+
+
+# -- the guide's Google plugin -----------------------------------------------------------
+
+
+GUIDE = Path(__file__).resolve().parents[1] / "docs" / "writing-a-provider.md"
+
+
+async def test_the_guides_google_plugin_signs_in_as_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("keyloom_oidc")
+    section = GUIDE.read_text(encoding="utf-8").split("## 10. OpenID providers")[1]
+    source = section.split("```python\n")[1].split("```")[0]
+    stated = re.search(r"(\d+) lines", section)
+    assert stated
+    assert int(stated.group(1)) == len(source.rstrip("\n").splitlines())
+    (tmp_path / "keyloom_google.py").write_text(source, encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "keyloom_google", raising=False)
+    plugin = importlib.import_module("keyloom_google")
+    redirect = f"{BASE_URL}/api/auth/oauth/google/callback"
+    try:
+        async with OpenIDEmulator(client_id="g", redirect_uris=[redirect]) as google:
+            provider = plugin.google(
+                client_id="g", client_secret=google.client_secret, endpoint_origin=google.url
+            )
+            assert provider.spec.issuer == google.issuer  # accounts.google.com, emulated
+            keyloom = define_keyloom(
+                providers=[provider], secret=SECRET, base_url=BASE_URL, autoload=False
+            )
+            assert keyloom.registry.owner("google") is plugin  # registered through spec.plugin
+            async with keyloom:
+                start = await keyloom.begin_login("google", params={"access_type": "offline"})
+                callback = await browse(start.url)
+                result = await keyloom.complete_login("google", callback, start.state)
+    finally:
+        sys.modules.pop("keyloom_google", None)
+    assert google.last_authorize["access_type"] == "offline"
+    assert result.profile.email == "alice@example.com"

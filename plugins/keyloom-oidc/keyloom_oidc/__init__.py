@@ -23,7 +23,7 @@ from keyloom_core import ConfigurationError, Provider, ProviderSpec, configure_p
 from keyloom_core.models import TokenAuthMethod
 from keyloom_core.oidc import STANDARD_LOGIN_PARAMS, require_jose
 
-__all__ = ["SPEC", "oidc", "oidc_spec"]
+__all__ = ["SPEC", "STANDARD_LOGIN_PARAMS", "oidc", "oidc_spec"]
 
 _LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
 
