@@ -224,6 +224,8 @@ class Keyloom:
         url = f"{base}{'&' if '?' in base else '?'}{form_encode(query)}"
         now = time.time() if now is None else now
         payload = {"p": prov.id, "n": nonce, "v": verifier, "c": callback, "r": redirect}
+        if "max_age" in extra and oidc.is_openid(prov):  # auth_time is checked at the callback
+            payload["m"] = extra["max_age"]
         state = self._state_signer.sign(payload, ttl=self.state_ttl, now=now)
         return LoginStart(url=url, state=state, expires_at=now + self.state_ttl)
 
@@ -297,6 +299,8 @@ class Keyloom:
             code_verifier=payload["v"],
             http=self.http,
         )
+        if "m" in payload:
+            oidc.check_max_age(prov, tokens, int(payload["m"]))
         granted = await self._granted(prov, requested, from_callback, tokens)
         context["stage"] = "profile"
         profile = await self._fetch_profile(prov, tokens, operation)

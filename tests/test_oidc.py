@@ -330,6 +330,16 @@ async def test_per_login_parameters_are_allow_listed(op: OpenIDEmulator) -> None
             assert caught.value.status == 400
 
 
+@pytest.mark.parametrize("auth_time", [None, "too old"])
+async def test_max_age_requires_a_recent_auth_time(op: OpenIDEmulator, auth_time: Any) -> None:
+    async with make(op) as keyloom:
+        assert (await login(keyloom, max_age="60")).profile.id == "sub-alice"
+        op.id_token_claims = {"auth_time": None if auth_time is None else time.time() - 3600}
+        assert (await login(keyloom)).profile.id == "sub-alice"  # no max_age: not checked
+        with pytest.raises(IdTokenError, match="auth_time" if auth_time is None else "max_age"):
+            await login(keyloom, max_age="60")
+
+
 async def test_configuration_does_no_io_and_discovery_is_checked(op: OpenIDEmulator) -> None:
     missing = make(op, issuer="https://op.invalid/tenant")  # no I/O: nothing fails yet
     other = define_keyloom(  # the document names the issuer without the trailing slash

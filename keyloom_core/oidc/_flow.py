@@ -11,6 +11,7 @@ import binascii
 import hashlib
 import json
 import re
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +21,7 @@ from ..errors import ConfigurationError, ProfileError
 from ..models import Profile, Provider, TokenSet
 from ._discovery import ProviderMetadata, fetch_jwks, fetch_metadata
 from ._errors import IdTokenError, IssuerMismatchError, LoginParameterError
-from ._idtoken import IdTokenRules, UnknownKeyError, validate_id_token
+from ._idtoken import DEFAULT_LEEWAY, IdTokenRules, UnknownKeyError, validate_id_token
 
 if TYPE_CHECKING:
     from ..http import HttpClient
@@ -30,6 +31,7 @@ __all__ = [
     "Endpoints",
     "check_callback_issuer",
     "check_login_params",
+    "check_max_age",
     "endpoints",
     "id_token_claims",
     "is_openid",
@@ -234,6 +236,27 @@ async def validate_tokens(
     except UnknownKeyError:
         msg = "the ID token failed validation: signed with an unknown key (kid)"
         raise IdTokenError(msg, provider_id=provider.id) from None
+
+
+def check_max_age(
+    provider: Provider, tokens: TokenSet, max_age: int, *, now: float | None = None
+) -> None:
+    """A login asked with ``max_age``: the ID token's ``auth_time`` must be recent enough.
+
+    OpenID Connect Core §3.1.2.1: ``auth_time`` is then required, and the user must have
+    authenticated within *max_age* seconds (give or take the allowed clock skew).
+
+    :raises IdTokenError: ``auth_time`` is missing or too old.
+    """
+    claims = id_token_claims(tokens.id_token) if tokens.id_token else {}
+    auth_time = claims.get("auth_time")
+    if not isinstance(auth_time, (int, float)) or isinstance(auth_time, bool):
+        msg = "the ID token failed validation: no auth_time although max_age was asked"
+        raise IdTokenError(msg, provider_id=provider.id)
+    current = time.time() if now is None else now
+    if auth_time + max_age + DEFAULT_LEEWAY < current:
+        msg = "the ID token failed validation: the authentication is older than max_age"
+        raise IdTokenError(msg, provider_id=provider.id)
 
 
 def _text(value: object, limit: int = 300) -> str | None:

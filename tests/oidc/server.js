@@ -57,7 +57,12 @@ provider.use(async (ctx, next) => {
   }
   const details = await provider.interactionDetails(ctx.req, ctx.res);
   const { prompt, params, session } = details;
-  prompts.push({ name: prompt.name, reasons: prompt.reasons, scope: params.scope });
+  prompts.push({
+    name: prompt.name,
+    reasons: prompt.reasons,
+    scope: params.scope,
+    login_hint: params.login_hint ?? null,
+  });
   let result;
   if (prompt.name === 'login') {
     result = { login: { accountId: 'alice' } };

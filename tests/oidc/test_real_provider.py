@@ -136,6 +136,20 @@ async def test_offline_access_needs_prompt_consent_then_refresh_rotates(
     assert any(p["name"] == "consent" and "offline_access" in p["scope"] for p in prompts)
 
 
+async def test_max_age_and_login_hint_reach_the_provider(op: RealProvider, browser: Browser) -> None:
+    async with keyloom_for(op) as keyloom:
+        await sign_in(keyloom, browser)  # the browser now has a session at the provider
+        before = time.time()
+        result = await sign_in(keyloom, browser, max_age="0", login_hint="alice")
+    claims = id_token_claims(result.tokens.id_token or "")
+    assert claims["auth_time"] >= int(before)  # max_age=0: a fresh sign-in, not the session
+    async with aiohttp.ClientSession() as session, session.get(f"{op.issuer}/_test/prompts") as r:
+        last = (await r.json())[-1]
+    assert last["name"] == "login"  # asked again although the browser had a session
+    assert "no_session" not in last["reasons"]
+    assert last["login_hint"] == "alice"
+
+
 async def test_logout_revokes_both_tokens(op: RealProvider, browser: Browser) -> None:
     async with keyloom_for(op, scopes="openid offline_access") as keyloom:
         tokens = (await sign_in(keyloom, browser, prompt="consent")).tokens
