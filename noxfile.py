@@ -1,4 +1,4 @@
-"""Developer and CI sessions: ``nox -s tests lint typecheck`` (and ``bench``, ``stress``)."""
+"""Developer and CI sessions: ``nox -s tests oidc lint typecheck`` (and ``bench``, ``stress``)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import nox
 
-nox.options.sessions = ["tests", "lint", "typecheck"]
+nox.options.sessions = ["tests", "oidc", "lint", "typecheck"]
 nox.options.error_on_missing_interpreters = True
 
 ROOT = Path(__file__).parent
@@ -19,7 +19,7 @@ FIXTURE_PLUGINS = sorted(
 
 
 def _install_project(session: nox.Session) -> None:
-    session.install("-e", ".[test,tokens,redis]", *[arg for p in PLUGINS for arg in ("-e", p)])
+    session.install("-e", ".[test,tokens,redis,oidc]", *[arg for p in PLUGINS for arg in ("-e", p)])
 
 
 @nox.session(python="3.11")
@@ -31,7 +31,22 @@ def tests(session: nox.Session) -> None:
     site = Path(session.create_tmp()) / "fixture-plugins"
     if FIXTURE_PLUGINS:
         session.install("--no-deps", "--upgrade", "--target", str(site), *FIXTURE_PLUGINS)
-    session.run("pytest", *(session.posargs or ["-q"]), env={"KEYLOOM_FIXTURE_PLUGINS": str(site)})
+    session.run(
+        "pytest",
+        "-m",
+        "not oidc",  # the real OpenID provider's tests: the oidc session
+        *(session.posargs or ["-q"]),
+        env={"KEYLOOM_FIXTURE_PLUGINS": str(site)},
+    )
+
+
+@nox.session(python="3.11")
+def oidc(session: nox.Session) -> None:
+    """OpenID Connect against a real certified provider (Node 20+: oidc-provider via npm ci)."""
+    _install_project(session)
+    folder = ROOT / "tests" / "oidc"
+    session.run("npm", "ci", "--no-audit", "--no-fund", "--prefix", str(folder), external=True)
+    session.run("pytest", "-m", "oidc", *(session.posargs or ["-q", str(folder)]))
 
 
 @nox.session(python="3.11")

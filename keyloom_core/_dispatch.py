@@ -170,6 +170,19 @@ class HookDispatcher:
                 if close is not None:
                     close()
 
+    async def login_failed(
+        self, provider_id: str, error: KeyloomError, context: Mapping[str, str]
+    ) -> None:
+        """Tell every ``login_failed`` hook, shielded from cancellation; failures are logged."""
+        with anyio.CancelScope(shield=True), anyio.move_on_after(self.timeout):
+            await self.broadcast(
+                "login_failed",
+                tolerant=True,
+                provider_id=provider_id,
+                error=error,
+                context=dict(context),
+            )
+
     def missing_scopes(
         self, provider: Provider, requested: frozenset[str], granted: frozenset[str]
     ) -> frozenset[str]:

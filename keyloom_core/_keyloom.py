@@ -17,7 +17,6 @@ from ._signing import Signer
 from ._state import LoginState, LoginStates, MemoryStateGuard, StateGuard
 from .errors import (
     KeyloomError,
-    PluginError,
     ReauthenticationRequiredError,
     ScopeDeniedError,
     UnknownProviderError,
@@ -31,6 +30,7 @@ from .models import (
     Provider,
     TokenSet,
 )
+from .oidc import _flow as oidc
 from .pkce import new_code_verifier, s256_challenge
 
 if TYPE_CHECKING:
@@ -165,31 +165,42 @@ class Keyloom:
         callback_url: str | None = None,
         redirect_uri: str | None = None,
         now: float | None = None,
+        params: Mapping[str, str] | None = None,
     ) -> LoginStart:
         """Start a login: returns the authorization URL and the signed state to keep.
 
         :param callback_url: where to send the user afterwards; a same-origin path.
         :param redirect_uri: override the redirect URI (e.g. a loopback one for the CLI).
+        :param params: per-login parameters (``prompt``, ``login_hint``, ``max_age``…),
+            among those the provider's ``spec.login_params`` allows.
         :raises InvalidRedirectError: *callback_url* leaves the app's origin.
+        :raises LoginParameterError: a parameter the provider does not allow, or invalid.
         """
         prov = self.provider(provider)
         now = time.time() if now is None else now
+        extra = oidc.check_login_params(prov, params)
+        openid = oidc.is_openid(prov)
         state = LoginState(
             provider_id=prov.id,
             nonce=secrets.token_urlsafe(24),
             code_verifier=new_code_verifier(),
             callback_url=safe_callback_url(callback_url, self.base_url),
             redirect_uri=redirect_uri or self.redirect_uri(prov),
+            max_age=extra.get("max_age") if openid else None,  # checked at the callback
         )
         request = AuthorizationRequest(
             redirect_uri=state.redirect_uri,
             state=state.nonce,
             scopes=tuple(sorted(prov.scopes)),
             code_challenge=s256_challenge(state.code_verifier, prov.spec.pkce_encoding),
+            nonce=oidc.nonce_for(state.code_verifier) if openid else None,
+            extra=extra,
         )
-        params = await self.hooks.provider_call("authorize_params", prov, request=request)
+        query = await self.hooks.provider_call("authorize_params", prov, request=request)
         base = prov.spec.authorize_url
-        url = f"{base}{'&' if '?' in base else '?'}{query_encode(params)}"
+        if prov.spec.issuer is not None:  # OpenID: the endpoint may come from discovery
+            base = (await oidc.endpoints(prov, self.http)).authorize_url
+        url = f"{base}{'&' if '?' in base else '?'}{query_encode(query)}"
         sealed = self.states.seal(state, now=now)
         return LoginStart(url=url, state=sealed, expires_at=now + self.state_ttl)
 
@@ -224,14 +235,7 @@ class Keyloom:
         except KeyloomError as error:
             context.setdefault("reason", getattr(error, "reason", error.code))
             log.info("login failed: provider=%r code=%s %s", provider, error.code, context)
-            with anyio.CancelScope(shield=True), anyio.move_on_after(self.timeout):
-                await self.hooks.broadcast(
-                    "login_failed",
-                    tolerant=True,
-                    provider_id=provider,
-                    error=error,
-                    context=dict(context),
-                )
+            await self.hooks.login_failed(provider, error, context)
             raise
 
     async def _complete(
@@ -245,6 +249,8 @@ class Keyloom:
     ) -> LoginResult:
         check_query(prov, query)
         state = await self.states.use(prov.id, query.get("state"), stored, now)
+        if prov.spec.issuer is not None:  # RFC 9207 mix-up defence
+            await oidc.check_callback_issuer(prov, query, self.http)
         code = callback_code(prov, query)
         from_callback = reported_scopes(query)
         if from_callback is not None:  # refuse early, before any token is issued
@@ -260,6 +266,8 @@ class Keyloom:
             http=self.http,
         )
         try:
+            if state.max_age is not None:
+                oidc.check_max_age(prov, tokens, int(state.max_age))
             granted = granted_scopes(prov, from_callback, tokens)
             if granted != from_callback:  # not checked yet
                 self._check_scopes(prov, granted)
@@ -311,15 +319,7 @@ class Keyloom:
         profile: Profile = await self.hooks.provider_call(
             "fetch_profile", prov, operation, tokens=tokens, http=self.http
         )
-        if prov.profile_overrides is None:
-            return profile
-        try:
-            return profile.with_overrides(prov.profile_overrides(profile))
-        except KeyloomError:
-            raise
-        except Exception as exc:
-            msg = f"profile_overrides raised {type(exc).__name__}"
-            raise PluginError(msg, plugin="profile_overrides", provider_id=prov.id) from exc
+        return prov.apply_overrides(profile)
 
     async def refresh(self, provider: str, tokens: TokenSet) -> TokenSet:
         """Refresh *tokens*; the answer carries the rotated refresh token.

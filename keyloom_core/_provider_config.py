@@ -44,7 +44,7 @@ def configure_provider(
     client_id = client_id or env(f"{spec.env_prefix}_CLIENT_ID")
     client_secret = client_secret or env(f"{spec.env_prefix}_CLIENT_SECRET")
     for value, what in ((client_id, "CLIENT_ID"), (client_secret, "CLIENT_SECRET")):
-        if not value:
+        if not value and not (what == "CLIENT_SECRET" and spec.token_auth_method == "none"):
             msg = (
                 f"{spec.name}: no {what.lower().replace('_', ' ')}; pass it or set "
                 f"{spec.env_prefix}_{what}"

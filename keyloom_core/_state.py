@@ -73,6 +73,8 @@ class LoginState:
         code_verifier: The PKCE verifier (hidden from repr).
         callback_url: Where to send the user afterwards (a same-origin path).
         redirect_uri: The redirect URI sent to the provider, echoed at the exchange.
+        max_age: An OpenID login's ``max_age`` (seconds, as sent), checked against the ID
+            token's ``auth_time``; ``None`` otherwise.
         expires_at: When the state stops being accepted (epoch seconds).
     """
 
@@ -81,11 +83,15 @@ class LoginState:
     code_verifier: str = attrs.field(repr=False)
     callback_url: str
     redirect_uri: str
+    max_age: str | None = None
     expires_at: int = 0
 
     def to_payload(self) -> dict[str, str]:
         """The compact payload to sign (the signer adds the expiry)."""
-        return {short: getattr(self, name) for name, short in _WIRE.items()}
+        payload = {short: getattr(self, name) for name, short in _WIRE.items()}
+        if self.max_age is not None:
+            payload["m"] = self.max_age
+        return payload
 
     @classmethod
     def from_payload(cls, data: Mapping[str, Any]) -> LoginState:
@@ -96,7 +102,10 @@ class LoginState:
             if not isinstance(value, str):
                 raise BadSignatureError("malformed")
             values[name] = value
-        return cls(**values, expires_at=data["exp"])
+        max_age = data.get("m")
+        if max_age is not None and not isinstance(max_age, str):
+            raise BadSignatureError("malformed")
+        return cls(**values, max_age=max_age, expires_at=data["exp"])
 
 
 class LoginStates:

@@ -64,7 +64,8 @@ async def authorize_params(
     """Return the query parameters of the authorization URL, or ``None`` for RFC 6749's.
 
     The core appends them to ``provider.spec.authorize_url``. They must carry
-    ``request.state``, ``request.redirect_uri`` and the PKCE challenge.
+    ``request.state``, ``request.redirect_uri`` and the PKCE challenge, and
+    ``request.nonce`` and ``request.extra`` when set (an OpenID login, per-login parameters).
     """
 
 

@@ -11,6 +11,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import attrs
 
+from .errors import KeyloomError, PluginError
+
 __all__ = [
     "AuthorizationRequest",
     "LoginResult",
@@ -19,6 +21,7 @@ __all__ = [
     "ProfileOverrides",
     "Provider",
     "ProviderSpec",
+    "TokenAuthMethod",
     "TokenSet",
     "parse_scopes",
 ]
@@ -28,6 +31,13 @@ PROVIDER_ID_PATTERN = r"^[a-z][a-z0-9_-]{0,31}$"
 _SCOPE_SPLIT = re.compile(r"[,\s]+")
 
 PkceEncoding = Literal["base64url", "hex"]
+#: How the client authenticates at the token endpoint (RFC 7591 §2 names).
+TokenAuthMethod = Literal["client_secret_basic", "client_secret_post", "none"]
+TOKEN_AUTH_METHODS: tuple[TokenAuthMethod, ...] = (
+    "client_secret_basic",
+    "client_secret_post",
+    "none",
+)
 
 
 def parse_scopes(value: str | Iterable[str] | None) -> frozenset[str]:
@@ -44,6 +54,14 @@ def parse_scopes(value: str | Iterable[str] | None) -> frozenset[str]:
 
 def _scopes(value: Iterable[str] | str) -> frozenset[str]:
     return parse_scopes(value)
+
+
+def _names(value: Iterable[str]) -> frozenset[str]:
+    return frozenset(value)
+
+
+def _algorithms(value: Iterable[str]) -> tuple[str, ...]:
+    return (value,) if isinstance(value, str) else tuple(value)
 
 
 def _with_origin(url: str, origin: str) -> str:
@@ -79,6 +97,18 @@ class ProviderSpec:
             otherwise).
         log_id_header: The response header carrying the provider's request id, kept on
             errors as ``log_id`` for support requests (``None``: the provider sends none).
+        token_auth_method: How the client authenticates at the token and revocation
+            endpoints: ``client_secret_post`` (the secret in the form body, the default),
+            ``client_secret_basic`` (HTTP Basic, RFC 6749 §2.3.1) or ``none`` (a public
+            client: PKCE only, no secret).
+        revoke_refresh_token: Revocation also revokes the refresh token (RFC 7009, with
+            ``token_type_hint``).
+        issuer: The OpenID Connect issuer. With it, the ``openid`` scope switches on OpenID
+            Connect (ID token, ``nonce``, RFC 9207 ``iss``), and empty endpoints are read
+            from ``{issuer}/.well-known/openid-configuration`` on first use.
+        id_token_algorithms: The JWS algorithms accepted on ID tokens (never ``none``).
+        login_params: Per-login authorization parameters an app may pass to
+            ``begin_login`` (and the start route forwards), e.g. ``prompt``.
     """
 
     id: str = attrs.field(validator=attrs.validators.matches_re(PROVIDER_ID_PATTERN))
@@ -100,6 +130,21 @@ class ProviderSpec:
     account_id_field: str | None = None
     refresh_expires_field: str = "refresh_expires_in"
     log_id_header: str | None = None
+    token_auth_method: TokenAuthMethod = attrs.field(
+        default="client_secret_post", validator=attrs.validators.in_(TOKEN_AUTH_METHODS)
+    )
+    revoke_refresh_token: bool = False
+    issuer: str | None = None
+    id_token_algorithms: tuple[str, ...] = attrs.field(
+        default=("RS256", "PS256", "ES256", "EdDSA"), converter=_algorithms
+    )
+    login_params: frozenset[str] = attrs.field(default=frozenset(), converter=_names)
+
+    @id_token_algorithms.validator
+    def _check_algorithms(self, _: object, value: tuple[str, ...]) -> None:
+        if not value or any(a.lower() == "none" or a.startswith("HS") for a in value):
+            msg = "id_token_algorithms must be asymmetric JWS algorithms, never 'none'"
+            raise ValueError(msg)
 
     @env_prefix.default
     def _env_prefix_default(self) -> str:
@@ -109,10 +154,11 @@ class ProviderSpec:
         """Return a copy whose endpoints live at *origin* (e.g. a local emulator's URL)."""
         return attrs.evolve(
             self,
-            authorize_url=_with_origin(self.authorize_url, origin),
-            token_url=_with_origin(self.token_url, origin),
+            authorize_url=self.authorize_url and _with_origin(self.authorize_url, origin),
+            token_url=self.token_url and _with_origin(self.token_url, origin),
             profile_url=self.profile_url and _with_origin(self.profile_url, origin),
             revoke_url=self.revoke_url and _with_origin(self.revoke_url, origin),
+            issuer=self.issuer and _with_origin(self.issuer, origin),
         )
 
 
@@ -159,6 +205,21 @@ class Provider:
         """Requested scopes the user may decline without failing the login."""
         return self.scopes - self.required_scopes
 
+    def apply_overrides(self, profile: Profile) -> Profile:
+        """*profile* with the app's ``profile_overrides`` applied (itself if there are none).
+
+        :raises PluginError: ``profile_overrides`` raised (a ``KeyloomError`` goes as is).
+        """
+        if self.profile_overrides is None:
+            return profile
+        try:
+            return profile.with_overrides(self.profile_overrides(profile))
+        except KeyloomError:
+            raise
+        except Exception as exc:
+            msg = f"profile_overrides raised {type(exc).__name__}"
+            raise PluginError(msg, plugin="profile_overrides", provider_id=self.id) from exc
+
 
 @attrs.frozen
 class AuthorizationRequest:
@@ -170,6 +231,8 @@ class AuthorizationRequest:
         scopes: The scopes to request, in a stable order.
         code_challenge: The PKCE challenge, already encoded per ``spec.pkce_encoding``.
         code_challenge_method: Always ``"S256"``.
+        nonce: The OpenID Connect ``nonce`` to send, when the login is an OpenID one.
+        extra: Per-login parameters (``prompt``, ``login_hint``…), already allow-listed.
     """
 
     redirect_uri: str
@@ -177,6 +240,8 @@ class AuthorizationRequest:
     scopes: tuple[str, ...]
     code_challenge: str
     code_challenge_method: str = "S256"
+    nonce: str | None = attrs.field(default=None, repr=False)
+    extra: Mapping[str, str] = attrs.field(factory=dict, eq=False, hash=False)
 
 
 _MAX_LIFETIME = 10**10  # seconds; anything longer is not a lifetime
@@ -210,6 +275,17 @@ def _token(value: object, name: str) -> str | None:
     return token
 
 
+_JWS_CHARS = re.compile(r"[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*")
+
+
+def _id_token(value: object) -> str | None:
+    token = _opt_str(value, "id_token") or None
+    if token is not None and (len(token) > 16384 or not _JWS_CHARS.fullmatch(token)):
+        msg = "id_token is not a compact JWS"
+        raise ValueError(msg)
+    return token
+
+
 def _opt_str(value: object, name: str) -> str | None:
     if value is None:
         return None
@@ -232,6 +308,8 @@ class TokenSet:
         scopes: The scopes the provider says were granted, if it said.
         account_id: The provider's id for the user, if the token answer carries one
             (in the field ``ProviderSpec.account_id_field`` names).
+        id_token: The OpenID Connect ID token, validated when received (hidden from repr,
+            never logged).
     """
 
     access_token: str = attrs.field(repr=False)
@@ -241,6 +319,7 @@ class TokenSet:
     refresh_expires_at: float | None = None
     scopes: frozenset[str] | None = None
     account_id: str | None = None
+    id_token: str | None = attrs.field(default=None, repr=False)
 
     @classmethod
     def from_response(
@@ -277,6 +356,7 @@ class TokenSet:
         account = (
             _opt_str(data.get(account_id_field), account_id_field) if account_id_field else None
         )
+        id_token = _id_token(data.get("id_token"))
         refresh_expires_at = now + refresh_in if refresh_in is not None else None
         scopes = parse_scopes(scope) if scope is not None else None
         if previous is not None:
@@ -285,6 +365,7 @@ class TokenSet:
                 refresh_expires_at = refresh_expires_at or previous.refresh_expires_at
             scopes = previous.scopes if scopes is None else scopes
             account = account or previous.account_id
+            id_token = id_token or previous.id_token
         return cls(
             access_token=access,
             token_type=token_type,
@@ -293,6 +374,7 @@ class TokenSet:
             refresh_expires_at=refresh_expires_at,
             scopes=scopes,
             account_id=account,
+            id_token=id_token,
         )
 
     def expires_within(self, seconds: float, *, now: float | None = None) -> bool:
@@ -311,6 +393,7 @@ class TokenSet:
             "refresh_expires_at": self.refresh_expires_at,
             "scopes": sorted(self.scopes) if self.scopes is not None else None,
             "account_id": self.account_id,
+            **({"id_token": self.id_token} if self.id_token is not None else {}),
         }
 
     @classmethod
@@ -325,6 +408,7 @@ class TokenSet:
             refresh_expires_at=data.get("refresh_expires_at"),
             scopes=frozenset(scopes) if scopes is not None else None,
             account_id=data.get("account_id"),
+            id_token=data.get("id_token"),
         )
 
 

@@ -7,9 +7,12 @@ from the standard reuses these helpers and overrides only the deviation.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+from urllib.parse import quote_plus
 
+from ._responses import clip, raise_for_error
 from .errors import (
     ProfileError,
     ProviderError,
@@ -20,11 +23,13 @@ from .errors import (
 )
 from .hookspecs import hookimpl
 from .models import AuthorizationRequest, Profile, Provider, TokenSet
+from .oidc import _flow as oidc
 
 if TYPE_CHECKING:
     from .http import HttpClient, HttpResponse
 
 __all__ = [
+    "client_authentication",
     "client_credentials",
     "default_authorize_params",
     "parse_token_response",
@@ -45,6 +50,8 @@ def default_authorize_params(provider: Provider, request: AuthorizationRequest) 
         "state": request.state,
         "code_challenge": request.code_challenge,
         "code_challenge_method": request.code_challenge_method,
+        **({"nonce": request.nonce} if request.nonce else {}),
+        **request.extra,
     }
 
 
@@ -56,41 +63,23 @@ def client_credentials(provider: Provider) -> dict[str, str]:
     }
 
 
-def _text(value: object, limit: int = 300) -> str | None:
-    return value[:limit] if isinstance(value, str) and value else None
+def client_authentication(provider: Provider) -> tuple[dict[str, str], dict[str, str]]:
+    """The form fields and headers that authenticate the client, per ``token_auth_method``.
 
-
-def raise_for_error(
-    response: HttpResponse,
-    data: Mapping[str, Any],
-    provider: Provider,
-    error: type[ProviderError],
-) -> None:
-    """Raise *error* if *data* (a parsed body) is an RFC 6749 §5.2 error or the status failed.
-
-    ``invalid_grant`` on a refresh raises :class:`ReauthenticationRequiredError`. The
-    provider's ``error``, ``error_description`` and ``log_id`` are kept on the exception.
+    ``client_secret_basic``: an ``Authorization: Basic`` header of the client id and secret,
+    each form-urlencoded first (RFC 6749 §2.3.1, Appendix B), and nothing in the form.
+    ``client_secret_post``: :func:`client_credentials` in the form. ``none``: the client id
+    alone in the form (a public client, RFC 6749 §2.1).
     """
-    code = data.get("error")
-    if response.ok and not code:
-        return
-    cls = error
-    if code == "invalid_grant" and issubclass(error, TokenRefreshError):
-        cls = ReauthenticationRequiredError
-    description = _text(data.get("error_description")) or _text(data.get("message"))
-    raise cls(
-        f"{provider.spec.name} refused the request (HTTP {response.status})",
-        provider_id=provider.id,
-        error=_text(code, 64) or f"http_{response.status}",
-        description=description,
-        log_id=_text(data.get("log_id"), 128) or _log_id(response, provider),
-        http_status=response.status,
-    )
-
-
-def _log_id(response: HttpResponse, provider: Provider) -> str | None:
-    header = provider.spec.log_id_header
-    return _text(response.headers.get(header), 128) if header else None
+    method = provider.spec.token_auth_method
+    if method == "client_secret_basic":
+        user = quote_plus(provider.client_id, safe="")
+        password = quote_plus(provider.client_secret, safe="")
+        basic = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+        return {}, {"Authorization": f"Basic {basic}"}
+    if method == "none":
+        return {provider.spec.client_id_param: provider.client_id}, {}
+    return client_credentials(provider), {}
 
 
 def parse_token_response(
@@ -126,18 +115,23 @@ async def authorize_params(
 async def exchange_code(
     provider: Provider, code: str, redirect_uri: str, code_verifier: str, http: HttpClient
 ) -> TokenSet | None:
-    """RFC 6749 §4.1.3 code exchange with the PKCE verifier."""
+    """RFC 6749 §4.1.3 code exchange with the PKCE verifier; the ID token validated."""
+    fields, headers = client_authentication(provider)
     form = {
-        **client_credentials(provider),
+        **fields,
         "grant_type": "authorization_code",
         "code": code,
         "redirect_uri": redirect_uri,
         "code_verifier": code_verifier,
     }
+    url = (await oidc.endpoints(provider, http)).token_url
     response = await http.post_form(
-        provider.spec.token_url, form, headers=_JSON, provider_id=provider.id
+        url, form, headers={**_JSON, **headers}, provider_id=provider.id
     )
-    return parse_token_response(response, provider, TokenExchangeError)
+    tokens = parse_token_response(response, provider, TokenExchangeError)
+    if oidc.is_openid(provider):
+        await oidc.validate_tokens(provider, tokens, http, nonce=oidc.nonce_for(code_verifier))
+    return tokens
 
 
 @hookimpl(trylast=True)
@@ -146,25 +140,43 @@ async def refresh_token(provider: Provider, tokens: TokenSet, http: HttpClient) 
     if not tokens.refresh_token:
         msg = "no refresh token: the user must sign in again"
         raise ReauthenticationRequiredError(msg, provider_id=provider.id)
-    form = {
-        **client_credentials(provider),
-        "grant_type": "refresh_token",
-        "refresh_token": tokens.refresh_token,
-    }
+    fields, headers = client_authentication(provider)
+    form = {**fields, "grant_type": "refresh_token", "refresh_token": tokens.refresh_token}
+    url = (await oidc.endpoints(provider, http)).token_url
     response = await http.post_form(
-        provider.spec.token_url, form, headers=_JSON, provider_id=provider.id
+        url, form, headers={**_JSON, **headers}, provider_id=provider.id
     )
-    return parse_token_response(response, provider, TokenRefreshError, previous=tokens)
+    fresh = parse_token_response(response, provider, TokenRefreshError, previous=tokens)
+    if oidc.is_openid(provider):
+        await oidc.validate_tokens(provider, fresh, http, nonce=None, previous=tokens)
+    return fresh
 
 
 @hookimpl(trylast=True)
 async def revoke_token(provider: Provider, tokens: TokenSet, http: HttpClient) -> bool | None:
-    """RFC 7009 revocation of the access token, if the provider has an endpoint."""
-    if not provider.spec.revoke_url:
+    """RFC 7009 revocation, if the provider has an endpoint.
+
+    The access token; first the refresh token too, when ``spec.revoke_refresh_token``
+    says the provider revokes them (each with its ``token_type_hint``).
+    """
+    url = (await oidc.endpoints(provider, http)).revoke_url
+    if not url:
         return False
-    form = {**client_credentials(provider), "token": tokens.access_token}
+    if provider.spec.revoke_refresh_token and tokens.refresh_token:
+        await _revoke(provider, http, url, tokens.refresh_token, "refresh_token")
+        await _revoke(provider, http, url, tokens.access_token, "access_token")
+    else:
+        await _revoke(provider, http, url, tokens.access_token, None)
+    return True
+
+
+async def _revoke(
+    provider: Provider, http: HttpClient, url: str, token: str, hint: str | None
+) -> None:
+    fields, headers = client_authentication(provider)
+    form = {**fields, "token": token, **({"token_type_hint": hint} if hint else {})}
     response = await http.post_form(
-        provider.spec.revoke_url, form, idempotent=True, provider_id=provider.id
+        url, form, idempotent=True, headers=headers or None, provider_id=provider.id
     )
     if response.ok:
         # An RFC 6749 error body wins over a 2xx status (some providers answer errors with 200);
@@ -172,13 +184,12 @@ async def revoke_token(provider: Provider, tokens: TokenSet, http: HttpClient) -
         try:
             data = response.json(RevokeError, provider.id)
         except RevokeError:
-            return True
+            return
         if not isinstance(data, dict) or not data.get("error"):
-            return True
+            return
     else:
         data = response.json_object(RevokeError, provider.id)
     raise_for_error(response, data, provider, RevokeError)
-    return True  # not reached: raise_for_error raised on the error body or status
 
 
 @hookimpl(trylast=True)
@@ -186,12 +197,16 @@ async def fetch_profile(provider: Provider, tokens: TokenSet, http: HttpClient) 
     """Read an OpenID-Connect-like user-info document (``sub``/``id``, ``name``, ``picture``).
 
     A provider with other field names reads ``profile.raw`` in its own ``fetch_profile``.
+    For an OpenID login: the ID token's claims, completed by UserInfo (same ``sub``).
     """
-    if not provider.spec.profile_url:
+    if oidc.is_openid(provider) and tokens.id_token:
+        return await oidc.fetch_profile(provider, tokens, http)
+    url = (await oidc.endpoints(provider, http)).profile_url
+    if not url:
         msg = f"{provider.spec.name} has no profile endpoint configured"
         raise ProfileError(msg, provider_id=provider.id)
     response = await http.get(
-        provider.spec.profile_url,
+        url,
         bearer=tokens.access_token,
         headers=_JSON,
         provider_id=provider.id,
@@ -206,9 +221,9 @@ async def fetch_profile(provider: Provider, tokens: TokenSet, http: HttpClient) 
     return Profile(
         provider_id=provider.id,
         id=str(subject),
-        name=_text(data.get("name")),
-        email=_text(data.get("email")) if verified else None,
+        name=clip(data.get("name")),
+        email=clip(data.get("email")) if verified else None,
         email_verified=verified,
-        image=_text(data.get("picture"), 2048),
+        image=clip(data.get("picture"), 2048),
         raw=data,
     )

@@ -333,7 +333,12 @@ class AuthHandler:
 
     async def _start(self, request: AuthRequest, provider: str) -> AuthResponse:
         query = _single_values(request.query, _BadRequestError)
-        start = await self.keyloom.begin_login(provider, callback_url=query.get("callbackUrl"))
+        allowed = self.keyloom.provider(provider).spec.login_params  # e.g. prompt, login_hint
+        start = await self.keyloom.begin_login(
+            provider,
+            callback_url=query.get("callbackUrl"),
+            params={k: v for k, v in query.items() if k in allowed},
+        )
         state = self.cookie(STATE_COOKIE, start.state, max_age=int(self.keyloom.state_ttl))
         return _redirect(start.url, cookies=(state,))
 
