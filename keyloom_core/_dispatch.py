@@ -1,23 +1,27 @@
 """Hook dispatch: provider calls (owner, then the built-in fallback) and broadcasts, in time.
 
-Every awaited hook runs under a deadline. A provider call has one budget for the owner's
-answer and any fallback together; within an :class:`Operation` (one public call such as
-``complete_login``) the operation's single cancel scope carries the deadline, moved for
-each provider call. A cancel scope, not ``asyncio.timeout``: its cancellation is
-re-delivered at every await, so a library that turns one cancellation into its own error
-cannot swallow the deadline (aiohttp does exactly that on its own timeouts).
+Every awaited hook runs within an :class:`Operation`: one cancel scope for a public call
+(``complete_login``, ``refresh``…) and one watchdog timer. Each provider call gets the
+whole timeout, its owner's answer and any fallback together: starting a call only stores
+its deadline, and the watchdog, armed once, re-arms itself while the deadline has moved
+on, so an operation that answers in time costs a single timer, however many calls it
+makes. When a call's deadline passes, the watchdog cancels the scope. A cancel scope, not
+``asyncio.timeout``: its cancellation is re-delivered at every await, so a library that
+turns one cancellation into its own error cannot swallow the deadline (aiohttp does
+exactly that on its own timeouts).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Awaitable, Mapping
+from types import TracebackType
 from typing import Any, TypeVar
 
 import anyio
 import anyio.lowlevel
-import attrs
 
 from ._plugins import PluginRegistry
 from .errors import KeyloomError, PluginError, ProviderTimeoutError
@@ -37,17 +41,60 @@ _RETURN_TYPES: dict[str, type] = {
 }
 
 
-@attrs.define
 class Operation:
-    """The cancel scope of one public operation, and the provider call it is in (mutable).
+    """One public operation's cancel scope and watchdog; use it as a context manager.
 
     Attributes:
-        cancel_scope: Carries the deadline of the current provider call.
+        cancel_scope: Cancelled by the watchdog when the current call's deadline passes.
         hook: The hook being awaited, for the timeout's message.
+        struck: Whether a deadline passed (the scope was cancelled for it).
     """
 
-    cancel_scope: anyio.CancelScope = attrs.field(factory=anyio.CancelScope)
-    hook: str = "callback"
+    def __init__(self) -> None:
+        self.cancel_scope = anyio.CancelScope()
+        self.hook = "callback"
+        self.struck = False
+        self._loop = asyncio.get_running_loop()
+        self._deadline = math.inf
+        self._armed_for = math.inf
+        self._timer: asyncio.TimerHandle | None = None
+
+    def __repr__(self) -> str:
+        return f"<Operation {self.hook} struck={self.struck}>"
+
+    def __enter__(self) -> Operation:
+        self.cancel_scope.__enter__()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> bool:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        return bool(self.cancel_scope.__exit__(exc_type, exc, traceback))
+
+    def start(self, hook: str, timeout: float) -> None:
+        """A provider call of *hook* starts: it has *timeout* seconds from now."""
+        self.hook = hook
+        self._deadline = self._loop.time() + timeout
+        if self._timer is None and not self.struck:
+            self._arm()
+
+    def _arm(self) -> None:
+        self._armed_for = self._deadline
+        self._timer = self._loop.call_at(self._deadline, self._watch)
+
+    def _watch(self) -> None:
+        self._timer = None
+        if self._deadline > self._armed_for:  # a later call started meanwhile
+            self._arm()
+            return
+        self.struck = True
+        self.cancel_scope.cancel()
 
 
 class HookDispatcher:
@@ -75,17 +122,22 @@ class HookDispatcher:
     ) -> Any:
         """Await the owning plugin's implementation, then the built-in one, until not None.
 
-        An implementation is only called if the one before it answered ``None``.
+        An implementation is only called if the one before it answered ``None``; together
+        they have the timeout. Outside an *operation*, the call is an operation of its own.
 
         :raises PluginError: an implementation failed or answered the wrong type.
         :raises ProviderTimeoutError: no answer within the timeout.
         """
+        if operation is None:
+            with Operation() as own:
+                return await self.provider_call(hook, provider, own, **kwargs)
+            raise self.timed_out(hook, provider.id)  # the scope caught its deadline
         kwargs["provider"] = provider
         expected = _RETURN_TYPES[hook]
-        deadline = anyio.current_time() + self.timeout  # one budget, fallback included
+        operation.start(hook, self.timeout)  # one budget, fallback included
         for plugin, function, argnames in self.registry.provider_impls(hook, provider.id):
             awaitable = function(*[kwargs[name] for name in argnames])  # as pluggy calls
-            value = await self.run(plugin, provider.id, hook, awaitable, operation, deadline)
+            value = await self.run(plugin, provider.id, hook, awaitable, operation)
             if value is None:
                 continue
             if not isinstance(value, expected):
@@ -104,28 +156,24 @@ class HookDispatcher:
         provider_id: str,
         hook: str,
         awaitable: Awaitable[T],
-        operation: Operation | None = None,
-        deadline: float | None = None,
+        operation: Operation,
     ) -> T:
-        """Await one hook implementation by *deadline* (default: now + timeout).
+        """Await one hook implementation within *operation* (whose call has started).
 
-        Within an *operation*, its cancel scope takes the deadline and the operation turns
-        a caught deadline into :class:`ProviderTimeoutError`; otherwise the call gets a
-        cancel scope of its own.
+        A deadline that passed while the hook ran ends the call as a timeout, even when the
+        hook swallowed the cancellation and answered anyway, or a library turned it into its
+        own ``TimeoutError``; a cancellation from outside stays a cancellation.
         """
-        if deadline is None:
-            deadline = anyio.current_time() + self.timeout
-        task, cancelling = _cancel_requests()
+        task = asyncio.current_task()
+        cancelling = task.cancelling() if task is not None else 0
         try:
-            if operation is not None:
-                operation.hook = hook
-                operation.cancel_scope.deadline = deadline
-                return await _within(operation.cancel_scope, awaitable)
-            with anyio.CancelScope(deadline=deadline) as scope:
-                return await _within(scope, awaitable)
+            value = await awaitable
         except KeyloomError:
             raise
-        except TimeoutError as exc:  # the library's own timeout, not the deadline
+        except TimeoutError as exc:  # the deadline, the library's own, or an outside cancel
+            # a struck deadline or a caller's cancelled scope is re-delivered here, and the
+            # scopes decide: ours catches it unless the caller's was cancelled too
+            await anyio.lowlevel.checkpoint_if_cancelled()
             if task is not None and task.cancelling() > cancelling:
                 raise asyncio.CancelledError from exc  # a cancellation from outside, turned
             raise self.timed_out(hook, provider_id) from exc
@@ -133,7 +181,9 @@ class HookDispatcher:
             msg = f"plugin '{plugin}' failed in hook '{hook}': {type(exc).__name__}"
             log.exception("plugin %s failed in %s", plugin, hook)
             raise PluginError(msg, plugin=plugin, provider_id=provider_id) from exc
-        raise self.timed_out(hook, provider_id)  # the scope caught its deadline
+        if operation.struck:  # it answered after its deadline: the answer is not used, and
+            await anyio.lowlevel.checkpoint()  # the scopes decide, as above
+        return value
 
     async def broadcast(
         self,
@@ -159,7 +209,7 @@ class HookDispatcher:
         try:
             for index, awaitable in enumerate(pending):
                 try:
-                    await self.run(names[index], provider_id or "", hook, awaitable, operation)
+                    await self._run_one(names[index], provider_id or "", hook, awaitable, operation)
                 except KeyloomError as exc:
                     if not tolerant:
                         raise
@@ -169,6 +219,23 @@ class HookDispatcher:
                 close = getattr(awaitable, "close", None)
                 if close is not None:
                     close()
+
+    async def _run_one(
+        self,
+        plugin: str,
+        provider_id: str,
+        hook: str,
+        awaitable: Awaitable[None],
+        operation: Operation | None,
+    ) -> None:
+        """One broadcast implementation, with the whole timeout."""
+        if operation is None:
+            with Operation() as own:
+                await self._run_one(plugin, provider_id, hook, awaitable, own)
+                return
+            raise self.timed_out(hook, provider_id)  # the scope caught its deadline
+        operation.start(hook, self.timeout)
+        await self.run(plugin, provider_id, hook, awaitable, operation)
 
     async def login_failed(
         self, provider_id: str, error: KeyloomError, context: Mapping[str, str]
@@ -191,32 +258,3 @@ class HookDispatcher:
             provider=provider, requested=requested, granted=granted
         )
         return frozenset().union(*(frozenset(r) for r in results if r))
-
-
-async def _within(deadline: anyio.CancelScope, awaitable: Awaitable[T]) -> T:
-    """Await *awaitable*; if *deadline* struck meanwhile, let its scope have it.
-
-    A hook that swallowed the cancellation, or a library that turned it into its own
-    ``TimeoutError``, must not pass for a hook that answered in time: at the checkpoint
-    the scope's cancellation (re-delivered at every await) ends the call, and the scope
-    catches it unless a cancellation from outside is also under way.
-    """
-    try:
-        value = await awaitable
-    except TimeoutError:
-        # this deadline or a cancellation from outside, turned into a timeout: either is
-        # re-delivered here
-        await anyio.lowlevel.checkpoint_if_cancelled()
-        raise
-    if deadline.cancel_called:
-        await anyio.lowlevel.checkpoint()
-    return value
-
-
-def _cancel_requests() -> tuple[asyncio.Task[Any] | None, int]:
-    """The current asyncio task and its pending cancellation requests (``cancelling()``)."""
-    try:
-        task = asyncio.current_task()
-    except RuntimeError:  # not on asyncio
-        return None, 0
-    return task, task.cancelling() if task is not None else 0

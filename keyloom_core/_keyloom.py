@@ -228,8 +228,7 @@ class Keyloom:
             prov = self.provider(provider)
             # One cancel scope for the whole callback; each provider call moves its
             # deadline, so every call still gets the full timeout.
-            operation = Operation()
-            with operation.cancel_scope:
+            with Operation() as operation:
                 return await self._complete(prov, query, state, now, context, operation)
             raise self.hooks.timed_out(operation.hook, prov.id)  # the scope caught it
         except KeyloomError as error:
