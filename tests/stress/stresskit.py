@@ -1130,9 +1130,9 @@ class StateMint:
         start = await source.begin_login("tiktok", now=when)
         nonce = dict(parse_qsl(urlsplit(start.url).query)).get("state")
         state = start.state
-        if mode == "tampered":
-            body, _, mac = state.partition(".")
-            state = f"{body[:-2]}{'A' if body[-2] != 'A' else 'B'}{body[-1]}.{mac}"
+        if mode == "tampered":  # one character changed mid-value (sealed or signed)
+            at = len(state) // 2
+            state = f"{state[:at]}{'A' if state[at] != 'A' else 'B'}{state[at + 1 :]}"
         return state, nonce
 
 
