@@ -1,6 +1,7 @@
 """Signed, expiring session cookies and double-submit CSRF tokens.
 
-A session lives entirely in the ``__keyloom_session`` cookie, signed with the instance's
+A session lives entirely in the session cookie (``__Host-keyloom_session``, or
+``__keyloom_session`` on a loopback ``http://`` base URL), signed with the instance's
 secrets for the ``"session"`` purpose. It holds who signed in (the protocol's user
 object), with which provider and scopes, and when it expires. It never holds provider
 tokens: an app that keeps tokens stores them server-side (``on_login``) and finds them
