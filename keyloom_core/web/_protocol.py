@@ -76,6 +76,7 @@ log = logging.getLogger("keyloom.web")
 
 MAX_QUERY_FIELDS: Final = 32
 MAX_QUERY_CHARS: Final = 6144
+
 LoginCallback = Callable[["LoginResult"], Awaitable[None]]
 """``async def on_login(result: LoginResult) -> None``: called after a successful login."""
 
@@ -327,16 +328,19 @@ class AuthHandler:
     # -- dispatch ------------------------------------------------------------------
 
     async def handle(self, request: AuthRequest) -> AuthResponse:
-        """Answer *request*; never raises for bad input, never shows a traceback."""
+        """Answer *request*; never raises for bad input, never shows a traceback.
+
+        A ``HEAD`` request gets the answer of the ``GET`` without its body.
+        """
         try:
             response = await self._dispatch(request)
             check_sendable(response.header_list())
         except KeyloomError as error:
-            return self._error(request, error)
+            response = self._error(request, error)
         except Exception:
             log.exception("keyloom: unexpected error answering %s %r", request.method, request.path)
-            return self._error(request, _InternalError("an unexpected error occurred"))
-        return response
+            response = self._error(request, _InternalError("an unexpected error occurred"))
+        return attrs.evolve(response, body=b"") if request.method == "HEAD" else response
 
     async def _dispatch(self, request: AuthRequest) -> AuthResponse:
         match = _match(request.path)
@@ -357,8 +361,7 @@ class AuthHandler:
             "providers": self._providers,
             "logout": self._logout,
         }
-        response = await routes[route](request, provider)
-        return attrs.evolve(response, body=b"") if head else response
+        return await routes[route](request, provider)
 
     def _csrf_ok(self, request: AuthRequest) -> bool:
         session = self.current_session(request.cookies)

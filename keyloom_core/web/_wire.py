@@ -21,6 +21,7 @@ __all__ = [
     "query_repr",
 ]
 
+#: The login state cookie's plain name (``__Host-keyloom_oauth`` when cookies are Secure).
 STATE_COOKIE: Final = "__keyloom_oauth"
 #: Largest ``Set-Cookie`` value (name, value and attributes) Keyloom sends; browsers drop
 #: cookies over 4096 bytes silently.

@@ -857,6 +857,10 @@ def check_answer(
     )
     if sets_session and not may_sign_in:
         tally.fail(f"{where} set a session cookie")
+    if request.method == "HEAD":  # answered as GET, without the body
+        if response.body:
+            tally.fail(f"{where} answered HEAD with a body")
+        return
     if response.status < 400:
         return
     if response.content_type is None:
