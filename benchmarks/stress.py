@@ -13,6 +13,11 @@ runs smaller numbers of the same scenarios).
   user-info endpoints; outcome counts, 500 answers (must be 0), code replays (must be 0).
 - Fuzz: Hypothesis-generated hostile callback requests to ``AuthHandler.handle`` and over
   HTTP, and hostile provider answers; unhandled (must be 0).
+- Attacks: every attack of ``tests/stress/test_attacks.py`` (forged, replayed and stolen
+  state, PKCE downgrade, code injection, open redirects, tampered sessions, logout CSRF,
+  cookie tossing, unbound CSRF tokens, provider cookies carried between users, malleable
+  signatures, oversized state cookies, secrets in reprs, non-ASCII base URLs, HEAD, token
+  store rollback, readable state), run against the real app; each must be refused.
 
 Run::
 
@@ -24,12 +29,16 @@ Exits 1 when a figure misses its target.
 from __future__ import annotations
 
 import argparse
+import ast
 import logging
 import os
 import platform
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+from xml.etree import ElementTree as ET
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "stress"))
@@ -249,6 +258,78 @@ def fuzz_phase(handler_examples: int, http_examples: int, provider_examples: int
     ]
 
 
+_AUDIT_MARKER = "# -- what an outside audit of the web layer tried"
+
+
+def _attack_docs(path: Path) -> dict[str, tuple[str, bool]]:
+    """By test name: the first sentence of its docstring, and whether it is one of the
+    attacks of the outside audit (the tests after its section marker)."""
+    source = path.read_text()
+    before, _, _ = source.partition(_AUDIT_MARKER)
+    audit_from = before.count("\n") + 1 if _AUDIT_MARKER in source else 10**9
+    docs: dict[str, tuple[str, bool]] = {}
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.AsyncFunctionDef | ast.FunctionDef) and node.name.startswith(
+            "test_"
+        ):
+            text = " ".join((ast.get_docstring(node) or "").split())
+            docs[node.name] = (text.split(". ")[0].rstrip("."), node.lineno > audit_from)
+    return docs
+
+
+def attack_phase() -> list[Figure]:
+    section("attacks: tests/stress/test_attacks.py against the real app, each must be refused")
+    path = ROOT / "tests" / "stress" / "test_attacks.py"
+    docs = _attack_docs(path)
+    with tempfile.TemporaryDirectory() as folder:
+        report = Path(folder) / "attacks.xml"
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                f"--junitxml={report}",
+                str(path),
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            timeout=900,
+            check=False,
+        )
+        cases = ET.parse(report).getroot().iter("testcase") if report.exists() else []
+        outcomes: dict[str, str] = {}
+        for case in cases:
+            name = case.get("name", "").split("[")[0]
+            if case.find("failure") is not None or case.find("error") is not None:
+                outcomes[name] = "NOT REFUSED"
+            elif case.find("skipped") is not None:
+                outcomes.setdefault(name, "skipped")
+            else:
+                outcomes.setdefault(name, "refused")
+    rows = [
+        [
+            name.removeprefix("test_").replace("_", " ") + (" (audit)" if audit else ""),
+            outcomes.get(name, "not run"),
+            doc if len(doc) <= 100 else doc[:99] + "…",
+        ]
+        for name, (doc, audit) in docs.items()
+    ]
+    print(table(["attack", "outcome", "what"], rows), flush=True)
+    refused = sum(1 for name in docs if outcomes.get(name) == "refused")
+    return [
+        Figure(
+            "attacks: refused",
+            f"{refused}/{len(docs)}",
+            f"{len(docs)}/{len(docs)}",
+            refused == len(docs),
+            "one pytest test per attack, run in a subprocess",
+        )
+    ]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--quick", action="store_true", help="smaller numbers (about 30 s)")
@@ -267,6 +348,7 @@ def main() -> int:
     figures += load_phase(10_000 if full else 1_000, 200 if full else 100, full)
     figures += fault_phase(2_000 if full else 300, 100 if full else 50, 0.2)
     figures += fuzz_phase(1_400 if full else 150, 300 if full else 50, 1_000 if full else 150)
+    figures += attack_phase()
     section(f"summary ({time.perf_counter() - began:.0f} s)")
     print(figures_table(figures), flush=True)
     return 1 if any(f.ok is False for f in figures) else 0

@@ -56,7 +56,9 @@ def define_keyloom(
     :param timeout: seconds for one provider call (the plugin's answer and any fallback to
         the built-in one together), retries included.
     :param retry: retry policy for provider calls.
-    :param session: an ``aiohttp.ClientSession`` to borrow instead of opening one.
+    :param session: an ``aiohttp.ClientSession`` to borrow instead of opening one; create
+        it with ``cookie_jar=aiohttp.DummyCookieJar()`` (provider calls are stateless, and
+        a cookie kept from one user's login must not travel with the next user's calls).
     :param state_guard: where used login states are remembered (single use); in memory
         by default, shared storage when the app runs as several processes.
     :raises ConfigurationError: anything wrong, named.

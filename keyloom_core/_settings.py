@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import attrs
 
@@ -26,8 +26,37 @@ LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 _SECRET_HINT = 'Generate one: python -c "import secrets; print(secrets.token_urlsafe(32))"'
 
 
+def _ascii_url(base_url: str) -> str:
+    """*base_url* with an IDNA (``xn--``) host name and a percent-encoded path.
+
+    The URL ends up in ``Location`` headers and redirect URIs, which must be ASCII.
+    """
+    parts = urlsplit(base_url)
+    host = parts.hostname or ""
+    try:
+        ascii_host = host.encode("idna").decode("ascii") if not host.isascii() else host
+        port = parts.port
+    except (UnicodeError, ValueError):
+        msg = f"base_url's host name is not a valid domain name: {base_url!r}"
+        raise ConfigurationError(msg) from None
+    userinfo = parts.netloc.rpartition("@")[0]
+    netloc = f"{userinfo}@" if userinfo else ""
+    netloc += f"[{ascii_host}]" if ":" in ascii_host else ascii_host
+    netloc += f":{port}" if port is not None else ""
+    path = quote(parts.path, safe="/%:@!$&'()*+,;=-._~")
+    url = urlunsplit((parts.scheme, netloc, path, parts.query, parts.fragment))
+    if not (url.isascii() and url.isprintable()):
+        msg = f"base_url must be printable: {base_url!r}"
+        raise ConfigurationError(msg)
+    return url
+
+
 def check_base_url(base_url: str) -> str:
-    """Validate the app's public URL; return it without a trailing slash."""
+    """Validate the app's public URL; return it without a trailing slash.
+
+    A non-ASCII host name is converted to its IDNA form (``https://例え.example`` becomes
+    ``https://xn--r8jz45g.example``) and a non-ASCII path is percent-encoded.
+    """
     parts = urlsplit(base_url)
     if parts.scheme not in {"http", "https"} or not parts.hostname:
         msg = f"base_url must be an absolute http(s) URL, not {base_url!r}"
@@ -38,6 +67,8 @@ def check_base_url(base_url: str) -> str:
     if parts.scheme == "http" and parts.hostname not in LOOPBACK_HOSTS:
         msg = "base_url must use https outside localhost"
         raise ConfigurationError(msg, hint="OAuth providers require https redirect URIs.")
+    if not (base_url.isascii() and base_url.isprintable()):
+        base_url = _ascii_url(base_url)
     return base_url.rstrip("/")
 
 

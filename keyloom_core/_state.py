@@ -1,9 +1,15 @@
-"""Login state: what a started login remembers, signed into the browser, accepted once.
+"""Login state: what a started login remembers, sealed into the browser, accepted once.
 
-``begin_login`` writes a :class:`LoginState` into a signed value that the browser keeps
-(the state cookie); the provider echoes only its random ``nonce`` (the ``state``
-parameter). ``complete_login`` verifies the signature and expiry, checks the echo in
-constant time, and asks the :class:`StateGuard` to accept the nonce once.
+``begin_login`` writes a :class:`LoginState` into a value that the browser keeps (the
+state cookie); the provider echoes only its random ``nonce`` (the ``state`` parameter).
+``complete_login`` verifies the value and its expiry, checks the echo in constant time,
+and asks the :class:`StateGuard` to accept the nonce once.
+
+With ``cryptography`` installed (the ``tokens`` extra) the value is sealed: AES-256-GCM
+with a key derived from the app's secrets exactly as the token store derives its own
+(HKDF-SHA256, purpose ``login-state/v1``), so the PKCE verifier, redirect URI and callback
+URL cannot be read from the cookie. Without it the value is HMAC-signed: authentic but
+readable (base64 JSON).
 """
 
 from __future__ import annotations
@@ -12,14 +18,36 @@ import collections
 import hmac
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 
-from ._signing import BadSignatureError, ExpiredError, Signer
+from ._signing import (
+    MAX_TOKEN_LENGTH,
+    BadSignatureError,
+    ExpiredError,
+    Signer,
+    b64decode,
+    b64encode,
+)
 from .errors import StateError
 
+if TYPE_CHECKING:
+    from .tokens._crypto import TokenCipher
+
 __all__ = ["LoginState", "LoginStates", "MemoryStateGuard", "StateGuard"]
+
+_SEAL_PURPOSE = "login-state/v1"
+_SEAL_AD = b"keyloom-login-state"
+
+
+def _state_cipher(secrets: Sequence[str]) -> TokenCipher | None:
+    """The AEAD that seals login states, or ``None`` without ``cryptography``."""
+    try:
+        from .tokens._crypto import TokenCipher  # noqa: PLC0415  (optional, and costly)
+    except ImportError:
+        return None
+    return TokenCipher(secrets[0], secrets[1:], purpose=_SEAL_PURPOSE)
 
 
 class StateGuard(Protocol):
@@ -117,16 +145,62 @@ class LoginStates:
     """
 
     def __init__(self, secrets: Sequence[str], *, ttl: float, guard: StateGuard) -> None:
+        self._secrets = tuple(secrets)
         self._signer = Signer(secrets, "state")
+        self._cipher: TokenCipher | None = None
+        self._cipher_loaded = False  # built on first use: importing cryptography takes time
         self.ttl = ttl
         self.guard = guard
 
     def __repr__(self) -> str:
         return f"LoginStates(ttl={self.ttl:g}, guard={type(self.guard).__name__})"
 
+    def _aead(self) -> TokenCipher | None:
+        if not self._cipher_loaded:
+            self._cipher = _state_cipher(self._secrets)
+            self._cipher_loaded = True
+        return self._cipher
+
+    @property
+    def sealed(self) -> bool:
+        """Whether states are encrypted (``cryptography`` is installed), not only signed."""
+        return self._aead() is not None
+
     def seal(self, state: LoginState, *, now: float) -> str:
-        """The signed value the browser keeps for *state*."""
-        return self._signer.sign(state.to_payload(), ttl=self.ttl, now=now)
+        """The value the browser keeps for *state*: encrypted if possible, else signed."""
+        cipher = self._aead()
+        if cipher is None:
+            return self._signer.sign(state.to_payload(), ttl=self.ttl, now=now)
+        payload = {**state.to_payload(), "exp": int(now + self.ttl)}
+        return b64encode(cipher.encrypt(payload, _SEAL_AD))
+
+    def read(self, value: str, *, now: float | None = None) -> dict[str, Any]:
+        """The payload of a state *value*, checked for authenticity and expiry, not spent.
+
+        The keys are ``p`` (provider), ``n`` (nonce), ``v`` (PKCE verifier), ``c``
+        (callback URL), ``r`` (redirect URI) and ``exp``.
+
+        :raises BadSignatureError: forged, tampered or malformed.
+        :raises ExpiredError: genuine but expired.
+        """
+        cipher = self._aead()
+        if cipher is None:
+            return self._signer.unsign(value, now=now)
+        from .tokens._store import TokenDecryptionError  # noqa: PLC0415  (loaded with the cipher)
+
+        if len(value) > MAX_TOKEN_LENGTH:
+            raise BadSignatureError("malformed")
+        try:
+            data = cipher.decrypt(b64decode(value), _SEAL_AD)
+        except ValueError:
+            raise BadSignatureError("malformed") from None
+        except TokenDecryptionError:
+            raise BadSignatureError("signature") from None
+        if not isinstance(data.get("exp"), int):
+            raise BadSignatureError("malformed")
+        if data["exp"] <= (time.time() if now is None else now):
+            raise ExpiredError("expired")
+        return data
 
     async def use(
         self, provider_id: str, echoed: str | None, stored: str | None, now: float | None = None
@@ -151,7 +225,7 @@ class LoginStates:
             msg = "no sign-in is in progress in this browser"
             raise StateError(msg, reason="missing", provider_id=provider_id)
         try:
-            state = LoginState.from_payload(self._signer.unsign(stored, now=now))
+            state = LoginState.from_payload(self.read(stored, now=now))
         except ExpiredError:
             msg = "the sign-in took too long and expired"
             raise StateError(msg, reason="expired", provider_id=provider_id) from None

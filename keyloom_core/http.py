@@ -224,6 +224,11 @@ class HttpClient:
 
     Use as an async context manager. A session passed in is borrowed and left open.
 
+    Provider calls are stateless, so the session this client opens keeps no cookies
+    (``aiohttp.DummyCookieJar``): a cookie a provider sets while one user signs in is
+    never sent with the next user's calls. A borrowed session should be created with
+    ``cookie_jar=aiohttp.DummyCookieJar()`` for the same reason.
+
     :param session: An app-owned session to borrow instead of opening one.
     :param timeout: Total seconds for one attempt of one request.
     :param connect_timeout: Seconds to open a connection.
@@ -268,6 +273,7 @@ class HttpClient:
                     total=self._timeout, sock_connect=self._connect_timeout
                 ),
                 connector=aiohttp.TCPConnector(limit=256, ttl_dns_cache=300),
+                cookie_jar=aiohttp.DummyCookieJar(),
                 headers={"User-Agent": "keyloom-python"},
                 raise_for_status=False,
             )

@@ -403,7 +403,7 @@ async def check_authorize_url(session: ConformanceSession) -> None:
     if repeated := sorted(k for k, v in values.items() if len(v) > 1):
         raise _fail(f"the authorization URL repeats {', '.join(repeated)}")
     query = {k: v[0] for k, v in values.items()}
-    payload = keyloom.signer("state").unsign(start.state)
+    payload = keyloom.states.read(start.state)
     spec = provider.spec
     wanted = {
         "state": payload["n"],

@@ -27,7 +27,11 @@ __all__ = ["TokenCipher"]
 #: Secrets shorter than this are refused (the same rule as the signing secret).
 MIN_SECRET_LENGTH = 32
 
-_FORMAT = b"\x01"
+#: Entries written by earlier versions: the associated data names provider and account.
+_FORMAT_UNVERSIONED = b"\x01"
+#: The current format: the associated data also names the entry's version.
+_FORMAT = b"\x02"
+_FORMATS = frozenset({_FORMAT_UNVERSIONED, _FORMAT})
 _KEY_ID_BYTES = 8
 _NONCE_BYTES = 12
 _HEADER = len(_FORMAT) + _KEY_ID_BYTES + _NONCE_BYTES
@@ -43,10 +47,15 @@ class TokenCipher:
 
     The key is ``HKDF-SHA256(secret, salt="keyloom", info="keyloom/{purpose}/aes-256-gcm")``,
     so it is independent of the keys that sign state and sessions with the same secret.
-    Each value is ``0x01 | key id (8 bytes) | nonce (12 bytes) | AES-GCM ciphertext+tag``,
-    authenticated together with *associated* data (the store passes the provider and
-    account, so a value copied to another account does not decrypt). The key id (itself
-    derived with HKDF, revealing nothing about the key) picks the secret for decryption.
+    Each value is ``0x02 | key id (8 bytes) | nonce (12 bytes) | AES-GCM ciphertext+tag``,
+    authenticated together with *associated* data: the store passes the provider, the
+    account and the version being written, so a value copied to another account does not
+    decrypt, and neither does an older value of the same account written back into its
+    row (a rollback). The key id (itself derived with HKDF, revealing nothing about the
+    key) picks the secret for decryption.
+
+    Values in the earlier ``0x01`` format (associated data without the version) are still
+    read, and are rewritten in the current format by the store's next write of the entry.
 
     :param secret: the current secret; new values are always encrypted with it.
     :param old_secrets: previous secrets, still accepted for reading (rotation).
@@ -85,7 +94,7 @@ class TokenCipher:
 
         :raises TokenDecryptionError: no configured secret decrypts it, or it is corrupt.
         """
-        if len(blob) <= _HEADER or blob[:1] != _FORMAT:
+        if len(blob) <= _HEADER or blob[:1] not in _FORMATS:
             msg = "a stored token entry is not in a known format"
             raise TokenDecryptionError(msg)
         key_id = blob[1 : 1 + _KEY_ID_BYTES]
@@ -105,20 +114,30 @@ class TokenCipher:
         raise TokenDecryptionError(msg)
 
     def seal(self, grant: StoredGrant) -> bytes:
-        """Encrypt *grant*'s payload, bound to its provider and account."""
+        """Encrypt *grant*'s payload, bound to its provider, account and version."""
         return self.encrypt(
-            grant.to_payload(), associated_data(grant.provider_id, grant.account_id)
+            grant.to_payload(),
+            associated_data(grant.provider_id, grant.account_id, grant.version),
         )
 
-    def unseal(self, blob: bytes, provider_id: str, account_id: str) -> dict[str, Any]:
-        """Decrypt what :meth:`seal` wrote for *provider_id* / *account_id*."""
-        return self.decrypt(blob, associated_data(provider_id, account_id))
+    def unseal(
+        self, blob: bytes, provider_id: str, account_id: str, *, version: int
+    ) -> dict[str, Any]:
+        """Decrypt what :meth:`seal` wrote for *provider_id* / *account_id* at *version*.
+
+        :raises TokenDecryptionError: the value belongs to another account or another
+            version (an older value written back), or no configured secret decrypts it.
+        """
+        unversioned = blob[:1] == _FORMAT_UNVERSIONED
+        bound = None if unversioned else version
+        return self.decrypt(blob, associated_data(provider_id, account_id, bound))
 
     def needs_rewrap(self, blob: bytes) -> bool:
         """Whether *blob* was encrypted with an old secret (a write re-encrypts it)."""
         return blob[1 : 1 + _KEY_ID_BYTES] != self._keys[0][0]
 
 
-def associated_data(provider_id: str, account_id: str) -> bytes:
-    """The associated data binding an encrypted value to its key."""
-    return f"keyloom-token\x00{provider_id}\x00{account_id}".encode()
+def associated_data(provider_id: str, account_id: str, version: int | None = None) -> bytes:
+    """The associated data binding an encrypted value to its key (and version)."""
+    unversioned = f"keyloom-token\x00{provider_id}\x00{account_id}"
+    return (unversioned if version is None else f"{unversioned}\x00v{version}").encode()

@@ -36,10 +36,13 @@ log = logging.getLogger("keyloom.tokens")
 
 T = TypeVar("T")
 
-# KEYS[1] grant hash; ARGV: blob, expected version ('' = any), expire-at ms ('' = never).
+_PUT_ATTEMPTS: Final = 8
+
+# KEYS[1] grant hash; ARGV: blob, expected version ('' = any, '0' = none stored),
+# expire-at ms ('' = never).
 _PUT: Final = """
 local current = redis.call('HGET', KEYS[1], 'v')
-if ARGV[2] ~= '' and current ~= ARGV[2] then return 0 end
+if ARGV[2] ~= '' and (current or '0') ~= ARGV[2] then return 0 end
 local version = 1
 if current then version = tonumber(current) + 1 end
 redis.call('HSET', KEYS[1], 'v', version, 'd', ARGV[1])
@@ -153,7 +156,9 @@ class RedisTokenStore:
             return None
         try:
             blob = base64.b64decode(_text(data))
-            payload = self._cipher.unseal(blob, provider_id, account_id)
+            payload = self._cipher.unseal(
+                blob, provider_id, account_id, version=int(_text(version))
+            )
         except TokenStoreError as exc:
             exc.provider_id, exc.account_id = provider_id, account_id
             raise
@@ -171,20 +176,37 @@ class RedisTokenStore:
         scopes: Iterable[str],
         if_version: int | None = None,
     ) -> StoredGrant | None:
-        """Write the next version; with *if_version*, only over exactly that version."""
+        """Write the next version; with *if_version*, only over exactly that version.
+
+        The value is encrypted bound to the version it is written as, so the write is a
+        compare-and-swap on the version read just before; an unconditional write that
+        keeps losing that race to other writers raises :class:`TokenStoreError`.
+        """
         grant = StoredGrant.new(provider_id, account_id, tokens, scopes, 0, now=self._clock())
-        blob = self._cipher.seal(grant)
-        expiry = tokens.refresh_expires_at
+        if if_version is not None:
+            return await self._write(grant, if_version) if if_version >= 1 else None
+        key = self.key(provider_id, account_id)
+        for _ in range(_PUT_ATTEMPTS):
+            pending: Awaitable[Any] = self._client.hget(key, "v")
+            current = await self._call(pending, provider_id, account_id)
+            written = await self._write(grant, 0 if current is None else int(_text(current)))
+            if written is not None:
+                return written
+        msg = "the token entry kept changing while it was being written"
+        raise TokenStoreError(msg, provider_id=provider_id, account_id=account_id)
+
+    async def _write(self, grant: StoredGrant, expected: int) -> StoredGrant | None:
+        """Write *grant* as version ``expected + 1`` if version *expected* is stored."""
+        written = attrs.evolve(grant, version=expected + 1)
+        expiry = grant.tokens.refresh_expires_at
         args = [
-            base64.b64encode(blob).decode("ascii"),
-            "" if if_version is None else str(if_version),
+            base64.b64encode(self._cipher.seal(written)).decode("ascii"),
+            str(expected),
             "" if expiry is None else str(int(expiry * 1000) + 60_000),
         ]
-        result = self._put(keys=[self.key(provider_id, account_id)], args=args)
-        version = int(await self._call(result, provider_id, account_id))
-        if version == 0:
-            return None
-        return attrs.evolve(grant, version=version)
+        result = self._put(keys=[self.key(grant.provider_id, grant.account_id)], args=args)
+        version = int(await self._call(result, grant.provider_id, grant.account_id))
+        return None if version == 0 else written
 
     async def delete(
         self, provider_id: str, account_id: str, *, if_version: int | None = None

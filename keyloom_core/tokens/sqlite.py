@@ -47,19 +47,14 @@ CREATE TABLE IF NOT EXISTS keyloom_token_locks (
 ) WITHOUT ROWID;
 """
 _GET: Final = "SELECT version, payload FROM keyloom_tokens WHERE provider = ? AND account = ?"
-_UPSERT: Final = """
+_VERSION: Final = "SELECT version FROM keyloom_tokens WHERE provider = ? AND account = ?"
+_WRITE: Final = """
 INSERT INTO keyloom_tokens (provider, account, version, payload, refresh_expires_at)
-VALUES (?, ?, 1, ?, ?)
+VALUES (?, ?, ?, ?, ?)
 ON CONFLICT (provider, account) DO UPDATE SET
-    version = keyloom_tokens.version + 1,
+    version = excluded.version,
     payload = excluded.payload,
     refresh_expires_at = excluded.refresh_expires_at
-RETURNING version
-"""
-_SWAP: Final = """
-UPDATE keyloom_tokens SET version = version + 1, payload = ?, refresh_expires_at = ?
-WHERE provider = ? AND account = ? AND version = ?
-RETURNING version
 """
 _DELETE: Final = "DELETE FROM keyloom_tokens WHERE provider = ? AND account = ?"
 _DELETE_VERSION: Final = _DELETE + " AND version = ?"
@@ -86,8 +81,10 @@ class SQLiteTokenStore:
     ``synchronous=FULL`` (a committed rotated refresh token survives a power cut).
 
     The event loop never blocks: every SQLite call runs in a worker thread, one at a time,
-    on this store's single connection. Each write is one atomic statement
-    (``... RETURNING version``), so compare-and-swap needs no open transaction.
+    on this store's single connection. A write is one short ``BEGIN IMMEDIATE``
+    transaction (read the version, encrypt bound to the next one, write), so the
+    encrypted value always names the version it is stored under: an older value written
+    back into the row does not decrypt.
 
     The refresh lock is a lease row in ``keyloom_token_locks``, taken by one atomic
     ``INSERT … ON CONFLICT DO UPDATE … WHERE expires_at <= now`` and polled while taken.
@@ -189,7 +186,7 @@ class SQLiteTokenStore:
             return None
         version, blob = row
         try:
-            payload = self._cipher.unseal(blob, provider_id, account_id)
+            payload = self._cipher.unseal(blob, provider_id, account_id, version=version)
         except TokenStoreError as exc:
             exc.provider_id, exc.account_id = provider_id, account_id
             raise
@@ -206,22 +203,29 @@ class SQLiteTokenStore:
     ) -> StoredGrant | None:
         """Write the next version; with *if_version*, only over exactly that version."""
         grant = StoredGrant.new(provider_id, account_id, tokens, scopes, 0, now=self._clock())
-        blob = self._cipher.seal(grant)
         expiry = tokens.refresh_expires_at
 
-        def write(conn: sqlite3.Connection) -> int | None:
-            if if_version is None:
-                cursor = conn.execute(_UPSERT, (provider_id, account_id, blob, expiry))
-            else:
-                cursor = conn.execute(_SWAP, (blob, expiry, provider_id, account_id, if_version))
-            row = cursor.fetchone()
-            cursor.close()
-            return None if row is None else int(row[0])
+        def write(conn: sqlite3.Connection) -> StoredGrant | None:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                row = conn.execute(_VERSION, (provider_id, account_id)).fetchone()
+                current = None if row is None else int(row[0])
+                if if_version is not None and current != if_version:
+                    conn.execute("ROLLBACK")
+                    return None
+                written = attrs.evolve(grant, version=1 if current is None else current + 1)
+                blob = self._cipher.seal(written)
+                conn.execute(
+                    _WRITE, (provider_id, account_id, written.version, blob, expiry)
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            return written
 
-        version = await self._run(write, provider_id, account_id)
-        if version is None:
-            return None
-        return attrs.evolve(grant, version=version)
+        return await self._run(write, provider_id, account_id)
 
     async def delete(
         self, provider_id: str, account_id: str, *, if_version: int | None = None

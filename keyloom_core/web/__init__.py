@@ -7,7 +7,7 @@ JavaScript Keyloom server, so a front end written for ``@keyloom/react`` works u
 ``GET  /oauth/{provider}/start``            302 to the provider; ``?callbackUrl=/path``
 ``GET  /oauth/{provider}/callback``         302 to the callback URL, session cookie set
 ``GET  /session``                           ``{"session": {...} | null, "user": ... | null}``
-``GET  /csrf``                              ``{"csrfToken": "..."}`` + ``__keyloom_csrf``
+``GET  /csrf``                              ``{"csrfToken": "..."}`` + the CSRF cookie
 ``POST /logout``                            ``{"ok": true}``; needs ``x-keyloom-csrf``
 ``GET  /providers``                         ``[{"id", "name", "signinUrl", "callbackUrl"}]``
 ==========================================  =============================================

@@ -23,6 +23,7 @@ import attrs
 from keyloom_core.errors import (
     AccessDeniedError,
     InvalidCallbackError,
+    InvalidRedirectError,
     KeyloomError,
     ProviderError,
     StateError,
@@ -39,11 +40,26 @@ from keyloom_core.web.sessions import (
     read_session,
 )
 
+from ._wire import (
+    AUTH_COOKIES,
+    HOST_PREFIX,
+    MAX_COOKIE_BYTES,
+    STATE_COOKIE,
+    check_sendable,
+    headers_repr,
+    host_cookie_name,
+    parse_cookies,
+    query_repr,
+)
+
 if TYPE_CHECKING:
     from keyloom_core._keyloom import Keyloom
     from keyloom_core.models import LoginResult, TokenSet
 
 __all__ = [
+    "AUTH_COOKIES",
+    "HOST_PREFIX",
+    "MAX_COOKIE_BYTES",
     "MAX_QUERY_CHARS",
     "MAX_QUERY_FIELDS",
     "STATE_COOKIE",
@@ -58,7 +74,6 @@ __all__ = [
 
 log = logging.getLogger("keyloom.web")
 
-STATE_COOKIE: Final = "__keyloom_oauth"
 MAX_QUERY_FIELDS: Final = 32
 MAX_QUERY_CHARS: Final = 6144
 
@@ -101,23 +116,6 @@ class _InternalError(KeyloomError):
     status = 500
 
 
-def parse_cookies(headers: Iterable[str]) -> dict[str, str]:
-    """Parse ``Cookie`` header values; the first cookie of each name wins (as in browsers).
-
-    Unlike :class:`http.cookies.SimpleCookie`, one malformed cookie does not hide the rest.
-    """
-    cookies: dict[str, str] = {}
-    for header in headers:
-        for part in header.split(";"):
-            name, sep, value = part.strip().partition("=")
-            name, value = name.strip(), value.strip()
-            if len(value) > 1 and value[0] == value[-1] == '"':
-                value = value[1:-1]
-            if sep and name and name not in cookies:
-                cookies[name] = value
-    return cookies
-
-
 def _upper(value: str) -> str:
     return value.upper()
 
@@ -136,12 +134,19 @@ class AuthRequest:
         query: The query parameters in order, repeated keys kept.
         headers: Header values by lower-case name (repeated headers joined with ``", "``).
         cookies: Cookie values by name.
+
+    The repr hides secrets: cookies, the ``Cookie``, ``Authorization`` and CSRF headers,
+    and the callback's ``code`` and ``state`` parameters.
     """
 
     method: str = attrs.field(converter=_upper)
     path: str
-    query: tuple[tuple[str, str], ...] = attrs.field(default=(), converter=_pairs)
-    headers: Mapping[str, str] = attrs.field(factory=dict, eq=False, hash=False)
+    query: tuple[tuple[str, str], ...] = attrs.field(
+        default=(), converter=_pairs, repr=query_repr
+    )
+    headers: Mapping[str, str] = attrs.field(
+        factory=dict, eq=False, hash=False, repr=headers_repr
+    )
     cookies: Mapping[str, str] = attrs.field(factory=dict, eq=False, hash=False, repr=False)
 
     @classmethod
@@ -229,11 +234,15 @@ class AuthHandler:
 
     Routes (below the base path): ``GET /oauth/{provider}/start?callbackUrl=…``,
     ``GET /oauth/{provider}/callback``, ``GET /session``, ``GET /csrf``,
-    ``POST /logout`` and ``GET /providers``. Every ``POST`` must carry the CSRF token in
-    the ``x-keyloom-csrf`` header, equal to the ``__keyloom_csrf`` cookie.
+    ``POST /logout`` and ``GET /providers``; ``HEAD`` on a ``GET`` route answers as
+    ``GET`` without the body. Every ``POST`` must carry the CSRF token in the
+    ``x-keyloom-csrf`` header, equal to the CSRF cookie and minted for the browser's
+    current session (or for no session, when signed out).
 
     Cookies are ``HttpOnly; SameSite=Lax; Path=/`` and ``Secure``, except when
-    ``base_url`` is ``http://`` on ``localhost``, ``127.0.0.1`` or ``::1``.
+    ``base_url`` is ``http://`` on ``localhost``, ``127.0.0.1`` or ``::1``. Secure cookies
+    carry the ``__Host-`` prefix (``__Host-keyloom_session``, ``__Host-keyloom_csrf``,
+    ``__Host-keyloom_oauth``; see :attr:`session_cookie` and its siblings).
 
     Attributes:
         keyloom: The configured instance (open it for the app's lifetime).
@@ -269,6 +278,28 @@ class AuthHandler:
     def _secure_default(self) -> bool:
         return _secure_cookies(self.keyloom.base_url)
 
+    def _cookie_name(self, name: str) -> str:
+        return host_cookie_name(name) if self._secure else name
+
+    @property
+    def session_cookie(self) -> str:
+        """The session cookie's name.
+
+        ``__Host-keyloom_session`` when cookies are Secure, ``__keyloom_session`` on a
+        loopback ``http://`` base URL.
+        """
+        return self._cookie_name(SESSION_COOKIE)
+
+    @property
+    def csrf_cookie(self) -> str:
+        """The CSRF cookie's name (``__Host-keyloom_csrf`` or ``__keyloom_csrf``)."""
+        return self._cookie_name(CSRF_COOKIE)
+
+    @property
+    def state_cookie(self) -> str:
+        """The login state cookie's name (``__Host-keyloom_oauth`` or ``__keyloom_oauth``)."""
+        return self._cookie_name(STATE_COOKIE)
+
     # -- helpers for adapters and apps ---------------------------------------------
 
     def relative_path(self, path: str) -> str | None:
@@ -278,7 +309,7 @@ class AuthHandler:
 
     def current_session(self, cookies: Mapping[str, str]) -> Session | None:
         """The valid session in *cookies*, or ``None``."""
-        return read_session(self.keyloom, cookies.get(SESSION_COOKIE))
+        return read_session(self.keyloom, cookies.get(self.session_cookie))
 
     def signin_url(self, provider_id: str) -> str:
         """The absolute URL that starts a login with *provider_id*."""
@@ -297,28 +328,31 @@ class AuthHandler:
     # -- dispatch ------------------------------------------------------------------
 
     async def handle(self, request: AuthRequest) -> AuthResponse:
-        """Answer *request*; never raises for bad input, never shows a traceback."""
+        """Answer *request*; never raises for bad input, never shows a traceback.
+
+        A ``HEAD`` request gets the answer of the ``GET`` without its body.
+        """
         try:
-            return await self._dispatch(request)
+            response = await self._dispatch(request)
+            check_sendable(response.header_list())
         except KeyloomError as error:
-            return self._error(request, error)
+            response = self._error(request, error)
         except Exception:
             log.exception("keyloom: unexpected error answering %s %r", request.method, request.path)
-            return self._error(request, _InternalError("an unexpected error occurred"))
+            response = self._error(request, _InternalError("an unexpected error occurred"))
+        return attrs.evolve(response, body=b"") if request.method == "HEAD" else response
 
     async def _dispatch(self, request: AuthRequest) -> AuthResponse:
         match = _match(request.path)
         if match is None:
             return _json_response(404, {"error": "not_found"})
         route, allowed, provider = match
-        if request.method == "POST" and not check_csrf(
-            self.keyloom, request.cookies.get(CSRF_COOKIE), request.headers.get(CSRF_HEADER)
-        ):
+        if request.method == "POST" and not self._csrf_ok(request):
             return _json_response(403, {"error": "csrf"})
-        if request.method != allowed:
-            return _json_response(
-                405, {"error": "method_not_allowed"}, headers=(("Allow", allowed),)
-            )
+        head = request.method == "HEAD" and allowed == "GET"
+        if request.method != allowed and not head:
+            allow = "GET, HEAD" if allowed == "GET" else allowed
+            return _json_response(405, {"error": "method_not_allowed"}, headers=(("Allow", allow),))
         routes = {
             "start": self._start,
             "callback": self._callback,
@@ -328,6 +362,15 @@ class AuthHandler:
             "logout": self._logout,
         }
         return await routes[route](request, provider)
+
+    def _csrf_ok(self, request: AuthRequest) -> bool:
+        session = self.current_session(request.cookies)
+        return check_csrf(
+            self.keyloom,
+            request.cookies.get(self.csrf_cookie),
+            request.headers.get(CSRF_HEADER),
+            session_id=session.id if session is not None else None,
+        )
 
     # -- routes --------------------------------------------------------------------
 
@@ -339,7 +382,10 @@ class AuthHandler:
             callback_url=query.get("callbackUrl"),
             params={k: v for k, v in query.items() if k in allowed},
         )
-        state = self.cookie(STATE_COOKIE, start.state, max_age=int(self.keyloom.state_ttl))
+        state = self.cookie(self.state_cookie, start.state, max_age=int(self.keyloom.state_ttl))
+        if len(state.encode()) > MAX_COOKIE_BYTES:  # a browser would drop it silently
+            msg = "the callback URL is too long to keep during the sign-in"
+            raise InvalidRedirectError(msg, provider_id=provider, hint="Use a shorter callbackUrl.")
         return _redirect(start.url, cookies=(state,))
 
     async def _callback(self, request: AuthRequest, provider: str) -> AuthResponse:
@@ -349,10 +395,10 @@ class AuthHandler:
                 msg = "the sign-in callback has no code or state"
                 return self._error(request, InvalidCallbackError(msg, provider_id=provider))
             return _json_response(400, {"error": "invalid_callback"})
-        clear_state = self.cookie(STATE_COOKIE, "", max_age=0)
+        clear_state = self.cookie(self.state_cookie, "", max_age=0)
         try:
             result = await self.keyloom.complete_login(
-                provider, query, request.cookies.get(STATE_COOKIE)
+                provider, query, request.cookies.get(self.state_cookie)
             )
         except StateError as error:  # not ours to clear: it may belong to another sign-in
             return self._error(request, error)
@@ -362,30 +408,32 @@ class AuthHandler:
             session, value = issue_session(self.keyloom, result)
             if self.on_login is not None:
                 await self.on_login(result)
+            location = urljoin(self.keyloom.base_url, result.callback_url)
+            max_age = max(0, session.expires_at - session.created_at)
+            cookie = self.cookie(self.session_cookie, value, max_age=max_age)
+            answer = _redirect(location, cookies=(cookie, clear_state))
+            check_sendable(answer.header_list())
         except BaseException as error:
             await self.keyloom.revoke_refused(result.provider_id, result.tokens)
             if not isinstance(error, KeyloomError):
                 raise
             return self._error(request, error, cookies=(clear_state,))
         log.info("keyloom: signed in with %s", result.provider_id)
-        location = urljoin(self.keyloom.base_url, result.callback_url)
-        max_age = max(0, session.expires_at - session.created_at)
-        return _redirect(
-            location,
-            cookies=(self.cookie(SESSION_COOKIE, value, max_age=max_age), clear_state),
-        )
+        return answer
 
     async def _session(self, request: AuthRequest, _: str) -> AuthResponse:
-        value = request.cookies.get(SESSION_COOKIE)
+        value = request.cookies.get(self.session_cookie)
         session = read_session(self.keyloom, value)
         if session is not None:
             return _json_response(200, session.to_json())
-        cookies = (self.cookie(SESSION_COOKIE, "", max_age=0),) if value else ()
+        cookies = (self.cookie(self.session_cookie, "", max_age=0),) if value else ()
         return _json_response(200, {"session": None, "user": None}, cookies=cookies)
 
-    async def _csrf(self, _request: AuthRequest, _provider: str) -> AuthResponse:
-        token = new_csrf_token(self.keyloom)
-        return _json_response(200, {"csrfToken": token}, cookies=(self.cookie(CSRF_COOKIE, token),))
+    async def _csrf(self, request: AuthRequest, _provider: str) -> AuthResponse:
+        session = self.current_session(request.cookies)
+        token = new_csrf_token(self.keyloom, session_id=session.id if session else None)
+        cookie = self.cookie(self.csrf_cookie, token)
+        return _json_response(200, {"csrfToken": token}, cookies=(cookie,))
 
     async def _providers(self, _request: AuthRequest, _provider: str) -> AuthResponse:
         listing = [
@@ -400,11 +448,11 @@ class AuthHandler:
         return _json_response(200, listing)
 
     async def _logout(self, request: AuthRequest, _: str) -> AuthResponse:
-        session = read_session(self.keyloom, request.cookies.get(SESSION_COOKIE))
+        session = self.current_session(request.cookies)
         if session is not None and self.on_logout is not None:
             await self._revoke(session, self.on_logout)
         return _json_response(
-            200, {"ok": True}, cookies=(self.cookie(SESSION_COOKIE, "", max_age=0),)
+            200, {"ok": True}, cookies=(self.cookie(self.session_cookie, "", max_age=0),)
         )
 
     async def _revoke(self, session: Session, on_logout: LogoutCallback) -> None:

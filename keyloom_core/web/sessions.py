@@ -1,6 +1,7 @@
 """Signed, expiring session cookies and double-submit CSRF tokens.
 
-A session lives entirely in the ``__keyloom_session`` cookie, signed with the instance's
+A session lives entirely in the session cookie (``__Host-keyloom_session``, or
+``__keyloom_session`` on a loopback ``http://`` base URL), signed with the instance's
 secrets for the ``"session"`` purpose. It holds who signed in (the protocol's user
 object), with which provider and scopes, and when it expires. It never holds provider
 tokens: an app that keeps tokens stores them server-side (``on_login``) and finds them
@@ -241,21 +242,38 @@ def read_session(
         return None
 
 
-def new_csrf_token(keyloom: Keyloom, *, now: float | None = None) -> str:
-    """A fresh CSRF token: random, and signed so that only this app can mint one.
+def new_csrf_token(
+    keyloom: Keyloom, *, now: float | None = None, session_id: str | None = None
+) -> str:
+    """A fresh CSRF token: random, signed by this app, bound to the session it protects.
 
-    Send it both as the ``__keyloom_csrf`` cookie and in the ``/csrf`` answer; a later
-    unsafe request must echo it in the ``x-keyloom-csrf`` header (double submit).
+    Send it both as the CSRF cookie and in the ``/csrf`` answer; a later unsafe request
+    must echo it in the ``x-keyloom-csrf`` header (double submit). *session_id* is the id
+    of the browser's session (``None`` when signed out): :func:`check_csrf` accepts the
+    token only alongside that same session, so a token minted without a session (which
+    anyone can get) never passes for a signed-in browser.
     """
     return keyloom.signer("csrf").sign(
-        {"n": secrets.token_urlsafe(18)}, ttl=keyloom.session_ttl, now=now
+        {"n": secrets.token_urlsafe(18), "sid": session_id or ""},
+        ttl=keyloom.session_ttl,
+        now=now,
     )
 
 
 def check_csrf(
-    keyloom: Keyloom, cookie: str | None, header: str | None, *, now: float | None = None
+    keyloom: Keyloom,
+    cookie: str | None,
+    header: str | None,
+    *,
+    now: float | None = None,
+    session_id: str | None = None,
 ) -> bool:
-    """Whether *header* equals *cookie* (constant time) and the token is ours and unexpired."""
+    """Whether the double-submitted CSRF token is good for this request.
+
+    *header* must equal *cookie* (compared in constant time), and the token must be ours,
+    unexpired, and minted for *session_id* (the request's session id, ``None`` if signed
+    out).
+    """
     if not cookie or not header:
         return False
     if not hmac.compare_digest(
@@ -263,7 +281,10 @@ def check_csrf(
     ):
         return False
     try:
-        keyloom.signer("csrf").unsign(cookie, now=now)
+        data = keyloom.signer("csrf").unsign(cookie, now=now)
     except (BadSignatureError, ExpiredError):
         return False
-    return True
+    bound = data.get("sid", "")
+    return isinstance(bound, str) and hmac.compare_digest(
+        bound.encode("utf-8", "surrogatepass"), (session_id or "").encode("utf-8", "surrogatepass")
+    )

@@ -865,6 +865,10 @@ def check_answer(
     )
     if sets_session and not may_sign_in:
         tally.fail(f"{where} set a session cookie")
+    if request.method == "HEAD":  # answered as GET, without the body
+        if response.body:
+            tally.fail(f"{where} answered HEAD with a body")
+        return
     if response.status < 400:
         return
     if response.content_type is None:
@@ -1138,9 +1142,9 @@ class StateMint:
         start = await source.begin_login("tiktok", now=when)
         nonce = dict(parse_qsl(urlsplit(start.url).query)).get("state")
         state = start.state
-        if mode == "tampered":
-            body, _, mac = state.partition(".")
-            state = f"{body[:-2]}{'A' if body[-2] != 'A' else 'B'}{body[-1]}.{mac}"
+        if mode == "tampered":  # one character changed mid-value (sealed or signed)
+            at = len(state) // 2
+            state = f"{state[:at]}{'A' if state[at] != 'A' else 'B'}{state[at + 1 :]}"
         return state, nonce
 
 

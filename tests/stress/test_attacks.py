@@ -21,9 +21,10 @@ import yarl
 from keyloom_tiktok.emulator import DEFAULT_CLIENT_KEY, TOKEN_PATH
 
 from keyloom_core import KeyloomError, define_keyloom
+from keyloom_core._signing import Signer, b64encode
 from keyloom_core.testing.emulator import CodeFailure, FaultInjector
-from keyloom_core.web import CSRF_COOKIE, SESSION_COOKIE, STATE_COOKIE
-from keyloom_core.web.sessions import Session, encode_session, new_csrf_token
+from keyloom_core.web import CSRF_COOKIE, SESSION_COOKIE, STATE_COOKIE, AuthHandler, AuthRequest
+from keyloom_core.web.sessions import Session, encode_session, issue_session, new_csrf_token
 
 pytestmark = pytest.mark.anyio
 
@@ -34,6 +35,10 @@ OTHER_SECRET = "an-attackers-own-signing-secret-0123456789abc"
 
 def _b64json(text: str) -> dict:
     return json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
 def _b64(data: dict) -> str:
@@ -68,7 +73,7 @@ def _assert_refused(answer: stresskit.Answer, code: str, status: int = 400) -> N
 
 
 async def test_forged_state(stack):
-    """State cookies the app never issued are refused before any token request."""
+    """State cookies the app never issued (or altered) are refused before any token request."""
     async with stresskit.bare_client() as attacker:
         # the attacker runs a login with his own Keyloom (another secret) against the same
         # provider, so he holds a real code and a real-looking, self-signed state
@@ -82,16 +87,29 @@ async def test_forged_state(stack):
         reply = await stresskit.call(attacker, "GET", start.url, encoded=True)
         params = dict(parse_qsl(urlsplit(reply.headers["Location"]).query))
         genuine = await stresskit.start_and_authorize(attacker, stack)
-        body, _, mac = genuine.state_cookie.partition(".")
-        payload = _b64json(body)
+        sealed = _unb64(genuine.state_cookie)  # AES-GCM: format, key id, nonce, ciphertext+tag
+        payload = stack.keyloom.states.read(genuine.state_cookie)
+        own_signer = Signer([OTHER_SECRET], "state")
+
+        def flipped(at: int) -> str:
+            data = bytearray(sealed)
+            data[at] ^= 1
+            return b64encode(bytes(data))
+
         forgeries = {
-            "signed with another secret": start.state,
+            "sealed with another secret": start.state,
             "random": "Zm9yZ2Vk.Zm9yZ2Vk",
-            "no signature": f"{body}.",
-            "body only": body,
-            "payload swapped, signature kept": f"{_b64({**payload, 'n': params['state']})}.{mac}",
-            "verifier swapped, signature kept": f"{_b64({**payload, 'v': 'a' * 64})}.{mac}",
-            "expiry pushed, signature kept": f"{_b64({**payload, 'exp': payload['exp'] + 10**6})}.{mac}",
+            "ciphertext byte flipped": flipped(30),
+            "tag byte flipped": flipped(-1),
+            "nonce byte flipped": flipped(12),
+            "key id byte flipped": flipped(2),
+            "tag cut off": b64encode(sealed[:-16]),
+            "earlier format byte": b64encode(b"\x01" + sealed[1:]),
+            "non-canonical spelling (== appended)": genuine.state_cookie + "==",
+            "readable payload, no signature": _b64({**payload, "n": params["state"]}),
+            "readable payload signed by the attacker": own_signer.sign(
+                {**payload, "n": params["state"]}, ttl=600
+            ),
             "empty": "",
             "huge": "a" * 5000 + "." + "b" * 2000,
         }
@@ -303,7 +321,7 @@ async def test_pkce_verifier_from_another_login_fails(stack):
         )
         _assert_refused(answer, "token_exchange_failed", 502)
         # straight at the token endpoint with the client's own credentials, too
-        other_verifier = _b64json(second.state_cookie.split(".")[0])["v"]
+        other_verifier = stack.keyloom.states.read(second.state_cookie)["v"]
         direct = await stresskit.call(
             client,
             "POST",
@@ -743,3 +761,242 @@ async def test_client_secret_never_leaks(caplog, error_status):
     for tokens in issued:
         assert tokens.access_token not in everything
         assert tokens.refresh_token not in everything
+
+
+# -- what an outside audit of the web layer tried -----------------------------------------------
+
+
+async def test_cookie_tossing_session_fixation(stack):
+    """A sibling subdomain plants the attacker's own session cookie next to the victim's (a
+    longer ``Path`` so it is sent first): the request reads as signed out. And with Secure
+    cookies the names carry ``__Host-``, which no subdomain can set: a planted plain
+    ``__keyloom_session`` is not even read."""
+    async with stresskit.browser() as attacker, stresskit.browser() as victim:
+        assert (await stresskit.browse_login(attacker, stack)).label == "success"
+        assert (await stresskit.browse_login(victim, stack)).label == "success"
+        planted = next(c.value for c in attacker.cookie_jar if c.key == SESSION_COOKIE)
+        own = next(c.value for c in victim.cookie_jar if c.key == SESSION_COOKIE)
+    async with stresskit.bare_client() as client:
+        for header in (
+            f"{SESSION_COOKIE}={planted}; {SESSION_COOKIE}={own}",
+            f"{SESSION_COOKIE}={own}; {SESSION_COOKIE}={planted}",
+        ):
+            answer = await stresskit.call(
+                client, "GET", stack.auth("/session"), headers={"Cookie": header}
+            )
+            assert answer.json() == {"session": None, "user": None}
+            me = await stresskit.call(client, "GET", f"{stack.url}/me", headers={"Cookie": header})
+            assert me.json() == {"user": None}
+    secure = AuthHandler(
+        define_keyloom(
+            providers=[stresskit.tiktok_provider(stack.emulator.url)],
+            secret=stresskit.SIGNING_SECRET,
+            base_url="https://app.example.com",
+            autoload=False,
+        )
+    )
+    assert secure.session_cookie == "__Host-keyloom_session"
+    tossed = await secure.handle(
+        AuthRequest("GET", "/session", cookies={SESSION_COOKIE: planted})
+    )
+    assert json.loads(tossed.body) == {"session": None, "user": None}
+    start = await secure.handle(AuthRequest("GET", "/oauth/tiktok/start"))
+    assert all(c.startswith("__Host-keyloom_oauth=") for c in start.cookies)
+
+
+async def test_csrf_token_minted_without_a_session_cannot_log_out(stack, browser):
+    """Anyone can fetch a CSRF token while signed out and plant it (cookie and header); it
+    is bound to no session, so it never logs a signed-in victim out."""
+    assert (await stresskit.browse_login(browser, stack)).label == "success"
+    session_value = next(c.value for c in browser.cookie_jar if c.key == SESSION_COOKIE)
+    async with stresskit.bare_client() as attacker:
+
+        async def try_logout(forged: str) -> None:
+            answer = await stresskit.call(
+                attacker,
+                "POST",
+                stack.auth("/logout"),
+                headers={"x-keyloom-csrf": forged},
+                cookies={SESSION_COOKIE: session_value, CSRF_COOKIE: forged},
+            )
+            assert answer.status == 403, answer.text
+            assert answer.set_cookie(SESSION_COOKIE) is None
+
+        # minted without a session, then for another session
+        await try_logout((await stresskit.call(attacker, "GET", stack.auth("/csrf"))).json()["csrfToken"])
+        other_session, _ = issue_session(stack.keyloom, stack.logins[-1])
+        await try_logout(new_csrf_token(stack.keyloom, session_id=other_session.id))
+    still = await stresskit.call(browser, "GET", stack.auth("/session"))
+    assert still.json()["user"] is not None
+
+
+class _CookieProbe:
+    """Emulator middleware: sets a cookie on every token answer and records the ``Cookie``
+    header of every API call."""
+
+    __middleware_version__ = 1
+
+    def __init__(self) -> None:
+        self.seen: list[str | None] = []
+
+    async def __call__(self, request, handler):
+        if request.path.startswith("/v2/oauth/") or request.path.startswith("/v2/user/"):
+            self.seen.append(request.headers.get("Cookie"))
+        response = await handler(request)
+        if request.path == TOKEN_PATH:
+            response.set_cookie("provider_session", "set-during-another-users-login", path="/")
+        return response
+
+
+async def test_provider_cookies_are_not_carried_between_users():
+    """A cookie the provider sets during one user's login is never sent with the next
+    user's token request: the provider client keeps no cookies."""
+    probe = _CookieProbe()
+    async with stresskit.StressEmulator(middlewares=[probe]) as emulator:
+        # a host name, not an IP address: a default cookie jar would keep its cookies
+        origin = emulator.url.replace("127.0.0.1", "localhost")
+        async with stresskit.serve_app(
+            stresskit.tiktok_provider(origin), emulator=emulator
+        ) as stack:
+            for _ in range(3):
+                async with stresskit.browser() as user:
+                    assert (await stresskit.browse_login(user, stack)).label == "success"
+    assert len(probe.seen) >= 6
+    assert probe.seen == [None] * len(probe.seen)
+
+
+async def test_malleable_signature_spellings(stack, browser):
+    """A signed value with ``==``, ``!!`` or another spelling of its signature appended
+    does not verify: one signed value has one spelling (deny lists keyed on it hold)."""
+    assert (await stresskit.browse_login(browser, stack)).label == "success"
+    value = next(c.value for c in browser.cookie_jar if c.key == SESSION_COOKIE)
+    body, _, mac = value.partition(".")
+    last = mac[-1]
+    spellings = [value + "==", value + "!!", value + "=", f"{body}.{mac}A", f"={value}"]
+    # the same signature bytes with different unused bits (base64's second spelling)
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    spellings.append(f"{body}.{mac[:-1]}{alphabet[alphabet.index(last) ^ 1]}")
+    async with stresskit.bare_client() as client:
+        for spelling in spellings:
+            answer = await stresskit.call(
+                client, "GET", stack.auth("/session"), cookies={SESSION_COOKIE: spelling}
+            )
+            assert answer.json() == {"session": None, "user": None}, spelling
+
+
+async def test_oversized_state_cookie_is_refused_at_start(stack):
+    """A long non-ASCII ``callbackUrl`` under the character limit would make a state cookie
+    over 4 KB that browsers drop silently: it is refused at ``/start`` with a clear 400."""
+    async with stresskit.bare_client() as client:
+        for callback in ("/" + "é" * 600, "/" + "例" * 500, "/%E4%BE%8B" * 300):
+            answer = await stresskit.call(
+                client,
+                "GET",
+                stack.auth("/oauth/tiktok/start"),
+                params={"callbackUrl": callback},
+                headers=JSON,
+            )
+            assert answer.status == 400, answer.text
+            assert answer.json()["error"] == "invalid_callback_url"
+            assert "too long" in answer.json()["message"]
+            assert answer.set_cookie(STATE_COOKIE) is None
+        fine = await stresskit.call(
+            client, "GET", stack.auth("/oauth/tiktok/start"), params={"callbackUrl": "/" + "é" * 90}
+        )
+        assert fine.status == 302
+        assert len(fine.set_cookie(STATE_COOKIE).encode()) < 4000
+    assert _ledger(stack).submissions == 0
+
+
+async def test_request_reprs_show_no_secrets(stack, browser):
+    """The request object handed around (and logged by apps) hides the session cookie, the
+    CSRF token, ``Authorization`` and the callback's code and state."""
+    assert (await stresskit.browse_login(browser, stack)).label == "success"
+    session_value = next(c.value for c in browser.cookie_jar if c.key == SESSION_COOKIE)
+    token = (await stresskit.call(browser, "GET", stack.auth("/csrf"))).json()["csrfToken"]
+    request = AuthRequest.from_raw(
+        "POST",
+        "/logout",
+        b"code=an-authorization-code&state=a-state-nonce",
+        [
+            ("Cookie", f"{SESSION_COOKIE}={session_value}; {CSRF_COOKIE}={token}"),
+            ("x-keyloom-csrf", token),
+            ("Authorization", "Bearer a-bearer-token"),
+        ],
+    )
+    shown = repr(request) + str(request)
+    for secret in (session_value, token, "a-bearer-token", "an-authorization-code", "a-state-nonce"):
+        assert secret not in shown
+        assert all(part not in shown for part in secret.split("."))
+
+
+async def test_non_ascii_base_url():
+    """``https://例え.example`` is normalised to its IDNA form at configuration time, so no
+    ``Location`` header or redirect URI ever holds a character HTTP cannot send."""
+    keyloom = define_keyloom(
+        providers=[stresskit.tiktok_provider("http://127.0.0.1:9")],
+        secret=stresskit.SIGNING_SECRET,
+        base_url="https://例え.example",
+        autoload=False,
+    )
+    assert keyloom.base_url == "https://xn--r8jz45g.example"
+    start = await AuthHandler(keyloom).handle(
+        AuthRequest("GET", "/oauth/tiktok/start", query=[("callbackUrl", "/ページ")])
+    )
+    assert start.status == 302
+    assert all(v.isascii() for _, v in start.header_list())
+    with pytest.raises(KeyloomError):
+        define_keyloom(
+            providers=[stresskit.tiktok_provider("http://127.0.0.1:9")],
+            secret=stresskit.SIGNING_SECRET,
+            base_url="https://" + "ü" * 70 + ".example",
+            autoload=False,
+        )
+
+
+async def test_head_requests(stack):
+    """``HEAD`` on a GET route answers as ``GET`` without the body (not 405), on a route
+    that changes state only as its ``GET`` would; ``HEAD`` never logs out."""
+    async with stresskit.bare_client() as client:
+        for path in ("/session", "/csrf", "/providers"):
+            get = await stresskit.call(client, "GET", stack.auth(path))
+            head = await stresskit.call(client, "HEAD", stack.auth(path))
+            assert (head.status, head.body) == (get.status, b""), path
+        logout = await stresskit.call(client, "HEAD", stack.auth("/logout"))
+        assert logout.status == 405
+
+
+async def test_token_store_rollback(tmp_path):
+    """An older ciphertext of an account (an already rotated refresh token) written back
+    into its row does not decrypt: the version is in the AEAD's associated data."""
+    import sqlite3
+
+    from keyloom_core import TokenSet
+    from keyloom_core.tokens import SQLiteTokenStore, TokenDecryptionError
+
+    path = tmp_path / "tokens.sqlite3"
+    async with SQLiteTokenStore(path, secret=stresskit.SIGNING_SECRET) as store:
+        await store.put("tiktok", "victim", TokenSet(access_token="a1", refresh_token="r1"), scopes=())
+        with sqlite3.connect(path) as conn:
+            (old,) = conn.execute("SELECT payload FROM keyloom_tokens").fetchone()
+        conn.close()
+        await store.put(
+            "tiktok", "victim", TokenSet(access_token="a2", refresh_token="r2"), scopes=(), if_version=1
+        )
+        with sqlite3.connect(path) as conn:
+            conn.execute("UPDATE keyloom_tokens SET payload = ?", (old,))
+        conn.close()
+        with pytest.raises(TokenDecryptionError):
+            await store.get("tiktok", "victim")
+
+
+async def test_state_cookie_reveals_nothing(stack):
+    """The state cookie is sealed (AES-GCM): the PKCE verifier, the redirect URI and the
+    callback URL cannot be read from it."""
+    async with stresskit.bare_client() as client:
+        started = await stresskit.start_and_authorize(client, stack, callback_url="/secret/page")
+    payload = stack.keyloom.states.read(started.state_cookie)
+    raw = _unb64(started.state_cookie)
+    for value in (payload["v"], payload["r"], payload["c"], payload["n"]):
+        assert value.encode() not in raw
+    assert b'"v"' not in raw

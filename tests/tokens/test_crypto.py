@@ -35,7 +35,7 @@ def test_tampering_is_detected() -> None:
     with pytest.raises(TokenDecryptionError):
         cipher.decrypt(bytes(blob), AD)
     with pytest.raises(TokenDecryptionError):
-        cipher.decrypt(b"\x02" + bytes(blob[1:]), AD)
+        cipher.decrypt(b"\x03" + bytes(blob[1:]), AD)
     with pytest.raises(TokenDecryptionError):
         cipher.decrypt(b"", AD)
 

@@ -7,7 +7,7 @@ import pytest
 
 from keyloom_core.tokens import MemoryTokenStore, TokenManager
 from keyloom_core.web import AuthHandler, AuthRequest
-from keyloom_core.web.sessions import CSRF_COOKIE, SESSION_COOKIE, issue_session, new_csrf_token
+from keyloom_core.web.sessions import issue_session, new_csrf_token
 
 pytestmark = pytest.mark.anyio
 
@@ -21,14 +21,14 @@ async def test_logout_route_deletes_and_revokes_stored_tokens(make_keyloom, logi
         result = await login(keyloom)
         account = result.profile.id
         assert (await manager.store.get("tiktok", account)) is not None
-        _, cookie = issue_session(keyloom, result)
-        csrf = new_csrf_token(keyloom)
+        session, cookie = issue_session(keyloom, result)
+        csrf = new_csrf_token(keyloom, session_id=session.id)
         response = await handler.handle(
             AuthRequest(
                 "POST",
                 "/logout",
                 headers={"x-keyloom-csrf": csrf},
-                cookies={SESSION_COOKIE: cookie, CSRF_COOKIE: csrf},
+                cookies={handler.session_cookie: cookie, handler.csrf_cookie: csrf},
             )
         )
         assert response.status == 200

@@ -478,10 +478,19 @@ async def test_logout_requires_csrf(serve, browser, client):
     async with serve() as srv:
         signed_in, _ = await sign_in(browser, srv)
         session_cookie = signed_in.cookie_value("__keyloom_session")
-        token = (await call(client, "GET", srv.auth("/csrf"))).json()["csrfToken"]
-        other = (await call(client, "GET", srv.auth("/csrf"))).json()["csrfToken"]
+        mine = {"__keyloom_session": session_cookie}
+        token = (await call(client, "GET", srv.auth("/csrf"), cookies=mine)).json()["csrfToken"]
+        other = (await call(client, "GET", srv.auth("/csrf"), cookies=mine)).json()["csrfToken"]
+        unbound = (await call(client, "GET", srv.auth("/csrf"))).json()["csrfToken"]
         url = srv.auth("/logout")
         attempts = {
+            "token minted without a session": await call(
+                client,
+                "POST",
+                url,
+                headers={"x-keyloom-csrf": unbound},
+                cookies={"__keyloom_session": session_cookie, "__keyloom_csrf": unbound},
+            ),
             "no header": await call(
                 client,
                 "POST",
@@ -616,7 +625,7 @@ async def test_not_found_and_method_not_allowed_shapes(serve, client):
         assert reply.status == 405
         assert reply.json() == {"error": "method_not_allowed"}
     assert get_logout.headers["Allow"] == "POST"
-    assert put_session.headers["Allow"] == "GET"
+    assert put_session.headers["Allow"] == "GET, HEAD"
     assert post_no_csrf.status == 403
     assert post_no_csrf.json() == {"error": "csrf"}
     assert post_unknown.status == 404

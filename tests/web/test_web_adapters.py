@@ -32,7 +32,7 @@ async def test_secure_flag_only_relaxed_for_loopback_http(make_keyloom, base_url
     response = await handler.handle(request("GET", "/csrf"))
     (cookie,) = response.cookies
     assert ("; Secure" in cookie) is secure
-    assert cookie.startswith("__keyloom_csrf=")
+    assert cookie.startswith("__Host-keyloom_csrf=" if secure else "__keyloom_csrf=")
     assert "HttpOnly" in cookie
     assert "SameSite=Lax" in cookie
     assert "Path=/" in cookie
@@ -48,7 +48,7 @@ async def test_start_cookie_and_location(make_keyloom):
     headers = dict(response.headers)
     assert headers["Location"].startswith(keyloom.providers["fake"].spec.authorize_url)
     (cookie,) = response.cookies
-    assert cookie.startswith("__keyloom_oauth=")
+    assert cookie.startswith("__Host-keyloom_oauth=")
     assert cookie.endswith("; Max-Age=600; HttpOnly; SameSite=Lax; Secure")
     assert response.body == b""
     assert ("Set-Cookie", cookie) in response.header_list()
@@ -206,7 +206,7 @@ async def test_asgi_wrapped_app_gets_other_paths_and_handler(make_keyloom):
 
     app = KeyloomASGI(keyloom, inner)
     _, value = issue_session(keyloom, _result())
-    cookie = [(b"cookie", f"__keyloom_session={value}".encode())]
+    cookie = [(b"cookie", f"{app.handler.session_cookie}={value}".encode())]
     await serve_one(app, http_scope("/dashboard", headers=cookie))
     await serve_one(app, http_scope("/dashboard"))
     auth = await serve_one(app, http_scope("/api/auth/session", headers=cookie))

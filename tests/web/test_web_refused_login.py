@@ -6,7 +6,6 @@ import pytest
 
 from keyloom_core import AccessDeniedError
 from keyloom_core.web import AuthHandler, AuthRequest
-from keyloom_core.web._protocol import STATE_COOKIE
 
 pytestmark = pytest.mark.anyio
 
@@ -14,14 +13,14 @@ pytestmark = pytest.mark.anyio
 async def _callback(handler: AuthHandler, authorize) -> tuple[int, str]:
     start = await handler.handle(AuthRequest("GET", "/oauth/fake/start"))
     location = dict(start.header_list())["Location"]
-    state = next(c for c in start.cookies if c.startswith(STATE_COOKIE)).split(";")[0]
+    state = next(c for c in start.cookies if c.startswith(f"{handler.state_cookie}=")).split(";")[0]
     query = await authorize(_Start(location))
     reply = await handler.handle(
         AuthRequest(
             "GET",
             "/oauth/fake/callback",
             query=tuple(query.items()),
-            cookies={STATE_COOKIE: state.partition("=")[2]},
+            cookies={handler.state_cookie: state.partition("=")[2]},
         )
     )
     return reply.status, reply.body.decode()
