@@ -39,6 +39,7 @@ SCOPES = (
     "user.info.stats",
     "video.list",
     "video.upload",
+    "video.publish",
 )
 #: The user-info fields each scope unlocks.
 FIELDS_BY_SCOPE: Mapping[str, tuple[str, ...]] = {
