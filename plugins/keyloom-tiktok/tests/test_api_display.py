@@ -7,6 +7,7 @@ Every test signs a real account in through the emulated TikTok (a real aiohttp s
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from typing import Any
@@ -142,12 +143,16 @@ async def test_video_list_pages_through_the_whole_seeded_catalogue(make_account)
     assert len(videos) == me.video_count == 42
     assert len({v.id for v in videos}) == 42
     times = [v.create_time for v in videos]
-    assert all(a is not None and b is not None and a > b for a, b in zip(times, times[1:]))
+    assert all(a is not None and b is not None and a > b for a, b in itertools.pairwise(times))
     assert sum(v.like_count or 0 for v in videos) == me.likes_count
     assert api_calls(account, VIDEO_LIST_PATH) == math.ceil(42 / 20)
     first = videos[0]
-    assert first.title and first.share_url and first.embed_link and first.cover_image_url
-    assert first.view_count is not None and first.view_count >= (first.like_count or 0)
+    assert first.title
+    assert first.share_url
+    assert first.embed_link
+    assert first.cover_image_url
+    assert first.view_count is not None
+    assert first.view_count >= (first.like_count or 0)
 
 
 async def test_video_list_is_stable_per_user(make_account) -> None:
@@ -199,7 +204,7 @@ async def test_video_query_batches_ids_by_twenty_and_drops_foreign_ones(make_acc
 
 async def test_cover_urls_expire_after_six_hours_and_query_renews_them(make_account) -> None:
     account = await make_account()
-    video = [v async for v in account.api.videos(limit=1)][0]
+    video = next(v async for v in account.api.videos(limit=1))
     assert video.cover_image_url is not None
     assert video.cover_expires_at == pytest.approx(account.clock() + 6 * 3600, abs=2)
     async with aiohttp.ClientSession() as browser:
