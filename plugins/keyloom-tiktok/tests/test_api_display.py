@@ -204,7 +204,7 @@ async def test_video_query_batches_ids_by_twenty_and_drops_foreign_ones(make_acc
 
 async def test_cover_urls_expire_after_six_hours_and_query_renews_them(make_account) -> None:
     account = await make_account()
-    video = next(v async for v in account.api.videos(limit=1))
+    video = await anext(account.api.videos(limit=1))
     assert video.cover_image_url is not None
     assert video.cover_expires_at == pytest.approx(account.clock() + 6 * 3600, abs=2)
     async with aiohttp.ClientSession() as browser:
