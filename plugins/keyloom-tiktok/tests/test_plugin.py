@@ -226,7 +226,7 @@ def test_explicit_credentials_win_over_the_environment(clean_env: pytest.MonkeyP
 # -- scope policy ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("unknown", ["user.info.email", "video.publish", "user_info"])
+@pytest.mark.parametrize("unknown", ["user.info.email", "video.delete", "user_info"])
 def test_an_unknown_scope_is_refused_at_define_time(unknown: str) -> None:
     provider = configured(scopes=[BASIC, unknown])
     with pytest.raises(ConfigurationError, match=unknown) as info:
