@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import math
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -55,13 +56,18 @@ class Account:
         return ContentAPI.of(self.emulator)
 
 
+MakeAccount = Callable[..., Awaitable[Account]]
+
+
 @pytest.fixture
 def clock() -> ManualClock:
     return ManualClock(time.time())
 
 
 @pytest.fixture
-def make_account(make_emulator, make_keyloom, login, clock):
+def make_account(
+    make_emulator: Any, make_keyloom: Any, login: Any, clock: ManualClock
+) -> MakeAccount:
     async def make(
         scopes: tuple[str, ...] = ALL_SCOPES,
         users: tuple[EmulatedUser, ...] | None = None,
@@ -88,7 +94,7 @@ def api_calls(account: Account, path: str) -> int:
     return len(account.emulator.calls(path))
 
 
-async def test_user_info_has_every_granted_field_stats_included(make_account) -> None:
+async def test_user_info_has_every_granted_field_stats_included(make_account: MakeAccount) -> None:
     account = await make_account()
     me = await account.api.user_info()
     assert isinstance(me, UserInfo)
@@ -107,7 +113,9 @@ async def test_user_info_has_every_granted_field_stats_included(make_account) ->
     assert {"follower_count", "likes_count", "username", "display_name"} <= set(fields)
 
 
-async def test_user_info_asks_only_for_fields_the_granted_scopes_allow(make_account) -> None:
+async def test_user_info_asks_only_for_fields_the_granted_scopes_allow(
+    make_account: MakeAccount,
+) -> None:
     account = await make_account(scopes=("user.info.basic",))
     me = await account.api.user_info()
     assert me.display_name == USER.display_name
@@ -125,7 +133,9 @@ async def test_user_info_asks_only_for_fields_the_granted_scopes_allow(make_acco
     }
 
 
-async def test_user_info_field_without_its_scope_is_refused_before_any_call(make_account) -> None:
+async def test_user_info_field_without_its_scope_is_refused_before_any_call(
+    make_account: MakeAccount,
+) -> None:
     account = await make_account(scopes=("user.info.basic",))
     before = api_calls(account, "/v2/user/info/")
     with pytest.raises(ScopeDeniedError) as caught:
@@ -136,7 +146,9 @@ async def test_user_info_field_without_its_scope_is_refused_before_any_call(make
         await account.api.user_info(fields=["avatar_url_200"])
 
 
-async def test_video_list_pages_through_the_whole_seeded_catalogue(make_account) -> None:
+async def test_video_list_pages_through_the_whole_seeded_catalogue(
+    make_account: MakeAccount,
+) -> None:
     account = await make_account()
     me = await account.api.user_info()
     videos = [video async for video in account.api.videos()]
@@ -155,7 +167,7 @@ async def test_video_list_pages_through_the_whole_seeded_catalogue(make_account)
     assert first.view_count >= (first.like_count or 0)
 
 
-async def test_video_list_is_stable_per_user(make_account) -> None:
+async def test_video_list_is_stable_per_user(make_account: MakeAccount) -> None:
     one = await make_account()
     ids_one = [v.id async for v in one.api.videos(limit=5)]
     two = await make_account()
@@ -164,7 +176,7 @@ async def test_video_list_is_stable_per_user(make_account) -> None:
     assert len(ids_one) == 5
 
 
-async def test_video_list_keeps_going_through_short_pages(make_account) -> None:
+async def test_video_list_keeps_going_through_short_pages(make_account: MakeAccount) -> None:
     account = await make_account()
     account.content.hide_every = 3
     pages = [page async for page in account.api.video_pages(page_size=10)]
@@ -174,7 +186,7 @@ async def test_video_list_keeps_going_through_short_pages(make_account) -> None:
     assert api_calls(account, VIDEO_LIST_PATH) == 5
 
 
-async def test_video_list_with_no_videos_stops_at_once(make_account) -> None:
+async def test_video_list_with_no_videos_stops_at_once(make_account: MakeAccount) -> None:
     empty = EmulatedUser(user_id="new-creator", display_name="New Creator", username="new.creator")
     account = await make_account(users=(empty,))
     pages = [page async for page in account.api.video_pages()]
@@ -183,7 +195,7 @@ async def test_video_list_with_no_videos_stops_at_once(make_account) -> None:
     assert pages[0].has_more is False
 
 
-async def test_video_list_page_size_is_checked(make_account) -> None:
+async def test_video_list_page_size_is_checked(make_account: MakeAccount) -> None:
     account = await make_account()
     with pytest.raises(ValueError, match="page_size"):
         async for _ in account.api.video_pages(page_size=21):
@@ -191,7 +203,9 @@ async def test_video_list_page_size_is_checked(make_account) -> None:
     assert api_calls(account, VIDEO_LIST_PATH) == 0
 
 
-async def test_video_query_batches_ids_by_twenty_and_drops_foreign_ones(make_account) -> None:
+async def test_video_query_batches_ids_by_twenty_and_drops_foreign_ones(
+    make_account: MakeAccount,
+) -> None:
     account = await make_account()
     videos = [v async for v in account.api.videos()]
     wanted = [v.id for v in reversed(videos)] + ["7000000000000000001", "not-mine"]
@@ -202,7 +216,9 @@ async def test_video_query_batches_ids_by_twenty_and_drops_foreign_ones(make_acc
     assert await account.api.query_videos([]) == []
 
 
-async def test_cover_urls_expire_after_six_hours_and_query_renews_them(make_account) -> None:
+async def test_cover_urls_expire_after_six_hours_and_query_renews_them(
+    make_account: MakeAccount,
+) -> None:
     account = await make_account()
     video = await anext(account.api.videos(limit=1))
     assert video.cover_image_url is not None
@@ -220,7 +236,7 @@ async def test_cover_urls_expire_after_six_hours_and_query_renews_them(make_acco
             assert response.status == 200
 
 
-async def test_video_list_needs_its_scope_before_any_call(make_account) -> None:
+async def test_video_list_needs_its_scope_before_any_call(make_account: MakeAccount) -> None:
     account = await make_account(scopes=("user.info.basic", "user.info.stats"))
     with pytest.raises(ScopeDeniedError) as caught:
         async for _ in account.api.videos():
@@ -242,7 +258,7 @@ async def expire_stored_token(account: Account) -> None:
     )
 
 
-async def test_an_expired_token_is_refreshed_before_the_call(make_account) -> None:
+async def test_an_expired_token_is_refreshed_before_the_call(make_account: MakeAccount) -> None:
     account = await make_account()
     account.clock.advance(86_400 + 10)
     await expire_stored_token(account)
@@ -256,7 +272,9 @@ async def test_an_expired_token_is_refreshed_before_the_call(make_account) -> No
     assert len(refreshes) == 1
 
 
-async def test_a_refused_token_is_refreshed_once_and_the_call_repeated(make_account) -> None:
+async def test_a_refused_token_is_refreshed_once_and_the_call_repeated(
+    make_account: MakeAccount,
+) -> None:
     account = await make_account()
     # TikTok's clock says the token expired; the stored expiry says it is still fresh.
     account.clock.advance(86_400 + 10)
@@ -279,7 +297,9 @@ async def test_a_refused_token_is_refreshed_once_and_the_call_repeated(make_acco
     assert len(refreshes) == 1
 
 
-async def test_a_token_still_refused_after_one_refresh_is_a_typed_error(make_account) -> None:
+async def test_a_token_still_refused_after_one_refresh_is_a_typed_error(
+    make_account: MakeAccount,
+) -> None:
     from keyloom_tiktok.api import AccessTokenInvalidError
 
     account = await make_account()
@@ -294,7 +314,7 @@ async def test_a_token_still_refused_after_one_refresh_is_a_typed_error(make_acc
     assert statuses[-2:] == [401, 401]
 
 
-async def test_calls_are_paced_within_the_endpoint_limit(make_account) -> None:
+async def test_calls_are_paced_within_the_endpoint_limit(make_account: MakeAccount) -> None:
     limits = RateLimits({"video_list": (2, 60.0, False)}, max_wait=0.0)
     account = await make_account(rate_limits=limits)
     pages = account.api.video_pages(page_size=5)
@@ -307,7 +327,7 @@ async def test_calls_are_paced_within_the_endpoint_limit(make_account) -> None:
     assert api_calls(account, VIDEO_LIST_PATH) == 2
 
 
-async def test_tiktoks_rate_limit_answer_is_a_typed_error(make_account) -> None:
+async def test_tiktoks_rate_limit_answer_is_a_typed_error(make_account: MakeAccount) -> None:
     account = await make_account(rate_limits=RateLimits({}))
     account.content.limits[VIDEO_LIST_PATH] = 1
     await anext(account.api.video_pages())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import struct
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -86,13 +87,18 @@ class Account:
         return ContentAPI.of(self.emulator)
 
 
+MakeAccount = Callable[..., Awaitable[Account]]
+
+
 @pytest.fixture
 def clock() -> ManualClock:
     return ManualClock(time.time())
 
 
 @pytest.fixture
-def make_account(make_emulator, make_keyloom, login, clock):
+def make_account(
+    make_emulator: Any, make_keyloom: Any, login: Any, clock: ManualClock
+) -> MakeAccount:
     async def make(
         scopes: tuple[str, ...] = ALL_SCOPES,
         users: tuple[EmulatedUser, ...] | None = None,
@@ -142,7 +148,7 @@ def big_video(tmp_path: Path) -> Path:
 
 
 def calls(account: Account, path: str) -> list[Any]:
-    return account.emulator.calls(path)
+    return list(account.emulator.calls(path))
 
 
 def post_of(account: Account, publish_id: str) -> EmulatedPost:
@@ -165,7 +171,7 @@ async def raw_post(account: Account, path: str, body: object) -> tuple[int, dict
 # -- creator_info ------------------------------------------------------------------------------
 
 
-async def test_creator_info_reports_the_creators_options(make_account) -> None:
+async def test_creator_info_reports_the_creators_options(make_account: MakeAccount) -> None:
     account = await make_account()
     info = await account.api.creator_info()
     assert info.nickname == USER.display_name
@@ -187,7 +193,7 @@ async def test_creator_info_reports_the_creators_options(make_account) -> None:
     assert info.max_video_post_duration_sec == 60
 
 
-async def test_creator_info_needs_video_publish_before_any_call(make_account) -> None:
+async def test_creator_info_needs_video_publish_before_any_call(make_account: MakeAccount) -> None:
     account = await make_account(scopes=("user.info.basic", "video.upload"))
     with pytest.raises(ScopeDeniedError) as caught:
         await account.api.creator_info()
@@ -199,7 +205,7 @@ async def test_creator_info_needs_video_publish_before_any_call(make_account) ->
 
 
 async def test_direct_post_from_a_file_asks_creator_info_then_publishes(
-    make_account, small_video: Path
+    make_account: MakeAccount, small_video: Path
 ) -> None:
     account = await make_account()
     progress: list[tuple[int, int]] = []
@@ -231,7 +237,7 @@ async def test_direct_post_from_a_file_asks_creator_info_then_publishes(
 
 
 async def test_direct_post_forces_the_interactions_the_creator_disabled(
-    make_account, small_video: Path
+    make_account: MakeAccount, small_video: Path
 ) -> None:
     account = await make_account()
     account.content.creator(USER.user_id).comment_disabled = True
@@ -242,7 +248,7 @@ async def test_direct_post_forces_the_interactions_the_creator_disabled(
 
 
 async def test_privacy_level_outside_the_creators_options_is_refused_before_upload(
-    make_account, small_video: Path
+    make_account: MakeAccount, small_video: Path
 ) -> None:
     account = await make_account()
     account.content.creator(USER.user_id).private = True
@@ -255,7 +261,9 @@ async def test_privacy_level_outside_the_creators_options_is_refused_before_uplo
     assert calls(account, VIDEO_INIT_PATH) == []
 
 
-async def test_tiktok_refuses_a_privacy_level_mismatch_with_its_code(make_account) -> None:
+async def test_tiktok_refuses_a_privacy_level_mismatch_with_its_code(
+    make_account: MakeAccount,
+) -> None:
     account = await make_account()
     account.content.creator(USER.user_id).private = True
     status, body = await raw_post(
@@ -283,7 +291,7 @@ async def test_tiktok_refuses_a_privacy_level_mismatch_with_its_code(make_accoun
 
 
 async def test_a_video_longer_than_the_creator_may_post_is_refused(
-    make_account, tmp_path: Path
+    make_account: MakeAccount, tmp_path: Path
 ) -> None:
     account = await make_account()
     account.content.creator(USER.user_id).max_video_post_duration_sec = 60
@@ -297,7 +305,9 @@ async def test_a_video_longer_than_the_creator_may_post_is_refused(
     assert calls(account, VIDEO_INIT_PATH) == calls(account, INBOX_INIT_PATH) == []
 
 
-async def test_branded_content_cannot_be_private(make_account, small_video: Path) -> None:
+async def test_branded_content_cannot_be_private(
+    make_account: MakeAccount, small_video: Path
+) -> None:
     account = await make_account()
     with pytest.raises(CreatorOptionsError) as caught:
         await account.api.upload_video(
@@ -307,7 +317,7 @@ async def test_branded_content_cannot_be_private(make_account, small_video: Path
 
 
 async def test_direct_post_needs_video_publish_before_any_call(
-    make_account, small_video: Path
+    make_account: MakeAccount, small_video: Path
 ) -> None:
     account = await make_account(scopes=("user.info.basic", "video.upload"))
     before = len(account.emulator.requests)
@@ -321,7 +331,7 @@ async def test_direct_post_needs_video_publish_before_any_call(
 
 
 async def test_inbox_upload_in_chunks_follows_tiktoks_chunk_plan(
-    make_account, big_video: Path
+    make_account: MakeAccount, big_video: Path
 ) -> None:
     account = await make_account()
     progress: list[int] = []
@@ -356,7 +366,9 @@ async def test_inbox_upload_in_chunks_follows_tiktoks_chunk_plan(
     assert (await account.api.status(post.publish_id)).status == PublishStatus.PUBLISH_COMPLETE
 
 
-async def test_upload_needs_video_upload_before_any_call(make_account, small_video: Path) -> None:
+async def test_upload_needs_video_upload_before_any_call(
+    make_account: MakeAccount, small_video: Path
+) -> None:
     account = await make_account(scopes=("user.info.basic", "video.list"))
     with pytest.raises(ScopeDeniedError) as caught:
         await account.api.upload_video(small_video)
@@ -367,7 +379,7 @@ async def test_upload_needs_video_upload_before_any_call(make_account, small_vid
 
 
 async def test_a_failed_chunk_is_sent_again_without_a_new_post(
-    make_account, big_video: Path
+    make_account: MakeAccount, big_video: Path
 ) -> None:
     account = await make_account()
     account.content.fail_puts("503")
@@ -379,7 +391,7 @@ async def test_a_failed_chunk_is_sent_again_without_a_new_post(
 
 
 async def test_a_chunk_whose_answer_was_lost_resumes_from_the_acknowledged_byte(
-    make_account, big_video: Path
+    make_account: MakeAccount, big_video: Path
 ) -> None:
     account = await make_account()
     account.content.fail_puts("503-after")  # kept, but the answer says 503
@@ -391,7 +403,7 @@ async def test_a_chunk_whose_answer_was_lost_resumes_from_the_acknowledged_byte(
 
 
 async def test_a_dropped_connection_during_a_chunk_is_retried(
-    make_account, big_video: Path
+    make_account: MakeAccount, big_video: Path
 ) -> None:
     account = await make_account()
     account.content.fail_puts("reset")
@@ -401,7 +413,7 @@ async def test_a_dropped_connection_during_a_chunk_is_retried(
 
 
 async def test_an_expired_upload_url_stops_the_upload_without_a_new_post(
-    make_account, big_video: Path
+    make_account: MakeAccount, big_video: Path
 ) -> None:
     account = await make_account()
     with pytest.raises(UploadURLExpiredError) as caught:
@@ -414,7 +426,7 @@ async def test_an_expired_upload_url_stops_the_upload_without_a_new_post(
 
 
 async def test_the_token_expiring_mid_upload_does_not_break_the_post(
-    make_account, big_video: Path
+    make_account: MakeAccount, big_video: Path
 ) -> None:
     account = await make_account(access_token_ttl=600)
 
@@ -434,7 +446,7 @@ async def test_the_token_expiring_mid_upload_does_not_break_the_post(
     assert [r.status for r in calls(account, STATUS_PATH)] == [401, 200]
 
 
-async def test_chunk_transfer_rules_at_the_upload_url(make_account) -> None:
+async def test_chunk_transfer_rules_at_the_upload_url(make_account: MakeAccount) -> None:
     account = await make_account()
     size = 12 * MiB
     status, body = await raw_post(
@@ -513,7 +525,9 @@ async def test_chunk_transfer_rules_at_the_upload_url(make_account) -> None:
         {"source": "CAMERA"},
     ],
 )
-async def test_init_refuses_a_chunk_plan_against_the_rules(make_account, source_info) -> None:
+async def test_init_refuses_a_chunk_plan_against_the_rules(
+    make_account: MakeAccount, source_info: dict[str, Any]
+) -> None:
     account = await make_account()
     status, body = await raw_post(account, INBOX_INIT_PATH, {"source_info": source_info})
     assert status == 400
@@ -524,7 +538,7 @@ async def test_init_refuses_a_chunk_plan_against_the_rules(make_account, source_
 
 
 async def test_the_daily_post_cap_blocks_posting_at_creator_info(
-    make_account, small_video: Path
+    make_account: MakeAccount, small_video: Path
 ) -> None:
     account = await make_account()
     account.content.posts_per_day = 2
@@ -539,7 +553,9 @@ async def test_the_daily_post_cap_blocks_posting_at_creator_info(
     await account.api.upload_video(small_video, direct=DirectPost(privacy_level="SELF_ONLY"))
 
 
-async def test_the_pending_draft_cap_blocks_inbox_uploads(make_account, small_video: Path) -> None:
+async def test_the_pending_draft_cap_blocks_inbox_uploads(
+    make_account: MakeAccount, small_video: Path
+) -> None:
     account = await make_account()
     account.content.pending_share_cap = 2
     first = await account.api.upload_video(small_video)
@@ -553,7 +569,7 @@ async def test_the_pending_draft_cap_blocks_inbox_uploads(make_account, small_vi
 
 
 async def test_an_unaudited_client_posts_only_privately_to_private_accounts(
-    make_account, small_video: Path
+    make_account: MakeAccount, small_video: Path
 ) -> None:
     account = await make_account()
     account.content.unaudited_clients.add(account.emulator.default_app.client_key)
@@ -566,14 +582,16 @@ async def test_an_unaudited_client_posts_only_privately_to_private_accounts(
     assert final.post_ids == ()  # private posts never become public
 
 
-async def test_the_active_creator_cap_of_the_client(make_account, small_video: Path) -> None:
+async def test_the_active_creator_cap_of_the_client(
+    make_account: MakeAccount, small_video: Path
+) -> None:
     account = await make_account()
     account.content.active_user_cap = 0
     with pytest.raises(ActiveUserCapError):
         await account.api.creator_info()
 
 
-async def test_a_banned_creator_cannot_post(make_account, small_video: Path) -> None:
+async def test_a_banned_creator_cannot_post(make_account: MakeAccount, small_video: Path) -> None:
     account = await make_account()
     account.content.creator(USER.user_id).banned = True
     with pytest.raises(UserBannedFromPostingError):
@@ -582,7 +600,9 @@ async def test_a_banned_creator_cannot_post(make_account, small_video: Path) -> 
         await account.api.creator_info()
 
 
-async def test_init_endpoints_are_limited_to_six_a_minute(make_account, small_video: Path) -> None:
+async def test_init_endpoints_are_limited_to_six_a_minute(
+    make_account: MakeAccount, small_video: Path
+) -> None:
     account = await make_account(rate_limits=RateLimits({}))
     account.content.pending_share_cap = 100
     for _ in range(6):
@@ -595,7 +615,7 @@ async def test_init_endpoints_are_limited_to_six_a_minute(make_account, small_vi
 # -- status ----------------------------------------------------------------------------------
 
 
-async def test_wait_gives_up_at_its_deadline(make_account, small_video: Path) -> None:
+async def test_wait_gives_up_at_its_deadline(make_account: MakeAccount, small_video: Path) -> None:
     account = await make_account()
     post = await account.api.upload_video(small_video)
     with pytest.raises(PostTimeoutError) as caught:
@@ -604,7 +624,7 @@ async def test_wait_gives_up_at_its_deadline(make_account, small_video: Path) ->
     assert caught.value.publish_id == post.publish_id
 
 
-async def test_wait_raises_the_fail_reason(make_account, small_video: Path) -> None:
+async def test_wait_raises_the_fail_reason(make_account: MakeAccount, small_video: Path) -> None:
     account = await make_account()
     post = await account.api.upload_video(small_video, direct=DirectPost(privacy_level="SELF_ONLY"))
     account.content.fail_post(post.publish_id, "frame_rate_check_failed")
@@ -614,7 +634,9 @@ async def test_wait_raises_the_fail_reason(make_account, small_video: Path) -> N
     assert caught.value.fail_reason == "frame_rate_check_failed"
 
 
-async def test_status_of_unknown_and_foreign_posts(make_account, small_video: Path) -> None:
+async def test_status_of_unknown_and_foreign_posts(
+    make_account: MakeAccount, small_video: Path
+) -> None:
     account = await make_account()
     with pytest.raises(InvalidPublishIdError) as caught:
         await account.api.status("v_inbox_file~v2.000")
@@ -628,7 +650,9 @@ async def test_status_of_unknown_and_foreign_posts(make_account, small_video: Pa
 # -- pull from URL, cancel, photos -----------------------------------------------------------
 
 
-async def test_pull_from_a_verified_url_downloads_and_can_be_cancelled(make_account) -> None:
+async def test_pull_from_a_verified_url_downloads_and_can_be_cancelled(
+    make_account: MakeAccount,
+) -> None:
     account = await make_account()
     post = await account.api.video_from_url("https://media.example.com/clips/a.mp4")
     assert post.publish_id.startswith("v_inbox_url~")
@@ -644,7 +668,9 @@ async def test_pull_from_a_verified_url_downloads_and_can_be_cancelled(make_acco
     assert caught.value.fail_reason == "publish_cancelled"
 
 
-async def test_a_download_near_its_end_cannot_be_cancelled(make_account, small_video: Path) -> None:
+async def test_a_download_near_its_end_cannot_be_cancelled(
+    make_account: MakeAccount, small_video: Path
+) -> None:
     account = await make_account()
     post = await account.api.video_from_url(
         "https://cdn.media.example.com/b.mp4".replace("cdn.media", "media"),
@@ -658,7 +684,7 @@ async def test_a_download_near_its_end_cannot_be_cancelled(make_account, small_v
         await account.api.cancel(uploaded.publish_id)
 
 
-async def test_pull_from_an_unverified_url_is_refused(make_account) -> None:
+async def test_pull_from_an_unverified_url_is_refused(make_account: MakeAccount) -> None:
     account = await make_account()
     with pytest.raises(UrlOwnershipUnverifiedError) as caught:
         await account.api.video_from_url("https://elsewhere.example.org/a.mp4")
@@ -669,7 +695,7 @@ async def test_pull_from_an_unverified_url_is_refused(make_account) -> None:
         await account.api.video_from_url("http://media.example.com/a.mp4")
 
 
-async def test_photo_posts_to_the_inbox_and_directly(make_account) -> None:
+async def test_photo_posts_to_the_inbox_and_directly(make_account: MakeAccount) -> None:
     account = await make_account()
     images = [f"https://media.example.com/photos/{i}.webp" for i in range(3)]
     draft = await account.api.post_photos(images, title="trip", description="three #photos")
@@ -697,7 +723,7 @@ async def test_photo_posts_to_the_inbox_and_directly(make_account) -> None:
         await account.api.post_photos(images, title="x" * 91)
 
 
-async def test_photo_post_failures(make_account) -> None:
+async def test_photo_post_failures(make_account: MakeAccount) -> None:
     account = await make_account()
     with pytest.raises(UrlOwnershipUnverifiedError):
         await account.api.post_photos(["https://unverified.example.net/1.jpg"])

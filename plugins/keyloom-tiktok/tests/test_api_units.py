@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from aiohttp import web
@@ -85,7 +87,7 @@ def test_chunk_plan_refuses_impossible_sizes(size: int) -> None:
         ChunkPlan.for_size(size)
 
 
-def test_content_types_by_suffix(tmp_path) -> None:
+def test_content_types_by_suffix(tmp_path: Path) -> None:
     assert content_type_for(tmp_path / "a.MP4") == "video/mp4"
     assert content_type_for(tmp_path / "a.mov") == "video/quicktime"
     assert content_type_for(tmp_path / "a.webm") == "video/webm"
@@ -198,12 +200,14 @@ def _other_secret(body: bytes) -> str:
         (lambda _b, _h: (b"[1]", sign_webhook(b"[1]", SECRET, timestamp=1_700_000_000)), "body"),
     ],
 )
-def test_webhook_signature_failures(mutate, reason: str) -> None:
+def test_webhook_signature_failures(
+    mutate: Callable[[bytes, str], tuple[bytes, str | None]], reason: str
+) -> None:
     body = json.dumps(EVENT).encode()
     header = sign_webhook(body, SECRET, timestamp=1_700_000_000)
-    body, header = mutate(body, header)
+    sent_body, sent_header = mutate(body, header)
     with pytest.raises(WebhookSignatureError) as caught:
-        verify_webhook(body, header, client_secret=SECRET, clock=lambda: 1_700_000_000)
+        verify_webhook(sent_body, sent_header, client_secret=SECRET, clock=lambda: 1_700_000_000)
     assert caught.value.reason == reason
     assert caught.value.status == 401
     assert SECRET not in str(caught.value)

@@ -61,7 +61,7 @@ DEFAULT_CHUNK_SIZE: Final = 16 * 1024 * 1024
 PIECE_SIZE: Final = 1024 * 1024
 
 #: ``on_progress(sent_bytes, total_bytes)``, called after each acknowledged chunk.
-Progress = Callable[[int, int], None]
+Progress = Callable[[int, int], object]
 
 _CONTENT_TYPES: Final = {".mp4": "video/mp4", ".mov": "video/quicktime", ".webm": "video/webm"}
 _RANGE: Final = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+)")
