@@ -316,6 +316,7 @@ class ContentAPI:
         self._catalogues: dict[str, list[EmulatedVideo]] = {}
         self._uploads: dict[str, str] = {}
         self._put_faults: deque[PutFault] = deque()
+        self._call_faults: dict[str, deque[int]] = {}
         self._limiters: dict[str, SlidingWindowLimiter] = {}
         self._cover_key = secrets.token_bytes(16)
 
@@ -347,6 +348,13 @@ class ContentAPI:
     def fail_puts(self, *faults: PutFault) -> None:
         """Make the next chunk ``PUT`` requests fail, one fault each, in order."""
         self._put_faults.extend(faults)
+
+    def fail_calls(self, path: str, *statuses: int) -> None:
+        """Make the next calls to the API endpoint *path* answer these 5xx statuses, in order.
+
+        The call is refused before it does anything (``internal_error`` in TikTok's envelope).
+        """
+        self._call_faults.setdefault(path, deque()).extend(statuses)
 
     def user_posts(self, publish_id: str) -> None:
         """The creator posts an inbox draft (its status becomes ``PUBLISH_COMPLETE``)."""
@@ -462,6 +470,12 @@ class ContentAPI:
         self, work: Callable[[web.Request], Awaitable[Mapping[str, object] | None]]
     ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def handler(request: web.Request) -> web.StreamResponse:
+            faults = self._call_faults.get(request.path)
+            if faults:
+                status = faults.popleft()
+                return self._answer(
+                    None, _RefusalError("internal_error", status, "Injected fault.")
+                )
             try:
                 return self._answer(await work(request))
             except _RefusalError as refusal:

@@ -23,6 +23,7 @@ from keyloom_tiktok.api import (
     CreatorOptionsError,
     DirectPhotoPost,
     DirectPost,
+    InternalServerError,
     InvalidPublishIdError,
     PostFailedError,
     PostTimeoutError,
@@ -736,3 +737,27 @@ async def test_photo_post_failures(make_account: MakeAccount) -> None:
             ["https://media.example.com/1.jpg"],
             direct=DirectPhotoPost(privacy_level="PUBLIC_TO_EVERYONE"),
         )
+
+
+# -- retries -----------------------------------------------------------------------------------
+
+
+async def test_a_server_error_is_retried_only_where_safe(
+    make_account: MakeAccount, small_video: Path
+) -> None:
+    account = await make_account()
+    post = await account.api.upload_video(small_video)
+    account.content.fail_calls(STATUS_PATH, 500)
+    status = await account.api.status(post.publish_id)  # safe to repeat: repeated
+    assert status.status == PublishStatus.PROCESSING_UPLOAD
+    assert [r.status for r in calls(account, STATUS_PATH)] == [500, 200]
+
+    account.content.fail_calls(INBOX_INIT_PATH, 500)
+    with pytest.raises(InternalServerError) as caught:  # TikTok may have acted: not repeated
+        await account.api.upload_video(small_video)
+    assert caught.value.log_id
+    assert [r.status for r in calls(account, INBOX_INIT_PATH)] == [200, 500]
+
+    account.content.fail_calls(INBOX_INIT_PATH, 503)  # 503: TikTok did nothing, retried
+    await account.api.upload_video(small_video)
+    assert [r.status for r in calls(account, INBOX_INIT_PATH)] == [200, 500, 503, 200]
