@@ -305,7 +305,7 @@ def test_doctor_needs_a_provider(
 @pytest.mark.parametrize(
     ("scopes", "approved", "problem"),
     [
-        ("user.info.basic,video.publish", None, "unknown TikTok scope(s): video.publish"),
+        ("user.info.basic,video.delete", None, "unknown TikTok scope(s): video.delete"),
         ("user.info.basic,user.info.stats", "user.info.basic", "user.info.stats need TikTok"),
         ("user.info.profile", None, "needs the 'user.info.basic' scope"),
     ],

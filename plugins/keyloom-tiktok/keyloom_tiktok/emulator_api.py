@@ -114,6 +114,7 @@ PRIVATE_OPTIONS: Final = ("FOLLOWER_OF_CREATOR", "MUTUAL_FOLLOW_FRIENDS", "SELF_
 VIDEO_TYPES: Final = frozenset({"video/mp4", "video/quicktime", "video/webm"})
 _RANGE: Final = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
 _PULLED_SIZE: Final = 10_000_000
+_HEAD_BYTES: Final = 64 * 1024
 
 #: What a chunk ``PUT`` may be made to suffer (queued with :meth:`ContentAPI.fail_puts`):
 #: ``"503"`` answers 503 without keeping the chunk; ``"503-after"`` keeps it, then answers
@@ -231,6 +232,7 @@ class EmulatedPost:
         user_posted: The creator posted the draft from the inbox.
         published_video: The catalogue entry a public post became.
         puts: Chunk ``PUT`` requests received.
+        declared_duration: The duration an MP4/MOV header in the first chunk declares.
     """
 
     publish_id: str
@@ -254,6 +256,7 @@ class EmulatedPost:
     user_posted: bool = False
     published_video: EmulatedVideo | None = None
     puts: int = 0
+    declared_duration: float | None = None
 
 
 class _RefusalError(Exception):
@@ -381,6 +384,9 @@ class ContentAPI:
         if done is None or now < done + self.processing_seconds:
             waiting = "PROCESSING_DOWNLOAD" if post.source == "PULL_FROM_URL" else None
             return {**data, "status": waiting or "PROCESSING_UPLOAD"}
+        limit = min(600, self.creator(post.user_id).max_video_post_duration_sec)
+        if not post.fail_reason and (post.declared_duration or 0) > limit:
+            post.fail_reason = "duration_check_failed"
         if post.fail_reason:
             return {**data, "status": "FAILED", "fail_reason": post.fail_reason}
         if not post.direct:
@@ -916,15 +922,15 @@ class ContentAPI:
         if isinstance(checked, web.Response):
             return checked
         first, last, final = checked
-        received = 0
-        async for piece in request.content.iter_chunked(1 << 20):
-            received += len(piece)
+        received, head = await _drain(request, keep=_HEAD_BYTES if first == 0 else 0)
         if received != last - first + 1:
             return web.Response(status=400, text="The body does not match Content-Length.")
         fault = self._put_faults.popleft() if self._put_faults else None
         if fault == "503":
             return web.Response(status=503, text="Try again.")
         post.received = last + 1
+        if first == 0:
+            post.declared_duration = _mp4_duration(head)
         if final:
             post.transfer_done_at = self.emulator.clock()
         if fault == "reset" and request.transport is not None:
@@ -990,3 +996,46 @@ def _seed_catalogue(user: EmulatedUser) -> list[EmulatedVideo]:
             )
         )
     return videos
+
+
+def _boxes(data: bytes, start: int, end: int) -> list[tuple[bytes, int, int]]:
+    """``(type, payload_start, box_end)`` of the ISO-BMFF boxes in ``data[start:end]``."""
+    found = []
+    offset = start
+    while offset + 8 <= end:
+        size = int.from_bytes(data[offset : offset + 4], "big")
+        kind = data[offset + 4 : offset + 8]
+        if size < 8:
+            break
+        found.append((kind, offset + 8, min(offset + size, end)))
+        offset += size
+    return found
+
+
+def _mp4_duration(head: bytes) -> float | None:
+    """The ``moov/mvhd`` duration in seconds, if the file's first bytes hold it."""
+    for kind, payload, end in _boxes(head, 0, len(head)):
+        if kind != b"moov":
+            continue
+        for inner, start, _ in _boxes(head, payload, end):
+            if inner != b"mvhd" or start + 32 > len(head):
+                continue
+            if head[start] == 1:
+                scale = int.from_bytes(head[start + 20 : start + 24], "big")
+                duration = int.from_bytes(head[start + 24 : start + 32], "big")
+            else:
+                scale = int.from_bytes(head[start + 12 : start + 16], "big")
+                duration = int.from_bytes(head[start + 16 : start + 20], "big")
+            return duration / scale if scale else None
+    return None
+
+
+async def _drain(request: web.Request, *, keep: int) -> tuple[int, bytes]:
+    """Read the body without keeping it: its length, and its first *keep* bytes."""
+    received = 0
+    head = b""
+    async for piece in request.content.iter_chunked(1 << 20):
+        if len(head) < keep:
+            head += piece[: keep - len(head)]
+        received += len(piece)
+    return received, head

@@ -306,6 +306,21 @@ async def test_a_video_longer_than_the_creator_may_post_is_refused(
     assert calls(account, VIDEO_INIT_PATH) == calls(account, INBOX_INIT_PATH) == []
 
 
+async def test_tiktok_checks_the_duration_the_file_declares(
+    make_account: MakeAccount, tmp_path: Path
+) -> None:
+    account = await make_account()
+    account.content.creator(USER.user_id).max_video_post_duration_sec = 60
+    long_video = write_mp4(tmp_path / "long.mp4", MiB, seconds=95)
+    post = await account.api.upload_video(  # the caller's duration is wrong; the file tells
+        long_video, direct=DirectPost(privacy_level="SELF_ONLY"), duration=30
+    )
+    account.clock.advance(31)
+    with pytest.raises(PostFailedError) as caught:
+        await account.api.wait(post.publish_id, interval=0.01)
+    assert caught.value.fail_reason == "duration_check_failed"
+
+
 async def test_branded_content_cannot_be_private(
     make_account: MakeAccount, small_video: Path
 ) -> None:
@@ -633,6 +648,7 @@ async def test_wait_raises_the_fail_reason(make_account: MakeAccount, small_vide
     with pytest.raises(PostFailedError) as caught:
         await account.api.wait(post.publish_id, interval=0.01)
     assert caught.value.fail_reason == "frame_rate_check_failed"
+    assert not caught.value.retryable
 
 
 async def test_status_of_unknown_and_foreign_posts(
@@ -667,6 +683,7 @@ async def test_pull_from_a_verified_url_downloads_and_can_be_cancelled(
     with pytest.raises(PostFailedError) as caught:
         await account.api.wait(post.publish_id, interval=0.01)
     assert caught.value.fail_reason == "publish_cancelled"
+    assert not caught.value.retryable
 
 
 async def test_a_download_near_its_end_cannot_be_cancelled(

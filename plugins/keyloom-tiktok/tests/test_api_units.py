@@ -144,6 +144,15 @@ def test_error_families() -> None:
     assert type(server) is InternalServerError
 
 
+def test_post_failures_say_whether_to_try_again() -> None:
+    from keyloom_tiktok.api import PostFailedError
+
+    assert PostFailedError("p", "internal").retryable
+    assert PostFailedError("p", "video_pull_failed").retryable
+    assert not PostFailedError("p", "spam_risk_text").retryable
+    assert "spam_risk_text" in str(PostFailedError("p", "spam_risk_text"))
+
+
 # -- models --------------------------------------------------------------------------------------
 
 

@@ -262,6 +262,15 @@ class PostFailedError(TikTokAPIError):
         self.fail_reason = fail_reason
         self.publish_id = publish_id
 
+    @property
+    def retryable(self) -> bool:
+        """Whether TikTok says a new post may succeed (``internal``, a failed pull).
+
+        A failed pull (``video_pull_failed``, ``photo_pull_failed``) is worth retrying only
+        if the URL is valid.
+        """
+        return self.fail_reason in {"internal", "video_pull_failed", "photo_pull_failed"}
+
 
 class PostTimeoutError(ProviderTimeoutError):
     """The post did not reach a final status before the deadline (it may still finish).
