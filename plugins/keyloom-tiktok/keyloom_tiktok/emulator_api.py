@@ -288,6 +288,8 @@ class ContentAPI:
         upload_url_ttl: Seconds an upload URL lives.
         cover_ttl: Seconds a ``cover_image_url`` lives.
         hide_every: Hide every n-th video from pages (short pages); ``None``: none.
+        webhook_url: Where :meth:`deliver_webhooks` posts ``post.publish.*`` events (a
+            loopback URL).
         limits: ``{endpoint path: calls per minute}`` per token (Display: per client).
         posts: Every post by ``publish_id``.
     """
@@ -305,6 +307,7 @@ class ContentAPI:
         self.upload_url_ttl = 3600.0
         self.cover_ttl = 6 * 3600.0
         self.hide_every: int | None = None
+        self.webhook_url: str | None = None
         self.limits: dict[str, int] = {
             VIDEO_LIST_PATH: 600,
             VIDEO_QUERY_PATH: 600,
@@ -322,6 +325,7 @@ class ContentAPI:
         self._call_faults: dict[str, deque[int]] = {}
         self._limiters: dict[str, SlidingWindowLimiter] = {}
         self._cover_key = secrets.token_bytes(16)
+        self._delivered: dict[str, set[str]] = {}
 
     @classmethod
     def of(cls, emulator: TikTokEmulator) -> ContentAPI:
@@ -366,6 +370,89 @@ class ContentAPI:
     def fail_post(self, publish_id: str, reason: str) -> None:
         """Make a post end ``FAILED`` with *reason* once processed."""
         self.posts[publish_id].fail_reason = reason
+
+    def events_of(self, post: EmulatedPost) -> list[tuple[str, dict[str, object]]]:
+        """The ``post.publish.*`` events *post* has reached now, with their ``content``.
+
+        ``publish_type`` is ``INBOX_SHARE`` for drafts (documented) and ``DIRECT_PUBLISH``
+        for direct posts (TikTok's value for those is not documented).
+        """
+        status = self.status_of(post)
+        base: dict[str, object] = {
+            "publish_id": post.publish_id,
+            "publish_type": "DIRECT_PUBLISH" if post.direct else "INBOX_SHARE",
+        }
+        events: list[tuple[str, dict[str, object]]] = []
+        if status["status"] == "FAILED":
+            events.append(("post.publish.failed", {**base, "reason": status["fail_reason"]}))
+        if status["status"] == "SEND_TO_USER_INBOX" or (
+            not post.direct and status["status"] == "PUBLISH_COMPLETE"
+        ):
+            events.append(("post.publish.inbox_delivered", base))
+        if status["status"] == "PUBLISH_COMPLETE":
+            events.append(("post.publish.complete", base))
+            ids = status.get("publicaly_available_post_id")
+            events.extend(
+                ("post.publish.publicly_available", {**base, "post_id": post_id})
+                for post_id in (ids if isinstance(ids, list) else [])
+            )
+        return events
+
+    async def deliver_webhooks(self) -> list[str]:
+        """POST every event reached since the last delivery to :attr:`webhook_url`, signed.
+
+        Each body is TikTok's (``client_key``, ``event``, ``create_time``, ``user_openid``,
+        ``content`` as a JSON string), signed with the app's client secret in
+        ``TikTok-Signature: t=…,s=…``. Returns the events sent, in order. Tests call it after
+        moving the clock, where TikTok would send them by itself.
+
+        :raises ValueError: no webhook URL, or one that is not on a loopback address.
+        """
+        url = self.webhook_url
+        host = urlsplit(url).hostname if url else None
+        if url is None or host not in {"127.0.0.1", "localhost", "::1"}:
+            raise ValueError("webhook_url must be set to a loopback URL")
+        import aiohttp  # noqa: PLC0415
+
+        sent: list[str] = []
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+            for post in list(self.posts.values()):
+                done = self._delivered.setdefault(post.publish_id, set())
+                for event, content in self.events_of(post):
+                    key = f"{event}:{content.get('post_id', '')}"
+                    if key in done:
+                        continue
+                    await self._deliver(session, url, post, event, content)
+                    done.add(key)
+                    sent.append(event)
+        return sent
+
+    async def _deliver(
+        self,
+        session: Any,
+        url: str,
+        post: EmulatedPost,
+        event: str,
+        content: Mapping[str, object],
+    ) -> None:
+        app = self.emulator.clients[post.client_key]
+        now = int(self.emulator.clock())
+        body = json.dumps(
+            {
+                "client_key": post.client_key,
+                "event": event,
+                "create_time": now,
+                "user_openid": self.emulator.open_id(post.user_id, post.client_key),
+                "content": json.dumps(content),
+            }
+        ).encode()
+        mac = hmac.new(app.client_secret.encode(), f"{now}.".encode() + body, hashlib.sha256)
+        headers = {
+            "Content-Type": "application/json",
+            "TikTok-Signature": f"t={now},s={mac.hexdigest()}",
+        }
+        async with session.post(url, data=body, headers=headers) as response:
+            await response.read()
 
     def status_of(self, post: EmulatedPost) -> dict[str, object]:
         """``data`` of ``status/fetch`` for *post* now."""

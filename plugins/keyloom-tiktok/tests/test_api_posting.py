@@ -17,6 +17,8 @@ import aiohttp
 import anyio
 import attrs
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 from keyloom_tiktok.api import (
     ActiveUserCapError,
     AppVersionCheckFailedError,
@@ -40,8 +42,11 @@ from keyloom_tiktok.api import (
     UploadURLExpiredError,
     UrlOwnershipUnverifiedError,
     UserBannedFromPostingError,
+    WebhookEvent,
+    WebhookSignatureError,
     error_for,
     mp4_duration,
+    verify_webhook,
 )
 from keyloom_tiktok.emulator import DEFAULT_USERS, EmulatedApp, EmulatedUser
 from keyloom_tiktok.emulator_api import (
@@ -778,3 +783,54 @@ async def test_a_server_error_is_retried_only_where_safe(
     account.content.fail_calls(INBOX_INIT_PATH, 503)  # 503: TikTok did nothing, retried
     await account.api.upload_video(small_video)
     assert [r.status for r in calls(account, INBOX_INIT_PATH)] == [200, 500, 503, 200]
+
+
+# -- webhooks ----------------------------------------------------------------------------------
+
+
+async def test_the_emulator_sends_signed_webhooks_the_client_verifies(
+    make_account: MakeAccount, small_video: Path
+) -> None:
+    account = await make_account()
+    secret = account.emulator.default_app.client_secret
+    received: list[WebhookEvent] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        try:
+            event = verify_webhook(
+                await request.read(),
+                request.headers.get("TikTok-Signature"),
+                client_secret=secret,
+                clock=account.clock,
+            )
+        except WebhookSignatureError:
+            return web.Response(status=401)
+        received.append(event)
+        return web.Response()
+
+    app = web.Application()
+    app.router.add_post("/tiktok/webhook", hook)
+    async with TestServer(app, host="127.0.0.1") as server:
+        account.content.webhook_url = str(server.make_url("/tiktok/webhook"))
+        post = await account.api.upload_video(
+            small_video, direct=DirectPost(privacy_level="PUBLIC_TO_EVERYONE")
+        )
+        draft = await account.api.upload_video(small_video)
+        assert await account.content.deliver_webhooks() == []  # still processing
+        account.clock.advance(31)
+        assert sorted(await account.content.deliver_webhooks()) == [
+            "post.publish.complete",
+            "post.publish.inbox_delivered",
+            "post.publish.publicly_available",
+        ]
+        assert await account.content.deliver_webhooks() == []  # each event once
+        account.content.webhook_url = "https://example.com/hook"
+        with pytest.raises(ValueError, match="loopback"):
+            await account.content.deliver_webhooks()
+    final = await account.api.status(post.publish_id)
+    by_event = {e.event: e for e in received}
+    assert by_event["post.publish.complete"].publish_id == post.publish_id
+    assert by_event["post.publish.publicly_available"].post_id == final.post_ids[0]
+    assert by_event["post.publish.inbox_delivered"].publish_id == draft.publish_id
+    assert by_event["post.publish.inbox_delivered"].content["publish_type"] == "INBOX_SHARE"
+    assert all(e.user_openid == account.open_id for e in received)

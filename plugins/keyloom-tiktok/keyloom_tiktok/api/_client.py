@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
@@ -274,7 +275,7 @@ class TikTokAPI:
         page_size: int = MAX_PAGE,
         cursor: int | None = None,
         fields: Sequence[str] = VIDEO_FIELDS,
-    ) -> AsyncIterator[VideoPage]:
+    ) -> AsyncGenerator[VideoPage, None]:
         """The user's public videos, newest first, one page per ``video.list`` call.
 
         Stops when TikTok says ``has_more`` is false (or its cursor stops moving). A page
@@ -313,17 +314,19 @@ class TikTokAPI:
         limit: int | None = None,
         page_size: int = MAX_PAGE,
         fields: Sequence[str] = VIDEO_FIELDS,
-    ) -> AsyncIterator[Video]:
+    ) -> AsyncGenerator[Video, None]:
         """The user's public videos one by one, newest first (*limit* at most)."""
         if limit is not None and limit <= 0:
             return
         count = 0
-        async for page in self.video_pages(page_size=page_size, fields=fields):
-            for video in page.videos:
-                yield video
-                count += 1
-                if limit is not None and count >= limit:
-                    return
+        pages = self.video_pages(page_size=page_size, fields=fields)
+        async with contextlib.aclosing(pages):
+            async for page in pages:
+                for video in page.videos:
+                    yield video
+                    count += 1
+                    if limit is not None and count >= limit:
+                        return
 
     async def query_videos(
         self, video_ids: Iterable[str], *, fields: Sequence[str] = VIDEO_FIELDS
@@ -526,7 +529,7 @@ class TikTokAPI:
         interval: float = 2.0,
         max_interval: float = 15.0,
         max_wait: float | None = None,
-    ) -> AsyncIterator[PostStatus]:
+    ) -> AsyncGenerator[PostStatus, None]:
         """Each change of the post's status, until a final one (inbox, published, failed).
 
         Polls with backoff: *interval* after a change, doubling up to *max_interval* while
