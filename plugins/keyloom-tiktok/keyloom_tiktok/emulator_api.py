@@ -25,7 +25,9 @@ TikTok's error codes and HTTP statuses. A post's status moves with the emulator'
 so a test drives it with :class:`~keyloom_core.testing.emulator.ManualClock`.
 
 Every emulated user has a seeded catalogue of public videos: as many as their
-``video_count``, their likes adding up to their ``likes_count``, newest first.
+``video_count``, their likes adding up to their ``likes_count``, newest first. A public
+Direct Post joins it once published. :meth:`ContentAPI.deliver_webhooks` sends the signed
+``post.publish.*`` webhooks that posts have reached to a loopback URL.
 
 Configure it through :meth:`ContentAPI.of`::
 
