@@ -247,3 +247,23 @@ async def test_a_webhook_endpoint_acknowledges_only_signed_events() -> None:
         response = await client.post("/tiktok/webhook", data=body, headers=forged)
         assert response.status == 401
     assert received == ["post.publish.publicly_available"]
+
+
+# -- pacing --------------------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_pacing_waits_for_room_within_max_wait_and_keys_per_account() -> None:
+    from keyloom_tiktok.api import RateLimits, TikTokRateLimitedError
+
+    limits = RateLimits({"status": (1, 0.05, True), "user_info": (1, 60.0, False)}, max_wait=1.0)
+    await limits.acquire("status", "alice")
+    await limits.acquire("status", "alice")  # waited for the 50 ms window to pass
+    await limits.acquire("status", "bob")  # per account: bob has his own window
+    await limits.acquire("cancel", "alice")  # no documented limit: not paced
+    await limits.acquire("user_info", "alice")
+    with pytest.raises(TikTokRateLimitedError) as caught:
+        await limits.acquire("user_info", "bob")  # per app: bob shares alice's window
+    assert caught.value.retry_after is not None
+    assert caught.value.retry_after > 1.0
+    assert RateLimits.shared() is RateLimits.shared()
