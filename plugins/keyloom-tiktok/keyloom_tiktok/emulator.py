@@ -774,6 +774,9 @@ class TikTokEmulator(EmulatorServer):
         app.router.add_get("/emulator/avatar.svg", self._avatar)
         app.router.add_get("/emulator/avatar/{user_id}.svg", self._avatar)
         app.router.add_get("/emulator/@{username}", self._profile)
+        from .emulator_api import ContentAPI  # noqa: PLC0415  (Display + Content Posting)
+
+        ContentAPI.of(self).add_routes(app)
 
     def render_fault(
         self, kind: FaultKind, status: int, request: web.Request
