@@ -597,3 +597,22 @@ def test_login_needs_credentials() -> None:
     result = keyloom("login", "tiktok", "--no-browser", "--port", "0")
     assert result.returncode == 2
     assert "set TIKTOK_CLIENT_ID" in result.stdout
+
+
+# -- plugin commands ----------------------------------------------------------------------
+
+
+def test_a_plugin_command_is_reached_through_keyloom() -> None:
+    require_installed("keyloom-tiktok")
+    listed = keyloom("--help")
+    assert "tiktok" in listed.stdout
+    helped = keyloom("tiktok", "--help")
+    assert helped.returncode == 0, helped.stderr
+    assert "usage: keyloom tiktok" in helped.stdout
+    assert "upload" in helped.stdout
+
+
+def test_an_unknown_command_is_still_a_usage_error() -> None:
+    result = keyloom("no-such-command")
+    assert result.returncode == 2
+    assert "invalid choice" in result.stderr

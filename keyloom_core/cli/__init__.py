@@ -3,15 +3,20 @@
 Each subcommand lives in its own module (``new-provider`` in ``new_provider``) exposing
 ``add_arguments(parser)`` and ``run(args) -> int``; a module is imported only when its
 subcommand runs, so the command starts fast.
+
+Plugins add commands through the ``keyloom.commands`` entry-point group: ``tiktok =
+"keyloom_tiktok.cli:main"`` makes ``keyloom tiktok ARGS…`` call ``main([ARGS…])``, which
+returns the exit code. A plugin command never shadows a built-in one.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 __all__ = ["main"]
 
@@ -22,6 +27,23 @@ COMMANDS = {
     "demo": "run the demo app (against a local emulator when no credentials are set)",
     "new-provider": "generate a provider plugin distribution (module, emulator, tests)",
 }
+
+
+COMMANDS_GROUP = "keyloom.commands"
+
+
+def _plugin_command(name: str) -> Callable[[list[str]], int] | None:
+    """The ``main`` of the plugin command *name*, or ``None`` if no plugin offers one."""
+    for ep in importlib.metadata.entry_points(group=COMMANDS_GROUP, name=name):
+        command: Callable[[list[str]], int] = ep.load()
+        return command
+    return None
+
+
+def _plugin_commands() -> list[str]:
+    return sorted(
+        {ep.name for ep in importlib.metadata.entry_points(group=COMMANDS_GROUP)} - set(COMMANDS)
+    )
 
 
 def _module(command: str) -> str:
@@ -36,12 +58,22 @@ def _parser(argv: Sequence[str]) -> tuple[argparse.ArgumentParser, str | None]:
         sub = subparsers.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
         if name == chosen:
             importlib.import_module(_module(name)).add_arguments(sub)
+    for name in _plugin_commands():
+        text = f"'{name}' commands of an installed plugin"
+        subparsers.add_parser(name, help=text, add_help=False)
     return parser, chosen
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list and not args_list[0].startswith("-") and args_list[0] not in COMMANDS:
+        command = _plugin_command(args_list[0])
+        if command is not None:
+            try:
+                return command(args_list[1:])
+            except KeyboardInterrupt:
+                return 130
     parser, chosen = _parser(args_list)
     args = parser.parse_args(args_list)
     if args.command is None or chosen is None:
