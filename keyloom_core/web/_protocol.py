@@ -26,15 +26,17 @@ from keyloom_core.errors import (
     KeyloomError,
     ProviderError,
     StateError,
+    TokenExchangeError,
 )
 from keyloom_core.models import PROVIDER_ID_PATTERN
+from keyloom_core.store import Store, StoreUnavailableError, TooManyRequestsError, client_address
+from keyloom_core.web._session_io import end_session, load_session, start_session
 from keyloom_core.web.sessions import (
     CSRF_COOKIE,
     CSRF_HEADER,
     SESSION_COOKIE,
     Session,
     check_csrf,
-    issue_session,
     new_csrf_token,
     read_session,
 )
@@ -136,6 +138,7 @@ class AuthRequest:
         query: The query parameters in order, repeated keys kept.
         headers: Header values by lower-case name (repeated headers joined with ``", "``).
         cookies: Cookie values by name.
+        client: The peer's address (the TCP client, or a proxy), if the server knows it.
     """
 
     method: str = attrs.field(converter=_upper)
@@ -143,6 +146,7 @@ class AuthRequest:
     query: tuple[tuple[str, str], ...] = attrs.field(default=(), converter=_pairs)
     headers: Mapping[str, str] = attrs.field(factory=dict, eq=False, hash=False)
     cookies: Mapping[str, str] = attrs.field(factory=dict, eq=False, hash=False, repr=False)
+    client: str | None = attrs.field(default=None, eq=False, hash=False, repr=False)
 
     @classmethod
     def from_raw(
@@ -151,6 +155,7 @@ class AuthRequest:
         path: str,
         query_string: str | bytes,
         headers: Iterable[tuple[str, str]],
+        client: str | None = None,
     ) -> AuthRequest:
         """Build a request from the raw query string and the header pairs.
 
@@ -172,6 +177,7 @@ class AuthRequest:
             query=tuple(query),
             headers=merged,
             cookies=parse_cookies(cookie_headers),
+            client=client,
         )
 
 
@@ -277,8 +283,45 @@ class AuthHandler:
         return path[len(base) :] if path.startswith(f"{base}/") else None
 
     def current_session(self, cookies: Mapping[str, str]) -> Session | None:
-        """The valid session in *cookies*, or ``None``."""
+        """The valid stateless session in *cookies*, or ``None``.
+
+        :raises RuntimeError: sessions are server-side: use :meth:`load_session`.
+        """
+        if self.keyloom.sessions.server_side:
+            msg = "sessions are server-side: await handler.load_session(cookies)"
+            raise RuntimeError(msg)
         return read_session(self.keyloom, cookies.get(SESSION_COOKIE))
+
+    async def load_session(self, cookies: Mapping[str, str]) -> Session | None:
+        """The valid session in *cookies*, or ``None``; one store read when server-side.
+
+        :raises StoreUnavailableError: the store failed.
+        """
+        return await load_session(self.keyloom, cookies.get(SESSION_COOKIE))
+
+    def _client(self, request: AuthRequest) -> str:
+        return client_address(
+            request.client, request.headers, self.keyloom.settings.trusted_proxies
+        )
+
+    @property
+    def _store(self) -> Store:
+        store = self.keyloom.settings.store
+        if store is None:  # define_keyloom refuses rate limits without a store
+            msg = "rate limits need a store"
+            raise RuntimeError(msg)
+        return store
+
+    async def _failed(self, request: AuthRequest, error: KeyloomError) -> None:
+        """Count a refused callback against the client's address (not a cancelled one)."""
+        limits = self.keyloom.settings.rate_limits
+        if limits is not None and isinstance(
+            error, StateError | InvalidCallbackError | TokenExchangeError
+        ):
+            try:
+                await limits.failed(self._store, self._client(request))
+            except StoreUnavailableError as exc:
+                log.warning("keyloom: could not count a failed callback: %s", exc.code)
 
     def signin_url(self, provider_id: str) -> str:
         """The absolute URL that starts a login with *provider_id*."""
@@ -319,6 +362,9 @@ class AuthHandler:
             return _json_response(
                 405, {"error": "method_not_allowed"}, headers=(("Allow", allowed),)
             )
+        limits = self.keyloom.settings.rate_limits
+        if limits is not None and route in {"start", "callback"}:
+            await limits.check(self._store, route, self._client(request))
         routes = {
             "start": self._start,
             "callback": self._callback,
@@ -350,19 +396,20 @@ class AuthHandler:
                 provider, query, request.cookies.get(STATE_COOKIE)
             )
         except StateError as error:  # not ours to clear: it may belong to another sign-in
+            await self._failed(request, error)
             return self._error(request, error)
         except KeyloomError as error:
+            await self._failed(request, error)
             return self._error(request, error, cookies=(clear_state,))
         try:
             async with self.keyloom.revoking_on_failure(result.provider_id, result.tokens):
-                session, value = issue_session(self.keyloom, result)
+                session, value, max_age = await start_session(self.keyloom, result)
                 if self.on_login is not None:
                     await self.on_login(result)
         except KeyloomError as error:
             return self._error(request, error, cookies=(clear_state,))
         log.info("keyloom: signed in with %s", result.provider_id)
         location = urljoin(self.keyloom.base_url, result.callback_url)
-        max_age = max(0, session.expires_at - session.created_at)
         return _redirect(
             location,
             cookies=(self.cookie(SESSION_COOKIE, value, max_age=max_age), clear_state),
@@ -370,7 +417,7 @@ class AuthHandler:
 
     async def _session(self, request: AuthRequest, _: str) -> AuthResponse:
         value = request.cookies.get(SESSION_COOKIE)
-        session = read_session(self.keyloom, value)
+        session = await load_session(self.keyloom, value)
         if session is not None:
             return _json_response(200, session.to_json())
         cookies = (self.cookie(SESSION_COOKIE, "", max_age=0),) if value else ()
@@ -393,12 +440,14 @@ class AuthHandler:
         return _json_response(200, listing)
 
     async def _logout(self, request: AuthRequest, _: str) -> AuthResponse:
-        session = read_session(self.keyloom, request.cookies.get(SESSION_COOKIE))
+        clear = (self.cookie(SESSION_COOKIE, "", max_age=0),)
+        try:
+            session = await end_session(self.keyloom, request.cookies.get(SESSION_COOKIE))
+        except StoreUnavailableError as error:  # the record stays: say so, never "ok"
+            return self._error(request, error, cookies=clear)
         if session is not None and self.on_logout is not None:
             await self._revoke(session, self.on_logout)
-        return _json_response(
-            200, {"ok": True}, cookies=(self.cookie(SESSION_COOKIE, "", max_age=0),)
-        )
+        return _json_response(200, {"ok": True}, cookies=clear)
 
     async def _revoke(self, session: Session, on_logout: LogoutCallback) -> None:
         try:
@@ -422,15 +471,16 @@ class AuthHandler:
         log.info(
             "keyloom: %s %r answered %s (%s)", request.method, request.path, status, error.code
         )
+        extra = _retry_after(error)
         if not _wants_html(request):
             data = {"error": error.code, "message": error.message, "hint": error.hint}
-            return _json_response(status, data, cookies=cookies)
+            return _json_response(status, data, headers=extra, cookies=cookies)
         page = self._error_page(error, status)
         return AuthResponse(
             status,
             page.encode(),
             _HTML,
-            headers=(*_COMMON_HEADERS, *_HTML_HEADERS),
+            headers=(*_COMMON_HEADERS, *_HTML_HEADERS, *extra),
             cookies=cookies,
         )
 
@@ -454,6 +504,14 @@ class AuthHandler:
 
 
 _PROVIDER_ID = re.compile(PROVIDER_ID_PATTERN.strip("^$"))
+
+
+def _retry_after(error: KeyloomError) -> tuple[tuple[str, str], ...]:
+    if isinstance(error, TooManyRequestsError):
+        return (("Retry-After", str(error.retry_after)),)
+    if isinstance(error, StoreUnavailableError):
+        return (("Retry-After", "5"),)
+    return ()
 
 
 def _match(path: str) -> tuple[str, str, str] | None:
