@@ -38,10 +38,10 @@ from ._limits import RateLimits as RateLimits
 from ._limits import client_address as client_address
 from ._sessions import SessionRegistry as SessionRegistry
 from .memory import MemoryStore as MemoryStore
-from .sqlite import SQLiteStore as SQLiteStore
 
 if TYPE_CHECKING:
     from .redis import RedisStore as RedisStore
+    from .sqlite import SQLiteStore as SQLiteStore
 
 __all__ = [
     "Limit",
@@ -77,6 +77,8 @@ def open_store(url: str, *, namespace: str = "app") -> Store:
         if not path:
             msg = "a sqlite store URL needs a file: sqlite:///path/to/keyloom.db"
             raise ConfigurationError(msg)
+        from .sqlite import SQLiteStore  # noqa: PLC0415
+
         return SQLiteStore(path, namespace=namespace)
     if sep and scheme in {"redis", "rediss", "unix"}:
         from .redis import RedisStore  # noqa: PLC0415
@@ -87,6 +89,11 @@ def open_store(url: str, *, namespace: str = "app") -> Store:
 
 
 def __getattr__(name: str) -> Any:
+    # Imported on first use: SQLite and anyio stay off the import of keyloom_core.
+    if name == "SQLiteStore":
+        from .sqlite import SQLiteStore  # noqa: PLC0415
+
+        return SQLiteStore
     if name == "RedisStore":
         from .redis import RedisStore  # noqa: PLC0415
 
