@@ -79,7 +79,7 @@ async def _enforce(
     store: Store, name: str, address: str, limit: Limit, amount: int, now: float | None
 ) -> None:
     count, reset_at = await store.hit(f"{name}:{address}", limit.window, amount)
-    if count > limit.count:
+    if count > limit.count or (amount == 0 and count >= limit.count):
         now = time.time() if now is None else now
         wait = math.ceil(reset_at - now)
         msg = "too many sign-in requests from this address"

@@ -404,6 +404,7 @@ class AuthHandler:
         try:
             async with self.keyloom.revoking_on_failure(result.provider_id, result.tokens):
                 session, value, max_age = await start_session(self.keyloom, result)
+                await end_session(self.keyloom, request.cookies.get(SESSION_COOKIE))
                 if self.on_login is not None:
                     await self.on_login(result)
         except KeyloomError as error:
