@@ -288,10 +288,18 @@ def client_session(concurrency: int) -> aiohttp.ClientSession:
 
 
 async def run_logins(
-    base: str, total: int, concurrency: int, *, prefix: str = "10.77"
+    base: str,
+    total: int,
+    concurrency: int,
+    *,
+    prefix: str = "10.77",
+    outcomes: list[Outcome] | None = None,
 ) -> tuple[list[Outcome], float]:
-    """*total* sign-ins, *concurrency* at a time, each from one of 4096 client addresses."""
-    outcomes: list[Outcome] = []
+    """*total* sign-ins, *concurrency* at a time, each from one of 4096 client addresses.
+
+    Outcomes are appended to *outcomes* (if given) as they come.
+    """
+    outcomes = [] if outcomes is None else outcomes
     counter = iter(range(total))
 
     async def browser(http: aiohttp.ClientSession) -> None:

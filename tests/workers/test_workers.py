@@ -9,11 +9,11 @@ tests check through ``X-Worker`` that more than one worker answered.
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import signal
 import sqlite3
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -245,28 +245,32 @@ async def test_kill_9_of_one_worker_mid_load_leaves_nothing_half_written(workers
     killed: list[int] = []
 
     async def load() -> None:
-        result, _ = await harness.run_logins(workers.url, total, concurrency, prefix="10.9")
-        outcomes.extend(result)
+        await harness.run_logins(
+            workers.url, total, concurrency, prefix="10.9", outcomes=outcomes
+        )
 
     async def kill_one() -> None:
         with anyio.fail_after(60):
-            while True:  # wait until the load is well under way
-                await anyio.sleep(0.2)
-                live = workers.worker_pids()
-                if len(live) >= 4 and time.monotonic() - started > 1.5:
-                    break
-        victim = live[-1]
+            while len(outcomes) < 60:  # wait until the load is well under way
+                await anyio.sleep(0.05)
+        # The worker that answered most of the latest sign-ins: it has some in flight.
+        recent = collections.Counter(o.worker for o in outcomes[-30:] if o.worker)
+        victim = int(recent.most_common(1)[0][0])
+        assert victim in workers.worker_pids()
         os.kill(victim, signal.SIGKILL)
         killed.append(victim)
 
-    started = time.monotonic()
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(load)
         tasks.start_soon(kill_one)
     results = harness.tally(outcomes)
     assert killed
-    assert set(results) <= {"ok", "connection"}, results
-    assert results["ok"] >= total * 0.7, results
+    # The killed worker's in-flight sign-ins fail: at the connection, or, when the client
+    # retried a GET that the dead worker had already started (aiohttp and browsers retry an
+    # idempotent request whose kept-alive connection dropped), as a replay of a state that
+    # worker had spent. Never more than were in flight; everything else completes.
+    assert set(results) <= {"ok", "connection", "invalid_state"}, results
+    assert total - results["ok"] <= concurrency, results
     # Every completed login's session is there, whole, on every surviving worker.
     ok = [o for o in outcomes if o.result == "ok"]
     async with harness.client_session(8) as http:
