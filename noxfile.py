@@ -1,4 +1,4 @@
-"""Developer and CI sessions: ``nox -s tests lint typecheck`` (and ``bench``, ``stress``)."""
+"""Developer and CI sessions: ``nox -s tests lint typecheck workers`` (and ``bench``, ``stress``)."""
 
 from __future__ import annotations
 
@@ -35,6 +35,19 @@ def tests(session: nox.Session) -> None:
 
 
 @nox.session(python="3.11")
+def workers(session: nox.Session) -> None:
+    """Four app workers (uvicorn, gunicorn + aiohttp) sharing Redis or one SQLite file."""
+    _install_project(session)
+    session.install("gunicorn>=22")
+    session.run(
+        "pytest",
+        "tests/workers",
+        *(session.posargs or ["-q", "-p", "no:cacheprovider"]),
+        env={"KEYLOOM_WORKER_TESTS": "1"},
+    )
+
+
+@nox.session(python="3.11")
 def lint(session: nox.Session) -> None:
     """Ruff."""
     session.install("ruff>=0.6")
@@ -63,6 +76,9 @@ def bench(session: nox.Session) -> None:
 
 @nox.session(python="3.11")
 def stress(session: nox.Session) -> None:
-    """Load, injected-fault and fuzz figures through the real web integration."""
+    """Load, injected-fault and fuzz figures through the real web integration, then 10,000
+    logins across four workers on Redis and on SQLite (``benchmarks/bench_workers.py``)."""
     _install_project(session)
+    session.install("gunicorn>=22")
     session.run("python", "benchmarks/stress.py", *session.posargs)
+    session.run("python", "benchmarks/bench_workers.py", "--gunicorn")

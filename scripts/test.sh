@@ -15,4 +15,4 @@ fi
 
 python3 -m venv .venv-tools
 .venv-tools/bin/python -m pip install -q --upgrade pip nox
-exec .venv-tools/bin/nox --non-interactive -s tests lint typecheck "$@"
+exec .venv-tools/bin/nox --non-interactive -s tests lint typecheck workers "$@"

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 from ._base import SessionRecord, StoreUnavailableError, session_tag, tag_of
 
 try:
-    from redis.asyncio import Redis
+    from redis.asyncio import BlockingConnectionPool, Redis
     from redis.exceptions import RedisError
 except ImportError as exc:  # pragma: no cover - depends on the installation
     msg = "RedisStore needs the 'redis' package: pip install 'keyloom-core[redis]'"
@@ -97,11 +97,14 @@ class RedisStore:
     expires when the session ends (idle or absolute), a state with its login, a counter
     with its window: nothing needs purging.
 
-    :param redis: a ``redis://`` URL (the store then owns and closes the client, with
-        2-second socket timeouts) or a ``redis.asyncio`` client (borrowed, not closed).
+    :param redis: a ``redis://`` URL (the store then owns and closes the client: a
+        blocking pool of *max_connections*, where a request waits up to 5 s for a free
+        connection instead of failing, and 5-second socket timeouts) or a
+        ``redis.asyncio`` client (borrowed, not closed).
     :param namespace: the app's namespace, so several apps may share one Redis.
     :param prefix: the key prefix before the namespace.
     :param clock: the time source.
+    :param max_connections: connections per process, for a URL.
     """
 
     def __init__(
@@ -111,11 +114,17 @@ class RedisStore:
         namespace: str = "app",
         prefix: str = "keyloom:",
         clock: Callable[[], float] = time.time,
+        max_connections: int = 64,
     ) -> None:
         if isinstance(redis, str):
-            self._client: Redis = Redis.from_url(
-                redis, socket_timeout=2.0, socket_connect_timeout=2.0
+            pool = BlockingConnectionPool.from_url(
+                redis,
+                max_connections=max_connections,
+                timeout=5.0,
+                socket_timeout=5.0,
+                socket_connect_timeout=2.0,
             )
+            self._client: Redis = Redis.from_pool(pool)
             self._owns_client = True
         else:
             self._client = redis

@@ -340,3 +340,11 @@ async def test_redis_keys_of_one_user_and_one_account_share_a_slot(make_store, r
     raw = sorted(k.decode() for k in await store.client.keys("*"))
     assert raw
     assert all(k.startswith("keyloom:shop:") for k in raw)
+
+
+async def test_a_closed_store_reconnects_on_next_use(store_kind, make_store):
+    store = make_store(store_kind)
+    assert await store.use_once("before", time.time() + 60)
+    await store.aclose()
+    assert not await store.use_once("before", time.time() + 60)
+    assert await store.use_once("after", time.time() + 60)

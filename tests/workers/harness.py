@@ -226,6 +226,7 @@ class Outcome:
     cookie: str | None = None
     status: int | None = None
     worker: str | None = None
+    message: str | None = None
 
 
 def _cookie(response: aiohttp.ClientResponse, name: str) -> str | None:
@@ -236,12 +237,14 @@ def _cookie(response: aiohttp.ClientResponse, name: str) -> str | None:
     return None
 
 
-async def _error_code(response: aiohttp.ClientResponse) -> str:
+async def _error(response: aiohttp.ClientResponse) -> Outcome:
     try:
         data = await response.json(content_type=None)
     except (ValueError, aiohttp.ClientError):
-        return f"http_{response.status}"
-    return str(data.get("error")) if isinstance(data, dict) else f"http_{response.status}"
+        return Outcome(f"http_{response.status}", status=response.status)
+    if not isinstance(data, dict):
+        return Outcome(f"http_{response.status}", status=response.status)
+    return Outcome(str(data.get("error")), status=response.status, message=data.get("message"))
 
 
 async def login(http: aiohttp.ClientSession, base: str, client_ip: str) -> Outcome:
@@ -253,7 +256,7 @@ async def login(http: aiohttp.ClientSession, base: str, client_ip: str) -> Outco
             allow_redirects=False,
         ) as start:
             if start.status != 302:
-                return Outcome(await _error_code(start), status=start.status)
+                return await _error(start)
             state = _cookie(start, "__keyloom_oauth")
             authorize = start.headers["Location"]
         async with http.get(authorize, allow_redirects=False) as consent:
@@ -267,7 +270,7 @@ async def login(http: aiohttp.ClientSession, base: str, client_ip: str) -> Outco
             cookie = _cookie(done, "__keyloom_session")
             if done.status == 302 and cookie:
                 return Outcome("ok", cookie, 302, done.headers.get("X-Worker"))
-            return Outcome(await _error_code(done), status=done.status)
+            return await _error(done)
     except (aiohttp.ClientConnectionError, TimeoutError):
         return Outcome("connection")
 
