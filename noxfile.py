@@ -1,4 +1,4 @@
-"""Developer and CI sessions: ``nox -s tests lint typecheck workers`` (and ``bench``, ``stress``)."""
+"""Developer and CI sessions: ``nox -s tests lint typecheck workers`` (``bench``, ``stress``)."""
 
 from __future__ import annotations
 

@@ -27,8 +27,14 @@ sys.path.insert(0, str(HERE))
 
 from bench_tokens import redis_server  # noqa: E402
 
-from keyloom_core import LoginResult, Profile, ProviderSpec, TokenSet, define_keyloom  # noqa: E402
-from keyloom_core import configure_provider  # noqa: E402
+from keyloom_core import (  # noqa: E402
+    LoginResult,
+    Profile,
+    ProviderSpec,
+    TokenSet,
+    configure_provider,
+    define_keyloom,
+)
 from keyloom_core.store import MemoryStore, Store  # noqa: E402
 from keyloom_core.web import SESSION_COOKIE, AuthHandler  # noqa: E402
 from keyloom_core.web._session_io import start_session  # noqa: E402
@@ -135,7 +141,9 @@ def main() -> int:
         f"current_session() on a valid cookie: {iterations} sequential calls per store, "
         f"then {CONCURRENCY} concurrent tasks (one store read per call)"
     )
-    print(f"{'sessions':<10} {'mean µs':>9} {'p50 µs':>9} {'p99 µs':>9} {'calls/s (concurrent)':>22}")
+    print(
+        f"{'sessions':<10} {'mean µs':>9} {'p50 µs':>9} {'p99 µs':>9} {'calls/s (concurrent)':>22}"
+    )
     for name, row in rows:
         print(
             f"{name:<10} {row['mean']:>9.1f} {row['p50']:>9.1f} {row['p99']:>9.1f} "

@@ -51,7 +51,9 @@ def main() -> int:
                     failures = sum(counts.values())
                     detail = ", ".join(f"{k}={v}" for k, v in sorted(counts.items())) or "-"
                     rows.append((server, name, ok, failures, detail, ok / took))
-                    print(f"{server}/{name}: {ok} ok, {failures} failed in {took:.1f} s", flush=True)
+                    print(
+                        f"{server}/{name}: {ok} ok, {failures} failed in {took:.1f} s", flush=True
+                    )
     print(
         f"\n{total:,} logins across {args.workers} workers at concurrency {args.concurrency} "
         "(each: /start, authorize, /callback)"

@@ -24,8 +24,8 @@ import secrets
 import socket
 import sys
 from collections.abc import AsyncIterator
-from pathlib import Path
 from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio

@@ -73,7 +73,7 @@ def open_store(url: str, *, namespace: str = "app") -> Store:
     if sep and scheme == "memory":
         return MemoryStore(namespace=namespace)
     if sep and scheme == "sqlite":
-        path = rest[2:] if rest.startswith("//") else rest
+        path = rest.removeprefix("//")
         if not path:
             msg = "a sqlite store URL needs a file: sqlite:///path/to/keyloom.db"
             raise ConfigurationError(msg)

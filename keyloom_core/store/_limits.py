@@ -57,7 +57,9 @@ class RateLimits:
     callback: Limit | None = Limit(30, 60.0)
     failed_callback: Limit | None = Limit(10, 600.0)
 
-    async def check(self, store: Store, route: str, address: str, *, now: float | None = None) -> None:
+    async def check(
+        self, store: Store, route: str, address: str, *, now: float | None = None
+    ) -> None:
         """Count a request to *route* (``"start"``/``"callback"``) from *address*.
 
         :raises TooManyRequestsError: over the route's limit, or (callbacks) over the
@@ -123,9 +125,7 @@ def _forwarded_chain(headers: Mapping[str, str]) -> list[str]:
     return [v for v in headers.get("x-forwarded-for", "").split(",") if v.strip()]
 
 
-def client_address(
-    peer: str | None, headers: Mapping[str, str], trusted: Sequence[Network]
-) -> str:
+def client_address(peer: str | None, headers: Mapping[str, str], trusted: Sequence[Network]) -> str:
     """The client's address: the peer's, or, when the peer is a trusted proxy, the last
     address in ``Forwarded`` (or else ``X-Forwarded-For``) that is not a trusted proxy.
 

@@ -187,7 +187,7 @@ class RedisStore:
             msg = "session ids come from new_session_id()"
             raise ValueError(msg)
         tag = tag_of(record.id) or ""
-        args = [
+        args: list[str | int] = [
             record.to_json(),
             repr(record.last_seen_at),
             _ms(record.valid_until),
@@ -218,7 +218,7 @@ class RedisStore:
         if record is None or key is None:
             return False
         renewed = min(record.expires_at, last_seen_at + record.idle_ttl)
-        args = [repr(last_seen_at), _ms(renewed)]
+        args: list[str | int] = [repr(last_seen_at), _ms(renewed)]
         return bool(await self._call(self._touch(keys=[key], args=args)))
 
     async def delete_session(self, session_id: str) -> bool:

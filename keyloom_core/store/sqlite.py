@@ -59,13 +59,15 @@ INSERT OR REPLACE INTO keyloom_sessions
     (ns, id, user_id, record, created_at, expires_at, last_seen_at, idle_ttl)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 """
-_LIVE: Final = "expires_at > ? AND last_seen_at + idle_ttl > ?"
-_GET: Final = f"SELECT record, last_seen_at FROM keyloom_sessions WHERE ns = ? AND id = ? AND {_LIVE}"
+_GET: Final = (
+    "SELECT record, last_seen_at FROM keyloom_sessions WHERE ns = ? AND id = ? "
+    "AND expires_at > ? AND last_seen_at + idle_ttl > ?"
+)
 _TOUCH: Final = "UPDATE keyloom_sessions SET last_seen_at = ? WHERE ns = ? AND id = ?"
 _DELETE: Final = "DELETE FROM keyloom_sessions WHERE ns = ? AND id = ?"
 _LIST: Final = (
-    "SELECT record, last_seen_at FROM keyloom_sessions WHERE ns = ? AND user_id = ? AND "
-    f"{_LIVE} ORDER BY created_at"
+    "SELECT record, last_seen_at FROM keyloom_sessions WHERE ns = ? AND user_id = ? "
+    "AND expires_at > ? AND last_seen_at + idle_ttl > ? ORDER BY created_at"
 )
 _DELETE_USER: Final = "DELETE FROM keyloom_sessions WHERE ns = ? AND user_id = ?"
 _HIT: Final = """

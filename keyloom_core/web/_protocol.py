@@ -403,7 +403,7 @@ class AuthHandler:
             return self._error(request, error, cookies=(clear_state,))
         try:
             async with self.keyloom.revoking_on_failure(result.provider_id, result.tokens):
-                session, value, max_age = await start_session(self.keyloom, result)
+                _, value, max_age = await start_session(self.keyloom, result)
                 await end_session(self.keyloom, request.cookies.get(SESSION_COOKIE))
                 if self.on_login is not None:
                     await self.on_login(result)

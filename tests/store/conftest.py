@@ -51,8 +51,21 @@ def redis_binary() -> str | None:
 def start_redis(binary: str, port: int, folder: Path) -> subprocess.Popen[bytes]:
     """Start redis-server on 127.0.0.1:*port*; wait (bounded) until it answers PING."""
     process = subprocess.Popen(
-        [binary, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(folder),
-         "--save", "", "--appendonly", "no", "--protected-mode", "yes"],
+        [
+            binary,
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--dir",
+            str(folder),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--protected-mode",
+            "yes",
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

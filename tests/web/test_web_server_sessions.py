@@ -11,7 +11,6 @@ import json
 import socket
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
 
 import aiohttp
 import pytest
@@ -168,12 +167,14 @@ async def test_a_new_login_gets_a_new_id_and_ends_the_old_one(serve, browser, cl
     assert new_reply.json()["user"]["id"] == "id-alice"
 
 
-async def test_a_stateless_cookie_is_not_a_server_session(serve, browser, client, store, make_keyloom):
+async def test_a_stateless_cookie_is_not_a_server_session(
+    serve, browser, client, store, make_keyloom
+):
     async with serve(store=store) as srv:
         stateless = make_keyloom(base_url=srv.url)  # same secret, no store
         assert not stateless.sessions.server_side
-        from keyloom_core.web.sessions import issue_session
         from keyloom_core import LoginResult, Profile, TokenSet
+        from keyloom_core.web.sessions import issue_session
 
         result = LoginResult(
             provider_id="fake",
@@ -242,7 +243,9 @@ async def test_store_down_at_the_callback_signs_nobody_in(serve, browser, tmp_pa
         blocker.execute("BEGIN EXCLUSIVE")
         try:
             callback = await call(
-                browser, "GET", yarl.URL(at_provider.headers["Location"], encoded=True),
+                browser,
+                "GET",
+                yarl.URL(at_provider.headers["Location"], encoded=True),
                 headers=JSON,
             )
         finally:

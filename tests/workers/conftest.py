@@ -16,7 +16,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import harness  # noqa: E402
+import harness
 
 if os.environ.get("KEYLOOM_WORKER_TESTS") != "1":
     collect_ignore_glob = ["test_*.py"]

@@ -68,9 +68,23 @@ def _wait_ok(url: str, process: subprocess.Popen[Any], timeout: float = STARTUP)
 @contextlib.contextmanager
 def emulator() -> Iterator[str]:
     """The TikTok emulator in its own process (consent approve, no faults); yields its URL."""
-    cmd = [sys.executable, "-m", "keyloom_tiktok.emulator", "--host", HOST, "--port", "0",
-           "--consent", "approve", "--user-info-rate-limit", "1000000000", "--fault-rate", "0",
-           "--log-level", "WARNING"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "keyloom_tiktok.emulator",
+        "--host",
+        HOST,
+        "--port",
+        "0",
+        "--consent",
+        "approve",
+        "--user-info-rate-limit",
+        "1000000000",
+        "--fault-rate",
+        "0",
+        "--log-level",
+        "WARNING",
+    ]
     process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         assert process.stdout is not None
@@ -114,13 +128,30 @@ class RedisProcess:
         return f"redis://{HOST}:{self.port}/0"
 
     def start(self) -> None:
-        args = [self.binary, "--bind", HOST, "--port", str(self.port), "--dir", str(self.folder),
-                "--save", "", "--appendonly", "yes", "--appendfsync", "everysec",
-                "--protected-mode", "yes"]
+        args = [
+            self.binary,
+            "--bind",
+            HOST,
+            "--port",
+            str(self.port),
+            "--dir",
+            str(self.folder),
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "everysec",
+            "--protected-mode",
+            "yes",
+        ]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + STARTUP
         while time.monotonic() < deadline and self.process.poll() is None:
-            with contextlib.suppress(OSError), socket.create_connection((HOST, self.port), 0.5) as s:
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection((HOST, self.port), 0.5) as s,
+            ):
                 s.sendall(b"PING\r\n")
                 if s.recv(16).startswith(b"+PONG"):
                     return
@@ -166,14 +197,46 @@ class Workers:
     def command(self) -> list[str]:
         bind = f"{HOST}:{self.port}"
         if self.server == "uvicorn":
-            return [sys.executable, "-m", "uvicorn", "apps:asgi_app", "--factory",
-                    "--app-dir", str(HERE), "--host", HOST, "--port", str(self.port),
-                    "--workers", str(self.count), "--log-level", "warning", "--no-access-log",
-                    "--timeout-graceful-shutdown", "5"]
-        return [sys.executable, "-m", "gunicorn", "apps:aiohttp_app", "--chdir", str(HERE),
-                "--worker-class", "aiohttp.GunicornWebWorker", "--workers", str(self.count),
-                "--bind", bind, "--log-level", "warning", "--graceful-timeout", "5",
-                "--backlog", "2048"]
+            return [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "apps:asgi_app",
+                "--factory",
+                "--app-dir",
+                str(HERE),
+                "--host",
+                HOST,
+                "--port",
+                str(self.port),
+                "--workers",
+                str(self.count),
+                "--log-level",
+                "warning",
+                "--no-access-log",
+                "--timeout-graceful-shutdown",
+                "5",
+            ]
+        return [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "apps:aiohttp_app",
+            "--chdir",
+            str(HERE),
+            "--worker-class",
+            "aiohttp.GunicornWebWorker",
+            "--workers",
+            str(self.count),
+            "--bind",
+            bind,
+            "--log-level",
+            "warning",
+            "--graceful-timeout",
+            "5",
+            "--backlog",
+            "2048",
+        ]
 
     def __enter__(self) -> Workers:
         env = {
@@ -252,7 +315,9 @@ async def login(http: aiohttp.ClientSession, base: str, client_ip: str) -> Outco
     headers = {"X-Forwarded-For": client_ip, "Accept": "application/json"}
     try:
         async with http.get(
-            f"{base}/api/auth/oauth/tiktok/start", params={"callbackUrl": "/"}, headers=headers,
+            f"{base}/api/auth/oauth/tiktok/start",
+            params={"callbackUrl": "/"},
+            headers=headers,
             allow_redirects=False,
         ) as start:
             if start.status != 302:
@@ -264,7 +329,8 @@ async def login(http: aiohttp.ClientSession, base: str, client_ip: str) -> Outco
                 return Outcome("emulator", status=consent.status)
             callback = consent.headers["Location"]
         async with http.get(
-            callback, headers={**headers, "Cookie": f"__keyloom_oauth={state}"},
+            callback,
+            headers={**headers, "Cookie": f"__keyloom_oauth={state}"},
             allow_redirects=False,
         ) as done:
             cookie = _cookie(done, "__keyloom_session")

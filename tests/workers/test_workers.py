@@ -20,9 +20,9 @@ from typing import Any
 
 import aiohttp
 import anyio
+import harness
 import pytest
 
-import harness
 from keyloom_core.store import SessionRecord, SessionRegistry, open_store
 
 pytestmark = pytest.mark.anyio
@@ -131,7 +131,7 @@ async def test_a_cookie_copied_before_logout_is_signed_out_on_every_worker(worke
     outcome = await sign_in(workers.url)
     copy = outcome.cookie
     assert copy
-    users, seen_before = await me_everywhere(workers.url, copy)
+    users, _ = await me_everywhere(workers.url, copy)
     assert all(u is not None for u in users)
     async with fresh() as http:
         async with http.get(f"{workers.url}/api/auth/csrf") as resp:
@@ -181,11 +181,11 @@ async def test_a_client_over_the_rate_limit_gets_429_others_do_not(workers):
     refused = [(after, body) for status, after, body, _ in replies if status == 429]
     retry_after, body = refused[0]
     seen = {worker for *_, worker in replies}
-    async with fresh() as http:
-        async with http.get(
-            url, headers={"X-Forwarded-For": "198.51.100.67"}, allow_redirects=False
-        ) as other:
-            other_status = other.status
+    async with (
+        fresh() as http,
+        http.get(url, headers={"X-Forwarded-For": "198.51.100.67"}, allow_redirects=False) as other,
+    ):
+        other_status = other.status
     assert statuses == [302] * 30 + [429] * 3
     assert body["error"] == "too_many_requests"
     assert set(body) == {"error", "message", "hint"}
@@ -245,9 +245,7 @@ async def test_kill_9_of_one_worker_mid_load_leaves_nothing_half_written(workers
     killed: list[int] = []
 
     async def load() -> None:
-        await harness.run_logins(
-            workers.url, total, concurrency, prefix="10.9", outcomes=outcomes
-        )
+        await harness.run_logins(workers.url, total, concurrency, prefix="10.9", outcomes=outcomes)
 
     async def kill_one() -> None:
         with anyio.fail_after(60):
