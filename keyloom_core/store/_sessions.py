@@ -88,7 +88,11 @@ class SessionRegistry:
         scopes: Iterable[str],
         now: float | None = None,
     ) -> SessionRecord:
-        """Store a new session (a new id, always) for a completed sign-in."""
+        """Store a new session (a new id, always) for a completed sign-in.
+
+        :raises TypeError: *user* holds values that are not JSON.
+        :raises StoreUnavailableError: the store failed.
+        """
         store = self._need_store()
         now = self._clock() if now is None else now
         user_id = str(user["id"])
@@ -104,6 +108,7 @@ class SessionRegistry:
             last_seen_at=now,
             idle_ttl=self.idle_ttl,
         )
+        record.to_json()  # refuses a user object that is not JSON, whatever the store
         await store.create_session(record)
         return record
 

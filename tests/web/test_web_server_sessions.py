@@ -377,3 +377,50 @@ async def test_configuration_choices(make_keyloom, tmp_path):
     with pytest.raises(ConfigurationError, match="counted in a store"):
         make_keyloom(rate_limits=RateLimits())
     assert define_keyloom is not None
+
+
+async def test_a_profile_that_is_not_json_is_a_plugin_error(make_keyloom):
+    from keyloom_core import LoginResult, PluginError, Profile, TokenSet
+    from keyloom_core.web._session_io import start_session
+
+    keyloom = make_keyloom(store=MemoryStore())
+    result = LoginResult(
+        provider_id="fake",
+        profile=Profile(provider_id="fake", id="u1", name="A", extra={"when": object()}),
+        tokens=TokenSet(access_token="at"),
+        granted_scopes=frozenset(),
+        requested_scopes=frozenset(),
+        callback_url="/",
+    )
+    with pytest.raises(PluginError, match="cannot be stored in a session"):
+        await start_session(keyloom, result)
+    assert await keyloom.sessions.list("u1") == []
+
+
+class CountingStore(MemoryStore):
+    """A real memory store that counts session reads and writes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+        self.touches = 0
+
+    async def get_session(self, session_id: str) -> Any:
+        self.reads += 1
+        return await super().get_session(session_id)
+
+    async def touch_session(self, session_id: str, last_seen_at: float) -> bool:
+        self.touches += 1
+        return await super().touch_session(session_id, last_seen_at)
+
+
+async def test_current_session_costs_one_store_read(serve, browser):
+    store = CountingStore()
+    async with serve(store=store) as srv:
+        await sign_in(browser, srv)
+        store.reads = store.touches = 0
+        for _ in range(10):
+            me = (await call(browser, "GET", f"{srv.url}/me")).json()
+            assert me["user"]["id"] == "id-alice"
+    # The test app's /me awaits current_session and current_user: two calls, two reads.
+    assert (store.reads, store.touches) == (20, 0)
