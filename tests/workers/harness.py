@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -345,6 +345,36 @@ async def me(http: aiohttp.ClientSession, base: str, cookie: str) -> tuple[int, 
     """``GET /me`` with the session cookie: status, JSON body, answering worker."""
     async with http.get(f"{base}/me", headers={"Cookie": f"__keyloom_session={cookie}"}) as resp:
         return resp.status, await resp.json(content_type=None), resp.headers.get("X-Worker")
+
+
+@contextlib.asynccontextmanager
+async def pinned(base: str, want: int = 4, tries: int = 120) -> AsyncIterator[dict[str, Any]]:
+    """Clients kept alive on one connection each, one per worker reached: ``{pid: client}``.
+
+    Connects again and again (bounded) until *want* workers answered; which worker accepts
+    a connection is the kernel's choice, so fewer may be found. Each client's requests all
+    go to its worker while the connection stays open (keep-alive 30 s).
+    """
+    found: dict[str, Any] = {}
+    try:
+        for _ in range(tries):
+            http = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=1), cookie_jar=aiohttp.DummyCookieJar()
+            )
+            async with http.get(f"{base}/api/auth/providers") as resp:
+                await resp.read()
+                worker = resp.headers["X-Worker"]
+            if worker in found:
+                await http.close()
+            else:
+                found[worker] = http
+            if len(found) >= want:
+                break
+            await anyio.sleep(0.03)
+        yield found
+    finally:
+        for http in found.values():
+            await http.close()
 
 
 def client_session(concurrency: int) -> aiohttp.ClientSession:
