@@ -1,4 +1,9 @@
-"""Developer and CI sessions: ``nox -s tests oidc lint typecheck`` (and ``bench``, ``stress``)."""
+"""Developer and CI sessions.
+
+``nox`` runs the quick suite, lint and types; ``scripts/test.sh`` runs every suite:
+``nox -s tests slow browser oidc workers lint typecheck``. ``bench`` and ``stress`` print
+figures.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ from pathlib import Path
 
 import nox
 
-nox.options.sessions = ["tests", "oidc", "lint", "typecheck"]
+nox.options.sessions = ["tests", "lint", "typecheck"]
 nox.options.error_on_missing_interpreters = True
 
 ROOT = Path(__file__).parent
@@ -16,17 +21,18 @@ FIXTURE_PLUGINS = sorted(
     for p in (ROOT / "tests" / "fixtures").glob("keyloom-*")
     if (p / "pyproject.toml").exists()
 )
+#: What the quick session leaves to the slow ones (each has a session of its own).
+SLOW_MARKERS = "slow or browser or oidc"
 
 
 def _install_project(session: nox.Session) -> None:
     session.install("-e", ".[test,tokens,redis,oidc]", *[arg for p in PLUGINS for arg in ("-e", p)])
 
 
-@nox.session(python="3.11")
-def tests(session: nox.Session) -> None:
-    """The whole test suite: core, plugins, web integrations, browser, load/fault/fuzz."""
+def _pytest(session: nox.Session, markers: str) -> None:
+    """pytest over the suite's tests marked *markers*, with the fixture plugins at hand."""
     _install_project(session)
-    # Test-only plugin distributions (one good, one broken, one duplicate) are installed into
+    # Test-only plugin distributions (good, broken, duplicate, misspelled) are installed into
     # their own folder: discovery tests put it on sys.path; the rest of the suite never sees them.
     site = Path(session.create_tmp()) / "fixture-plugins"
     if FIXTURE_PLUGINS:
@@ -34,10 +40,28 @@ def tests(session: nox.Session) -> None:
     session.run(
         "pytest",
         "-m",
-        "not oidc",  # the real OpenID provider's tests: the oidc session
+        markers,
         *(session.posargs or ["-q"]),
         env={"KEYLOOM_FIXTURE_PLUGINS": str(site)},
     )
+
+
+@nox.session(python="3.11")
+def tests(session: nox.Session) -> None:
+    """The quick suite: core, plugins, web integrations, stores (a few minutes)."""
+    _pytest(session, f"not ({SLOW_MARKERS})")
+
+
+@nox.session(python="3.11")
+def slow(session: nox.Session) -> None:
+    """Load, fault, fuzz and attack tests; a generated plugin installed in a fresh venv."""
+    _pytest(session, "slow and not browser and not oidc")
+
+
+@nox.session(python="3.11")
+def browser(session: nox.Session) -> None:
+    """The demo and the Keyloom JS protocol in real headless Chromium."""
+    _pytest(session, "browser")
 
 
 @nox.session(python="3.11")
@@ -47,6 +71,19 @@ def oidc(session: nox.Session) -> None:
     folder = ROOT / "tests" / "oidc"
     session.run("npm", "ci", "--no-audit", "--no-fund", "--prefix", str(folder), external=True)
     session.run("pytest", "-m", "oidc", *(session.posargs or ["-q", str(folder)]))
+
+
+@nox.session(python="3.11")
+def workers(session: nox.Session) -> None:
+    """Four app workers (uvicorn, gunicorn + aiohttp) sharing Redis or one SQLite file."""
+    _install_project(session)
+    session.install("gunicorn>=22")
+    session.run(
+        "pytest",
+        "tests/workers",
+        *(session.posargs or ["-q", "-p", "no:cacheprovider"]),
+        env={"KEYLOOM_WORKER_TESTS": "1"},
+    )
 
 
 @nox.session(python="3.11")
@@ -78,6 +115,9 @@ def bench(session: nox.Session) -> None:
 
 @nox.session(python="3.11")
 def stress(session: nox.Session) -> None:
-    """Load, injected-fault and fuzz figures through the real web integration."""
+    """Load, injected-fault and fuzz figures through the real web integration, then 10,000
+    logins across four workers on Redis and on SQLite (``benchmarks/bench_workers.py``)."""
     _install_project(session)
+    session.install("gunicorn>=22")
     session.run("python", "benchmarks/stress.py", *session.posargs)
+    session.run("python", "benchmarks/bench_workers.py", "--gunicorn")

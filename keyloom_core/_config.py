@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Literal
 
 from ._plugins import PluginRegistry
 from ._provider_config import configure_provider, env
-from ._settings import SECRET_ENV, URL_ENVS, Settings, check_base_url, check_secret
+from ._settings import (
+    SECRET_ENV,
+    SERVER_SESSION_TTL,
+    STATELESS_SESSION_TTL,
+    STORE_ENV,
+    URL_ENVS,
+    Settings,
+    check_base_url,
+    check_secret,
+)
 from .errors import ConfigurationError
 from .models import Provider
 
@@ -17,6 +26,7 @@ if TYPE_CHECKING:
     from ._keyloom import Keyloom
     from ._state import StateGuard
     from .http import RetryPolicy
+    from .store import RateLimits, Store
 
 __all__ = ["configure_provider", "define_keyloom"]
 
@@ -31,11 +41,17 @@ def define_keyloom(
     autoload: bool | None = None,
     base_path: str = "/api/auth",
     state_ttl: float = 600.0,
-    session_ttl: float = 30 * 24 * 3600.0,
+    session_ttl: float | None = None,
     timeout: float = 10.0,
     retry: RetryPolicy | None = None,
     session: aiohttp.ClientSession | None = None,
     state_guard: StateGuard | None = None,
+    store: Store | str | None = None,
+    sessions: Literal["server", "stateless"] | None = None,
+    session_idle_ttl: float = 3600.0,
+    session_touch_interval: float | None = None,
+    rate_limits: RateLimits | bool = True,
+    trusted_proxies: Sequence[str] = (),
 ) -> Keyloom:
     """Configure Keyloom; no I/O happens until ``async with`` opens the HTTP session.
 
@@ -52,21 +68,39 @@ def define_keyloom(
     :param autoload: load the ``keyloom`` entry points (default: unless
         ``KEYLOOM_DISABLE_PLUGIN_AUTOLOAD=1``).
     :param state_ttl: seconds a started login stays valid.
-    :param session_ttl: seconds a session cookie stays valid.
+    :param session_ttl: a session's absolute lifetime in seconds: 8 hours for server-side
+        sessions, 30 days for stateless ones (which cannot be revoked) by default.
     :param timeout: seconds for one provider call (the plugin's answer and any fallback to
         the built-in one together), retries included.
     :param retry: retry policy for provider calls.
     :param session: an ``aiohttp.ClientSession`` to borrow instead of opening one; create
         it with ``cookie_jar=aiohttp.DummyCookieJar()`` (provider calls are stateless, and
         a cookie kept from one user's login must not travel with the next user's calls).
-    :param state_guard: where used login states are remembered (single use); in memory
-        by default, shared storage when the app runs as several processes.
+    :param state_guard: where used login states are remembered (single use); the store
+        by default, or process memory when there is no store.
+    :param store: what the app's processes share (used states, sessions, rate limits): a
+        :class:`~keyloom_core.store.Store` or a URL (``sqlite:///path.db``,
+        ``redis://…``, ``memory://``); default ``KEYLOOM_STORE``, else none (one process).
+    :param sessions: ``"server"`` (the default with a store: the cookie holds a signed
+        session id, the record is in the store; logout and ``revoke_all`` end it on every
+        worker) or ``"stateless"`` (the default without one: the whole session is in a
+        signed cookie, valid until it expires, whatever happens).
+    :param session_idle_ttl: seconds without use that end a server-side session (1 hour).
+    :param session_touch_interval: seconds between two writes of a server-side session's
+        last use (sliding renewal); default a twelfth of *session_idle_ttl*, at most 5
+        minutes.
+    :param rate_limits: inbound limits on ``/start`` and ``/callback`` per client address,
+        counted in the store: ``True`` for the defaults of
+        :class:`~keyloom_core.store.RateLimits` (off without a store), ``False`` for none.
+    :param trusted_proxies: addresses or networks of the reverse proxies in front of the
+        app; only their ``Forwarded`` / ``X-Forwarded-For`` headers name the client.
     :raises ConfigurationError: anything wrong, named.
     :raises PluginError: a plugin failed to load or broke the contract.
     """
     # The runtime pulls in anyio (about 15 ms of a cold start measured with
     # `python -X importtime`); plugin discovery and the command line do without it.
     from ._keyloom import Keyloom  # noqa: PLC0415
+    from .store._limits import parse_networks  # noqa: PLC0415
 
     registry = PluginRegistry(plugins, autoload=autoload)
     by_id: dict[str, Provider] = {}
@@ -86,16 +120,72 @@ def define_keyloom(
     if not base_path.startswith("/") or base_path.endswith("/"):
         msg = "base_path must start with '/' and not end with one"
         raise ConfigurationError(msg)
+    shared = _shared(
+        store, sessions, session_ttl, session_idle_ttl, session_touch_interval, rate_limits
+    )
+    shared["trusted_proxies"] = parse_networks(trusted_proxies)
     settings = Settings(
         providers=by_id,
         secrets=(check_secret(secret or env(SECRET_ENV)), *map(check_secret, old_secrets)),
         base_url=check_base_url(url),
         base_path=base_path,
         state_ttl=state_ttl,
-        session_ttl=session_ttl,
         timeout=timeout,
         retry=retry,
         session=session,
-        state_guard=state_guard,
+        state_guard=state_guard if state_guard is not None else shared["store"],
+        **shared,
     )
     return Keyloom(settings, registry)
+
+
+def _shared(
+    store: Store | str | None,
+    sessions: str | None,
+    session_ttl: float | None,
+    idle_ttl: float,
+    touch_interval: float | None,
+    rate_limits: RateLimits | bool,
+) -> dict[str, Any]:
+    """The store-related settings, checked and defaulted."""
+    from .store import RateLimits, SessionRegistry, open_store  # noqa: PLC0415
+
+    if store is None:
+        store = env(STORE_ENV) or None
+    if isinstance(store, str):
+        store = open_store(store)
+    if sessions not in {None, "server", "stateless"}:
+        msg = "sessions must be 'server' or 'stateless'"
+        raise ConfigurationError(msg)
+    server = sessions == "server" or (sessions is None and store is not None)
+    if server and store is None:
+        msg = "server-side sessions need a store"
+        raise ConfigurationError(msg, hint="pass store='sqlite:///keyloom.db' or a Redis URL")
+    if idle_ttl <= 0 or (session_ttl is not None and session_ttl <= 0):
+        msg = "session lifetimes must be positive"
+        raise ConfigurationError(msg)
+    limits = RateLimits() if rate_limits is True else rate_limits or None
+    if limits is not None and store is None:
+        if rate_limits is True:
+            limits = None
+        else:
+            msg = "rate limits are counted in a store: pass store=..."
+            raise ConfigurationError(msg)
+    default_ttl = SERVER_SESSION_TTL if server else STATELESS_SESSION_TTL
+    absolute = default_ttl if session_ttl is None else session_ttl
+    touch = min(300.0, idle_ttl / 12) if touch_interval is None else touch_interval
+    return {
+        "sessions": SessionRegistry(
+            store if server else None,
+            absolute_ttl=absolute,
+            idle_ttl=idle_ttl,
+            touch_interval=touch,
+            closable=store,
+        ),
+        "store": store,
+        "server_sessions": server,
+        "session_ttl": absolute,
+        "session_idle_ttl": idle_ttl,
+        "session_touch_interval": touch,
+        "rate_limits": limits,
+    }

@@ -59,6 +59,7 @@ class Keyloom:
         self.registry = registry
         self.hooks = HookDispatcher(registry, settings.timeout)
         guard = settings.state_guard if settings.state_guard is not None else MemoryStateGuard()
+        self.sessions = settings.sessions  # revoke_all(user_id), list(user_id)
         self.states = LoginStates(settings.secrets, ttl=settings.state_ttl, guard=guard)
         self._signers: dict[str, Signer] = {}
         self._http: HttpClient | None = None
@@ -127,6 +128,7 @@ class Keyloom:
         if self._users <= 0 and self._http is not None:
             http, self._http = self._http, None
             await http.close()
+            await self.sessions.aclose()  # the store's connections; reopened on use
 
     @property
     def http(self) -> HttpClient:

@@ -11,17 +11,35 @@ import attrs
 from ._signing import MIN_SECRET_LENGTH
 from .errors import ConfigurationError
 from .models import Provider
+from .store._sessions import SessionRegistry
 
 if TYPE_CHECKING:
     import aiohttp
 
     from ._state import StateGuard
     from .http import RetryPolicy
+    from .store._base import Store
+    from .store._limits import Network, RateLimits
 
-__all__ = ["LOOPBACK_HOSTS", "SECRET_ENV", "URL_ENVS", "Settings", "check_base_url", "check_secret"]
+__all__ = [
+    "LOOPBACK_HOSTS",
+    "SECRET_ENV",
+    "SERVER_SESSION_TTL",
+    "STATELESS_SESSION_TTL",
+    "STORE_ENV",
+    "URL_ENVS",
+    "Settings",
+    "check_base_url",
+    "check_secret",
+]
 
 SECRET_ENV = "KEYLOOM_SECRET"
 URL_ENVS = ("KEYLOOM_URL", "APP_URL")
+STORE_ENV = "KEYLOOM_STORE"
+#: Absolute lifetime of a server-side session: a working day (OWASP session management).
+SERVER_SESSION_TTL = 8 * 3600.0
+#: Lifetime of a stateless session cookie (it cannot be revoked before).
+STATELESS_SESSION_TTL = 30 * 24 * 3600.0
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 _SECRET_HINT = 'Generate one: python -c "import secrets; print(secrets.token_urlsafe(32))"'
 
@@ -98,7 +116,14 @@ class Settings:
             the built-in one together), retries included.
         retry: The retry policy of provider calls (the HTTP client's default if ``None``).
         session: An app-owned ``aiohttp.ClientSession`` to borrow, if any.
-        state_guard: Where used login states are remembered (in memory if ``None``).
+        state_guard: Where used login states are remembered (the store, else in memory).
+        store: What the app's processes share (states, sessions, rate limits), if any.
+        server_sessions: Whether sessions live in the store (the cookie holds an id).
+        session_idle_ttl: Seconds without use that end a server-side session.
+        session_touch_interval: Seconds between two writes of a session's last use.
+        rate_limits: Inbound limits on the login routes (``None``: off).
+        trusted_proxies: Proxies whose ``Forwarded`` / ``X-Forwarded-For`` are believed.
+        sessions: The session registry (``keyloom.sessions``), built from the above.
     """
 
     providers: Mapping[str, Provider]
@@ -111,3 +136,12 @@ class Settings:
     retry: RetryPolicy | None = attrs.field(default=None, repr=False)
     session: aiohttp.ClientSession | None = attrs.field(default=None, repr=False, eq=False)
     state_guard: StateGuard | None = attrs.field(default=None, repr=False, eq=False)
+    store: Store | None = attrs.field(default=None, eq=False)
+    server_sessions: bool = False
+    session_idle_ttl: float = 3600.0
+    session_touch_interval: float = 300.0
+    rate_limits: RateLimits | None = None
+    trusted_proxies: tuple[Network, ...] = ()
+    sessions: SessionRegistry = attrs.field(
+        factory=SessionRegistry.stateless, repr=False, eq=False
+    )

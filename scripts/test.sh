@@ -17,4 +17,4 @@ python3 -m venv .venv-tools
 .venv-tools/bin/python -m pip install -q --upgrade pip nox
 command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 \
   || { echo "The OpenID tests need Node 20+ and npm (https://nodejs.org/)"; exit 1; }
-exec .venv-tools/bin/nox --non-interactive -s tests oidc lint typecheck "$@"
+exec .venv-tools/bin/nox --non-interactive -s tests slow browser oidc workers lint typecheck "$@"

@@ -25,7 +25,9 @@ FLAGS = [
 ]
 
 if not shutil.which(CHROMIUM):
-    pytest.skip(f"Chromium not found at {CHROMIUM} (scripts/test.sh installs it)", allow_module_level=True)
+    pytest.skip(
+        f"Chromium not found at {CHROMIUM} (scripts/test.sh installs it)", allow_module_level=True
+    )
 
 playwright_api = pytest.importorskip("playwright.async_api")
 pytest.importorskip("keyloom_tiktok")
@@ -37,10 +39,11 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture
-async def site():
+async def site(tmp_path):
     from keyloom_core.cli.demo import demo_site
 
-    async with demo_site(port=0, emulator=True) as running:
+    store = f"sqlite://{tmp_path}/demo.db"  # the demo's default kind of store, in a temp folder
+    async with demo_site(port=0, emulator=True, store=store) as running:
         yield running
 
 
@@ -130,3 +133,37 @@ async def test_deny_shows_friendly_error_page(site, page) -> None:
     assert "Traceback" not in text
     await page.goto(f"{site.url}/api/auth/session")
     assert json.loads(await page.inner_text("body")) == {"session": None, "user": None}
+
+
+async def test_sign_out_everywhere_ends_the_other_browsers_session(site) -> None:
+    assert site.keyloom.sessions.server_side
+    async with playwright_api.async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        try:
+            tabs = []
+            for _ in range(2):  # two browsers: separate cookie jars
+                tab = await (await browser.new_context()).new_page()
+                tab.set_default_timeout(15_000)
+                await tab.goto(f"{site.url}/")
+                await tab.click("#signin")
+                # The emulator asks for consent once per user, then signs in straight away.
+                await tab.wait_for_function(
+                    "location.pathname === '/dashboard' || "
+                    "!!document.querySelector('form button.approve')"
+                )
+                if not tab.url.endswith("/dashboard"):
+                    await tab.click("form button.approve")
+                await tab.wait_for_url(f"{site.url}/dashboard")
+                tabs.append(tab)
+            first, second = tabs
+            await first.reload()
+            assert await first.inner_text("#sessions") == "and 1 other browser"
+            await first.click("#everywhere")
+            await first.wait_for_url(f"{site.url}/")
+            await first.wait_for_selector("#signin")
+            session = await second.evaluate("fetch('/api/auth/session').then(r => r.json())")
+            assert session == {"session": None, "user": None}
+            await second.goto(f"{site.url}/dashboard")
+            assert second.url == f"{site.url}/"
+        finally:
+            await browser.close()

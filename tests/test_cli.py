@@ -227,6 +227,7 @@ def good_env(clean_env: pytest.MonkeyPatch, real_plugins_only: None) -> pytest.M
     clean_env.setenv("TIKTOK_CLIENT_SECRET", CLIENT_SECRET)
     clean_env.setenv("TIKTOK_SCOPES", "user.info.basic,user.info.profile")
     clean_env.setenv("TIKTOK_APPROVED_SCOPES", "user.info.basic,user.info.profile,video.list")
+    clean_env.setenv("KEYLOOM_STORE", "redis://127.0.0.1:6379/0")
     return clean_env
 
 
@@ -304,6 +305,22 @@ def test_doctor_warns_about_a_trailing_slash_and_local_http(
     assert "! the redirect URI ends with a slash" in out
     assert "! the app URL uses http" in out
     assert "2 warning(s)" in out
+
+
+def test_doctor_says_that_without_a_store_state_is_per_process(
+    good_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good_env.delenv("KEYLOOM_STORE")
+    code, out = run_in_process(capsys, "doctor")
+    assert code == 0, out
+    assert "! no store (KEYLOOM_STORE): used login states are remembered per process" in out
+    good_env.setenv("KEYLOOM_STORE", "sqlite:///var/lib/app/keyloom.db")
+    code, out = run_in_process(capsys, "doctor")
+    assert "✓ SQLite store: shared by the processes of this host" in out
+    good_env.setenv("KEYLOOM_STORE", "postgres://db")
+    code, out = run_in_process(capsys, "doctor")
+    assert code == 1
+    assert "KEYLOOM_STORE must start with" in out
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,12 @@ provider itself; without them it starts the emulator the provider's plugin ships
 127.0.0.1 and points the provider at it, so it works on a machine with no credentials and
 no network. Any provider whose ``ProviderSpec.emulator`` names an emulator can be demoed
 (``keyloom demo --provider github``).
+
+Sessions are server-side, in the embedded SQLite store: a file in the per-user data folder
+(``$XDG_DATA_HOME/keyloom/demo.db``, ``~/Library/Application Support/keyloom`` on macOS,
+``%LOCALAPPDATA%\\keyloom`` on Windows), or any store URL given with ``--store``
+(``memory://``, ``sqlite:///path.db``, ``redis://…``). The dashboard lists the signed-in
+user's sessions and offers "Sign out everywhere" (``keyloom.sessions.revoke_all``).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import socket
 import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -28,13 +35,23 @@ from aiohttp import web
 from .._config import define_keyloom
 from .._plugins import PluginRegistry, RegisteredProvider
 from ..errors import ConfigurationError, KeyloomError
-from ..web.aiohttp import current_session, setup_keyloom
+from ..store import open_store
+from ..web import CSRF_HEADER
+from ..web.aiohttp import KEYLOOM_HANDLER, current_session, setup_keyloom
+from ..web.sessions import check_csrf
 from ._democheck import sign_in_once
 
 if TYPE_CHECKING:
     from .._keyloom import Keyloom
 
-__all__ = ["DEFAULT_PROVIDER", "DemoSite", "add_arguments", "demo_site", "run"]
+__all__ = [
+    "DEFAULT_PROVIDER",
+    "DemoSite",
+    "add_arguments",
+    "default_store_url",
+    "demo_site",
+    "run",
+]
 
 DEFAULT_PROVIDER = "tiktok"
 #: Scopes the demo asks for, by provider; others ask for their spec's default scopes.
@@ -89,6 +106,30 @@ document.getElementById("signout").addEventListener("click", async (event) => {
 """
 
 
+_EVERYWHERE_SCRIPT = """
+document.getElementById("everywhere").addEventListener("click", async (event) => {
+  const button = event.currentTarget;
+  button.disabled = true;
+  button.textContent = "Signing out everywhere\\u2026";
+  const csrf = await (await fetch(`${BASE}/csrf`, {credentials: "same-origin"})).json();
+  await fetch("/signout-everywhere", {method: "POST", credentials: "same-origin",
+    headers: {"x-keyloom-csrf": csrf.csrfToken}});
+  window.location.assign("/");
+});
+"""
+
+
+def default_store_url() -> str:
+    """The demo's SQLite store: ``keyloom/demo.db`` in the per-user data folder."""
+    if sys.platform == "win32":
+        base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Application Support"
+    else:
+        base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    return f"sqlite://{(base / 'keyloom' / 'demo.db').resolve()}"
+
+
 def _page(title: str, body: str, script: str, base_path: str, provider_id: str) -> str:
     return (
         "<!doctype html><html lang=en><head><meta charset=utf-8>"
@@ -109,6 +150,7 @@ class DemoSite:
         provider_id: The provider the demo signs in with.
         keyloom: The Keyloom instance serving it.
         emulator_url: The emulator's URL in emulator mode.
+        store: The store URL (sessions, used states, rate limits).
     """
 
     url: str
@@ -116,6 +158,7 @@ class DemoSite:
     provider_id: str
     keyloom: Keyloom
     emulator_url: str | None
+    store: str = "memory://"
 
 
 def _build_app(keyloom: Keyloom, provider_id: str, *, emulated: bool) -> web.Application:
@@ -148,6 +191,8 @@ def _build_app(keyloom: Keyloom, provider_id: str, *, emulated: bool) -> web.App
         if session is None:
             raise web.HTTPFound("/")
         user = session.user
+        others = len(await keyloom.sessions.list(session.user_id)) - 1
+        count = f"and {others} other browser{'s' * (others != 1)}" if others else "only here"
         granted = sorted(session.scopes)
         declined = sorted(set(provider.scopes) - set(granted))
         chips = "".join(f"<span class=chip>{html.escape(s)}</span>" for s in granted) + "".join(
@@ -161,10 +206,27 @@ def _build_app(keyloom: Keyloom, provider_id: str, *, emulated: bool) -> web.App
             f"<p class=lead>Signed in with {name}</p></div></div>"
             "<dl><dt>Account id</dt>"
             f"<dd><code id=account-id>{html.escape(session.provider_account_id)}</code></dd>"
-            f"<dt>Scopes</dt><dd id=scopes>{chips}</dd></dl>"
-            "<button id=signout type=button class=secondary>Sign out</button>" + footer
+            f"<dt>Scopes</dt><dd id=scopes>{chips}</dd>"
+            f"<dt>Signed in</dt><dd id=sessions>{count}</dd></dl>"
+            "<button id=signout type=button class=secondary>Sign out</button>"
+            "<p></p><button id=everywhere type=button class=secondary>"
+            "Sign out everywhere</button>" + footer
         )
-        return page("Dashboard", body, _SIGN_OUT_SCRIPT)
+        return page("Dashboard", body, _SIGN_OUT_SCRIPT + _EVERYWHERE_SCRIPT)
+
+    @routes.post("/signout-everywhere")
+    async def signout_everywhere(request: web.Request) -> web.StreamResponse:
+        session = await current_session(request)
+        handler = request.app[KEYLOOM_HANDLER]
+        if session is None or not check_csrf(
+            keyloom,
+            request.cookies.get(handler.csrf_cookie),
+            request.headers.get(CSRF_HEADER),
+            session_id=session.id,
+        ):
+            return web.json_response({"error": "csrf"}, status=403)
+        ended = await keyloom.sessions.revoke_all(session.user_id)
+        return web.json_response({"ok": True, "ended": ended})
 
     app = web.Application()
     app.add_routes(routes)
@@ -203,8 +265,12 @@ async def demo_site(
     port: int = 8000,
     emulator: bool | None = None,
     provider_id: str = DEFAULT_PROVIDER,
+    store: str | None = None,
 ) -> AsyncIterator[DemoSite]:
-    """Start the demo (and the emulator when there are no credentials); yields its parts."""
+    """Start the demo (and the emulator when there are no credentials); yields its parts.
+
+    *store* is a store URL; by default the SQLite file of :func:`default_store_url`.
+    """
     registered = _registered(PluginRegistry(), provider_id)
     spec = registered.spec
     use_emulator = emulator if emulator is not None else not os.environ.get(
@@ -234,7 +300,10 @@ async def demo_site(
             )
         else:
             provider = registered.factory(scopes=scopes)
-        keyloom = define_keyloom(providers=[provider], secret=secret, base_url=base_url)
+        store_url = store or default_store_url()
+        keyloom = define_keyloom(
+            providers=[provider], secret=secret, base_url=base_url, store=open_store(store_url)
+        )
         app = _build_app(keyloom, provider_id, emulated=use_emulator)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
@@ -246,6 +315,7 @@ async def demo_site(
             provider_id=provider_id,
             keyloom=keyloom,
             emulator_url=emulator_url,
+            store=store_url,
         )
 
 
@@ -259,6 +329,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"provider to sign in with (default {DEFAULT_PROVIDER}; see: keyloom providers)",
     )
     parser.add_argument(
+        "--store",
+        default=None,
+        help="where sessions live: memory://, sqlite:///path.db or redis://host:6379/0 "
+        "(default: an SQLite file in the per-user data folder)",
+    )
+    parser.add_argument(
         "--check",
         action="store_true",
         help="sign in once end to end against the emulator, print the result and exit",
@@ -266,7 +342,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 async def _serve(args: argparse.Namespace) -> int:
-    async with demo_site(host=args.host, port=args.port, provider_id=args.provider) as site:
+    async with demo_site(
+        host=args.host, port=args.port, provider_id=args.provider, store=args.store
+    ) as site:
         provider = site.keyloom.provider(site.provider_id)
         prefix = provider.spec.env_prefix
         print(f"Keyloom demo: {site.url}/  (open it in a browser)")
@@ -278,6 +356,7 @@ async def _serve(args: argparse.Namespace) -> int:
         else:
             print(f"Mode: {provider.spec.name} (credentials from {prefix}_CLIENT_ID / _SECRET)")
         print(f"Redirect URI: {site.keyloom.redirect_uri(provider)}")
+        print(f"Sessions: server-side in {site.store}")
         print("Press Ctrl+C to stop.", flush=True)
         await anyio.sleep_forever()
     return 0
@@ -285,7 +364,11 @@ async def _serve(args: argparse.Namespace) -> int:
 
 async def _check(args: argparse.Namespace) -> int:
     async with demo_site(
-        host=args.host, port=args.port or 0, emulator=True, provider_id=args.provider
+        host=args.host,
+        port=args.port or 0,
+        emulator=True,
+        provider_id=args.provider,
+        store=args.store,
     ) as site:
         name, scopes = await sign_in_once(site.url, site.provider_id)
     print(f"demo check passed: signed in as {name!r} with scopes {', '.join(scopes)}")

@@ -32,7 +32,7 @@ from .._plugins import PluginRegistry, RegisteredProvider, pick_advice
 from .._settings import LOOPBACK_HOSTS, SECRET_ENV, URL_ENVS, check_base_url, check_secret
 from ..errors import HINT_REDIRECT_URI, ConfigurationError, KeyloomError, UnknownProviderError
 
-__all__ = ["Finding", "add_arguments", "diagnose", "run"]
+__all__ = ["Finding", "add_arguments", "check_store", "diagnose", "run"]
 
 Level = Literal["ok", "warn", "fail"]
 _MARKS: Mapping[Level, tuple[str, str]] = {
@@ -165,6 +165,30 @@ def check_app_url(env: Mapping[str, str]) -> tuple[list[Finding], str | None]:
         msg = "the app URL uses http: fine on this machine, not in production"
         findings.append(Finding("warn", msg, "serve the app over https when it is public"))
     return findings, base
+
+
+def check_store(env: Mapping[str, str]) -> list[Finding]:
+    """``KEYLOOM_STORE``: without one, used states and sessions live in each process."""
+    url = env.get("KEYLOOM_STORE", "").strip()
+    if not url:
+        msg = (
+            "no store (KEYLOOM_STORE): used login states are remembered per process and "
+            "sessions are stateless cookies; with several workers a state works once per "
+            "worker, and logout cannot end a copied cookie"
+        )
+        hint = "set KEYLOOM_STORE=sqlite:///var/lib/app/keyloom.db (one host) or redis://…"
+        return [Finding("warn", msg, hint)]
+    scheme = url.partition(":")[0]
+    if scheme == "memory":
+        msg = "KEYLOOM_STORE=memory://: per-process, for tests only"
+        return [Finding("warn", msg, "use sqlite:///… or redis://… when the app runs")]
+    if scheme == "sqlite":
+        msg = "SQLite store: shared by the processes of this host (server-side sessions)"
+        return [Finding("ok", msg)]
+    if scheme in {"redis", "rediss", "unix"}:
+        return [Finding("ok", "Redis store: shared by every process and host")]
+    msg = "KEYLOOM_STORE must start with sqlite:///, redis:// or memory://"
+    return [Finding("fail", msg, "define_keyloom raises ConfigurationError on it")]
 
 
 def check_redirect_uri(uri: str) -> list[Finding]:
@@ -311,6 +335,7 @@ def diagnose(
     sections = [("Signing secret", check_signing_secret(env))]
     url_findings, base = check_app_url(env)
     sections.append(("App URL", url_findings))
+    sections.append(("Shared store", check_store(env)))
     sections.append(("Plugins", check_plugins(registry)))
     chosen = list(dict.fromkeys(providers)) or _with_credentials(registry, env)
     if not chosen:

@@ -88,6 +88,9 @@ class RedisTokenStore:
     :param old_secrets: previous secrets, still accepted for reading.
     :param prefix: the key prefix.
     :param clock: the time source of ``updated_at``.
+    :param hash_tags: put ``{provider}:{account}`` in a hash tag, so that an account's grant
+        and lock share a Redis Cluster slot (``…grant:{tiktok:abc}``); off by default,
+        which keeps the key names of existing data.
     """
 
     def __init__(
@@ -98,7 +101,9 @@ class RedisTokenStore:
         old_secrets: Sequence[str] = (),
         prefix: str = "keyloom:tokens:",
         clock: Callable[[], float] = time.time,
+        hash_tags: bool = False,
     ) -> None:
+        self._tag = "{{{}}}" if hash_tags else "{}"
         if isinstance(redis, str):
             self._client: Redis = Redis.from_url(
                 redis, socket_timeout=5.0, socket_connect_timeout=5.0
@@ -130,11 +135,11 @@ class RedisTokenStore:
 
     def key(self, provider_id: str, account_id: str) -> str:
         """The Redis key of an account's grant."""
-        return f"{self.prefix}grant:{provider_id}:{account_id}"
+        return f"{self.prefix}grant:" + self._tag.format(f"{provider_id}:{account_id}")
 
     def lock_key(self, provider_id: str, account_id: str) -> str:
         """The Redis key of an account's refresh lock."""
-        return f"{self.prefix}lock:{provider_id}:{account_id}"
+        return f"{self.prefix}lock:" + self._tag.format(f"{provider_id}:{account_id}")
 
     async def _call(self, awaitable: Awaitable[T], provider_id: str, account_id: str) -> T:
         try:

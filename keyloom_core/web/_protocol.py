@@ -8,14 +8,12 @@ so a front end written for ``@keyloom/react`` works unchanged.
 
 from __future__ import annotations
 
-import html
-import json
 import logging
 import re
 import warnings
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Final
-from urllib.parse import parse_qsl, quote, urljoin, urlsplit
+from urllib.parse import quote, urljoin, urlsplit
 
 import anyio
 import attrs
@@ -27,29 +25,40 @@ from keyloom_core.errors import (
     KeyloomError,
     ProviderError,
     StateError,
+    TokenExchangeError,
 )
 from keyloom_core.models import PROVIDER_ID_PATTERN
+from keyloom_core.store import Store, StoreUnavailableError, TooManyRequestsError, client_address
+from keyloom_core.web._session_io import end_session, load_session, start_session
 from keyloom_core.web.sessions import (
     CSRF_COOKIE,
     CSRF_HEADER,
     SESSION_COOKIE,
     Session,
     check_csrf,
-    issue_session,
     new_csrf_token,
     read_session,
 )
 
+from ._messages import (
+    COMMON_HEADERS,
+    HTML_HEADERS,
+    HTML_TYPE,
+    AuthRequest,
+    AuthResponse,
+    json_response,
+    redirect,
+    render_page,
+    wants_html,
+)
 from ._wire import (
     AUTH_COOKIES,
     HOST_PREFIX,
     MAX_COOKIE_BYTES,
     STATE_COOKIE,
     check_sendable,
-    headers_repr,
     host_cookie_name,
     parse_cookies,
-    query_repr,
 )
 
 if TYPE_CHECKING:
@@ -83,19 +92,6 @@ LoginCallback = Callable[["LoginResult"], Awaitable[None]]
 LogoutCallback = Callable[[Session], Awaitable["TokenSet | None"]]
 """``async def on_logout(session: Session) -> TokenSet | None``: called on logout."""
 
-_JSON: Final = "application/json"
-_HTML: Final = "text/html; charset=utf-8"
-_COMMON_HEADERS: Final = (("Cache-Control", "no-store"), ("X-Content-Type-Options", "nosniff"))
-_HTML_HEADERS: Final = (
-    (
-        "Content-Security-Policy",
-        (
-            "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; "
-            "form-action 'none'; frame-ancestors 'none'"
-        ),
-    ),
-    ("Referrer-Policy", "no-referrer"),
-)
 _LOOPBACK: Final = frozenset({"localhost", "127.0.0.1", "::1"})
 _SIMPLE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,40}$")
 _ROUTES: Final = {"/session": "GET", "/csrf": "GET", "/providers": "GET", "/logout": "POST"}
@@ -114,113 +110,6 @@ class _InternalError(KeyloomError):
 
     code = "internal_error"
     status = 500
-
-
-def _upper(value: str) -> str:
-    return value.upper()
-
-
-def _pairs(value: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
-    return tuple(value)
-
-
-@attrs.frozen
-class AuthRequest:
-    """A request to one of the auth routes, independent of any web framework.
-
-    Attributes:
-        method: The HTTP method, upper case.
-        path: The path below the base path, e.g. ``/session`` or ``/oauth/tiktok/start``.
-        query: The query parameters in order, repeated keys kept.
-        headers: Header values by lower-case name (repeated headers joined with ``", "``).
-        cookies: Cookie values by name.
-
-    The repr hides secrets: cookies, the ``Cookie``, ``Authorization`` and CSRF headers,
-    and the callback's ``code`` and ``state`` parameters.
-    """
-
-    method: str = attrs.field(converter=_upper)
-    path: str
-    query: tuple[tuple[str, str], ...] = attrs.field(
-        default=(), converter=_pairs, repr=query_repr
-    )
-    headers: Mapping[str, str] = attrs.field(
-        factory=dict, eq=False, hash=False, repr=headers_repr
-    )
-    cookies: Mapping[str, str] = attrs.field(factory=dict, eq=False, hash=False, repr=False)
-
-    @classmethod
-    def from_raw(
-        cls,
-        method: str,
-        path: str,
-        query_string: str | bytes,
-        headers: Iterable[tuple[str, str]],
-    ) -> AuthRequest:
-        """Build a request from the raw query string and the header pairs.
-
-        *query_string* is still percent-encoded (as sent); ``Cookie`` headers are parsed.
-        """
-        if isinstance(query_string, bytes):
-            query_string = query_string.decode("latin-1")
-        query = parse_qsl(query_string, keep_blank_values=True)
-        merged: dict[str, str] = {}
-        cookie_headers: list[str] = []
-        for name, value in headers:
-            key = name.lower()
-            if key == "cookie":
-                cookie_headers.append(value)
-            merged[key] = f"{merged[key]}, {value}" if key in merged else value
-        return cls(
-            method=method,
-            path=path,
-            query=tuple(query),
-            headers=merged,
-            cookies=parse_cookies(cookie_headers),
-        )
-
-
-@attrs.frozen
-class AuthResponse:
-    """The answer to an :class:`AuthRequest`, for an adapter to send as is.
-
-    Attributes:
-        status: The HTTP status.
-        body: The body bytes.
-        content_type: The ``Content-Type``, or ``None`` for an empty body.
-        headers: Other headers, in order.
-        cookies: ``Set-Cookie`` header values, one per cookie.
-    """
-
-    status: int
-    body: bytes = attrs.field(default=b"", repr=False)
-    content_type: str | None = None
-    headers: tuple[tuple[str, str], ...] = ()
-    cookies: tuple[str, ...] = attrs.field(default=(), repr=False)
-
-    def header_list(self) -> list[tuple[str, str]]:
-        """Every header to send: ``Content-Type``, the others, then one ``Set-Cookie`` each."""
-        out = [("Content-Type", self.content_type)] if self.content_type else []
-        out.extend(self.headers)
-        out.extend(("Set-Cookie", cookie) for cookie in self.cookies)
-        return out
-
-
-def _json_response(
-    status: int,
-    data: object,
-    *,
-    headers: tuple[tuple[str, str], ...] = (),
-    cookies: tuple[str, ...] = (),
-) -> AuthResponse:
-    body = json.dumps(data, separators=(",", ":")).encode()  # ASCII: lone surrogates survive
-    return AuthResponse(status, body, _JSON, headers=(*_COMMON_HEADERS, *headers), cookies=cookies)
-
-
-def _wants_html(request: AuthRequest) -> bool:
-    """Whether the client is a browser navigating (it accepts HTML, not JSON)."""
-    accept = request.headers.get("accept", "").lower()
-    return "text/html" in accept and "application/json" not in accept
 
 
 def _secure_cookies(base_url: str) -> bool:
@@ -308,8 +197,45 @@ class AuthHandler:
         return path[len(base) :] if path.startswith(f"{base}/") else None
 
     def current_session(self, cookies: Mapping[str, str]) -> Session | None:
-        """The valid session in *cookies*, or ``None``."""
+        """The valid stateless session in *cookies*, or ``None``.
+
+        :raises RuntimeError: sessions are server-side: use :meth:`load_session`.
+        """
+        if self.keyloom.sessions.server_side:
+            msg = "sessions are server-side: await handler.load_session(cookies)"
+            raise RuntimeError(msg)
         return read_session(self.keyloom, cookies.get(self.session_cookie))
+
+    async def load_session(self, cookies: Mapping[str, str]) -> Session | None:
+        """The valid session in *cookies*, or ``None``; one store read when server-side.
+
+        :raises StoreUnavailableError: the store failed.
+        """
+        return await load_session(self.keyloom, cookies.get(self.session_cookie))
+
+    def _client(self, request: AuthRequest) -> str:
+        return client_address(
+            request.client, request.headers, self.keyloom.settings.trusted_proxies
+        )
+
+    @property
+    def _store(self) -> Store:
+        store = self.keyloom.settings.store
+        if store is None:  # define_keyloom refuses rate limits without a store
+            msg = "rate limits need a store"
+            raise RuntimeError(msg)
+        return store
+
+    async def _failed(self, request: AuthRequest, error: KeyloomError) -> None:
+        """Count a refused callback against the client's address (not a cancelled one)."""
+        limits = self.keyloom.settings.rate_limits
+        if limits is not None and isinstance(
+            error, StateError | InvalidCallbackError | TokenExchangeError
+        ):
+            try:
+                await limits.failed(self._store, self._client(request))
+            except StoreUnavailableError as exc:
+                log.warning("keyloom: could not count a failed callback: %s", exc.code)
 
     def signin_url(self, provider_id: str) -> str:
         """The absolute URL that starts a login with *provider_id*."""
@@ -345,14 +271,17 @@ class AuthHandler:
     async def _dispatch(self, request: AuthRequest) -> AuthResponse:
         match = _match(request.path)
         if match is None:
-            return _json_response(404, {"error": "not_found"})
+            return json_response(404, {"error": "not_found"})
         route, allowed, provider = match
-        if request.method == "POST" and not self._csrf_ok(request):
-            return _json_response(403, {"error": "csrf"})
+        if request.method == "POST" and not await self._csrf_ok(request):
+            return json_response(403, {"error": "csrf"})
         head = request.method == "HEAD" and allowed == "GET"
         if request.method != allowed and not head:
             allow = "GET, HEAD" if allowed == "GET" else allowed
-            return _json_response(405, {"error": "method_not_allowed"}, headers=(("Allow", allow),))
+            return json_response(405, {"error": "method_not_allowed"}, headers=(("Allow", allow),))
+        limits = self.keyloom.settings.rate_limits
+        if limits is not None and route in {"start", "callback"}:
+            await limits.check(self._store, route, self._client(request))
         routes = {
             "start": self._start,
             "callback": self._callback,
@@ -363,8 +292,8 @@ class AuthHandler:
         }
         return await routes[route](request, provider)
 
-    def _csrf_ok(self, request: AuthRequest) -> bool:
-        session = self.current_session(request.cookies)
+    async def _csrf_ok(self, request: AuthRequest) -> bool:
+        session = await self.load_session(request.cookies)
         return check_csrf(
             self.keyloom,
             request.cookies.get(self.csrf_cookie),
@@ -386,32 +315,34 @@ class AuthHandler:
         if len(state.encode()) > MAX_COOKIE_BYTES:  # a browser would drop it silently
             msg = "the callback URL is too long to keep during the sign-in"
             raise InvalidRedirectError(msg, provider_id=provider, hint="Use a shorter callbackUrl.")
-        return _redirect(start.url, cookies=(state,))
+        return redirect(start.url, cookies=(state,))
 
     async def _callback(self, request: AuthRequest, provider: str) -> AuthResponse:
         query = _single_values(request.query, InvalidCallbackError)
         if "error" not in query and not (query.get("code") and query.get("state")):
-            if _wants_html(request):
+            if wants_html(request):
                 msg = "the sign-in callback has no code or state"
                 return self._error(request, InvalidCallbackError(msg, provider_id=provider))
-            return _json_response(400, {"error": "invalid_callback"})
+            return json_response(400, {"error": "invalid_callback"})
         clear_state = self.cookie(self.state_cookie, "", max_age=0)
         try:
             result = await self.keyloom.complete_login(
                 provider, query, request.cookies.get(self.state_cookie)
             )
         except StateError as error:  # not ours to clear: it may belong to another sign-in
+            await self._failed(request, error)
             return self._error(request, error)
         except KeyloomError as error:
+            await self._failed(request, error)
             return self._error(request, error, cookies=(clear_state,))
         try:
-            session, value = issue_session(self.keyloom, result)
+            _, value, max_age = await start_session(self.keyloom, result)
+            await end_session(self.keyloom, request.cookies.get(self.session_cookie))
             if self.on_login is not None:
                 await self.on_login(result)
             location = urljoin(self.keyloom.base_url, result.callback_url)
-            max_age = max(0, session.expires_at - session.created_at)
             cookie = self.cookie(self.session_cookie, value, max_age=max_age)
-            answer = _redirect(location, cookies=(cookie, clear_state))
+            answer = redirect(location, cookies=(cookie, clear_state))
             check_sendable(answer.header_list())
         except BaseException as error:
             await self.keyloom.revoke_refused(result.provider_id, result.tokens)
@@ -423,17 +354,17 @@ class AuthHandler:
 
     async def _session(self, request: AuthRequest, _: str) -> AuthResponse:
         value = request.cookies.get(self.session_cookie)
-        session = read_session(self.keyloom, value)
+        session = await load_session(self.keyloom, value)
         if session is not None:
-            return _json_response(200, session.to_json())
+            return json_response(200, session.to_json())
         cookies = (self.cookie(self.session_cookie, "", max_age=0),) if value else ()
-        return _json_response(200, {"session": None, "user": None}, cookies=cookies)
+        return json_response(200, {"session": None, "user": None}, cookies=cookies)
 
     async def _csrf(self, request: AuthRequest, _provider: str) -> AuthResponse:
-        session = self.current_session(request.cookies)
+        session = await self.load_session(request.cookies)
         token = new_csrf_token(self.keyloom, session_id=session.id if session else None)
         cookie = self.cookie(self.csrf_cookie, token)
-        return _json_response(200, {"csrfToken": token}, cookies=(cookie,))
+        return json_response(200, {"csrfToken": token}, cookies=(cookie,))
 
     async def _providers(self, _request: AuthRequest, _provider: str) -> AuthResponse:
         listing = [
@@ -445,15 +376,17 @@ class AuthHandler:
             }
             for provider in self.keyloom.providers.values()
         ]
-        return _json_response(200, listing)
+        return json_response(200, listing)
 
     async def _logout(self, request: AuthRequest, _: str) -> AuthResponse:
-        session = self.current_session(request.cookies)
+        clear = (self.cookie(self.session_cookie, "", max_age=0),)
+        try:
+            session = await end_session(self.keyloom, request.cookies.get(self.session_cookie))
+        except StoreUnavailableError as error:  # the record stays: say so, never "ok"
+            return self._error(request, error, cookies=clear)
         if session is not None and self.on_logout is not None:
             await self._revoke(session, self.on_logout)
-        return _json_response(
-            200, {"ok": True}, cookies=(self.cookie(self.session_cookie, "", max_age=0),)
-        )
+        return json_response(200, {"ok": True}, cookies=clear)
 
     async def _revoke(self, session: Session, on_logout: LogoutCallback) -> None:
         try:
@@ -477,15 +410,16 @@ class AuthHandler:
         log.info(
             "keyloom: %s %r answered %s (%s)", request.method, request.path, status, error.code
         )
-        if not _wants_html(request):
+        extra = _retry_after(error)
+        if not wants_html(request):
             data = {"error": error.code, "message": error.message, "hint": error.hint}
-            return _json_response(status, data, cookies=cookies)
+            return json_response(status, data, headers=extra, cookies=cookies)
         page = self._error_page(error, status)
         return AuthResponse(
             status,
             page.encode(),
-            _HTML,
-            headers=(*_COMMON_HEADERS, *_HTML_HEADERS),
+            HTML_TYPE,
+            headers=(*COMMON_HEADERS, *HTML_HEADERS, *extra),
             cookies=cookies,
         )
 
@@ -509,6 +443,14 @@ class AuthHandler:
 
 
 _PROVIDER_ID = re.compile(PROVIDER_ID_PATTERN.strip("^$"))
+
+
+def _retry_after(error: KeyloomError) -> tuple[tuple[str, str], ...]:
+    if isinstance(error, TooManyRequestsError):
+        return (("Retry-After", str(error.retry_after)),)
+    if isinstance(error, StoreUnavailableError):
+        return (("Retry-After", "5"),)
+    return ()
 
 
 def _match(path: str) -> tuple[str, str, str] | None:
@@ -538,54 +480,3 @@ def _single_values(pairs: tuple[tuple[str, str], ...], error: type[KeyloomError]
             raise error(f"{shown} is given more than once")
         values[key] = value
     return values
-
-
-def _redirect(location: str, *, cookies: tuple[str, ...]) -> AuthResponse:
-    return AuthResponse(
-        302,
-        headers=(("Location", location), *_COMMON_HEADERS, ("Referrer-Policy", "no-referrer")),
-        cookies=cookies,
-    )
-
-
-_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width,initial-scale=1">
-<title>{title}</title>
-<style>
-body{{margin:0;min-height:100vh;display:grid;place-items:center;background:#f4f5f7;
-color:#1d2330;font:16px/1.5 system-ui,-apple-system,"Segoe UI",sans-serif}}
-main{{max-width:30rem;margin:1rem;padding:2rem;background:#fff;border-radius:12px;
-box-shadow:0 2px 16px rgba(0,0,0,.08)}}
-h1{{margin:0 0 .75rem;font-size:1.35rem}}
-.hint{{color:#555;font-size:.95rem}}
-code{{background:#eef0f4;padding:.1rem .4rem;border-radius:4px;font-size:.85rem}}
-nav a{{display:inline-block;margin:.5rem 1rem 0 0;color:#2456d3}}
-</style></head>
-<body><main><h1>{title}</h1><p>{text}</p>{hint}<p><code>{code}</code></p>
-<nav>{links}</nav></main></body></html>
-"""
-
-
-def render_page(
-    title: str,
-    text: str,
-    *,
-    code: str,
-    hint: str | None = None,
-    links: Iterable[tuple[str, str]] = (),
-) -> str:
-    """A small, styled HTML page; every value is escaped.
-
-    *links* are ``(url, label)`` pairs; only ``http(s)`` URLs and paths are rendered.
-    """
-    esc = html.escape
-    hint_html = f'<p class="hint">{esc(hint)}</p>' if hint else ""
-    links_html = "".join(
-        f'<a href="{esc(url)}">{esc(label)}</a>'
-        for url, label in links
-        if url.startswith(("https://", "http://", "/"))
-    )
-    return _PAGE.format(
-        title=esc(title), text=esc(text), hint=hint_html, code=esc(code), links=links_html
-    )

@@ -67,7 +67,11 @@ def setup_keyloom(
 async def _handle(handler: AuthHandler, request: web.Request) -> web.StreamResponse:
     path = handler.relative_path(request.path) or "/"
     auth_request = AuthRequest.from_raw(
-        request.method, path, request.rel_url.raw_query_string, request.headers.items()
+        request.method,
+        path,
+        request.rel_url.raw_query_string,
+        request.headers.items(),
+        client=request.remote,
     )
     response = await handler.handle(auth_request)
     return web.Response(
@@ -86,9 +90,14 @@ def _handler(request: web.Request) -> AuthHandler:
 
 
 async def current_session(request: web.Request) -> Session | None:
-    """The request's valid Keyloom session, or ``None`` (no cookie, tampered, expired)."""
+    """The request's valid Keyloom session, or ``None`` (no cookie, tampered, expired, ended).
+
+    Server-side sessions cost one store read.
+
+    :raises StoreUnavailableError: the store failed (a ``KeyloomError`` with status 503).
+    """
     cookies = parse_cookies(request.headers.getall("Cookie", ()))
-    return _handler(request).current_session(cookies)
+    return await _handler(request).load_session(cookies)
 
 
 async def current_user(request: web.Request) -> dict[str, Any] | None:

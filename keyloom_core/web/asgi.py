@@ -121,8 +121,13 @@ class KeyloomASGI:
             (name.decode("latin-1"), value.decode("latin-1"))
             for name, value in scope.get("headers", ())
         ]
+        client = scope.get("client")
         request = AuthRequest.from_raw(
-            scope.get("method", "GET"), path, scope.get("query_string", b""), headers
+            scope.get("method", "GET"),
+            path,
+            scope.get("query_string", b""),
+            headers,
+            client=str(client[0]) if client else None,
         )
         response = await self.handler.handle(request)
         raw_headers = [
@@ -212,9 +217,12 @@ async def current_session(scope: Scope) -> Session | None:
 
     Pass the ASGI scope (``request.scope`` in Starlette and FastAPI).
 
+    Server-side sessions cost one store read.
+
     :raises RuntimeError: the request did not pass through :class:`KeyloomASGI`.
+    :raises StoreUnavailableError: the store failed (a ``KeyloomError`` with status 503).
     """
-    return _handler(scope).current_session(_cookies(scope))
+    return await _handler(scope).load_session(_cookies(scope))
 
 
 async def current_user(scope: Scope) -> dict[str, Any] | None:

@@ -1,0 +1,156 @@
+"""Per-call time of ``current_session`` (the cookie check plus one store read).
+
+Runs ``AuthHandler.load_session`` (what ``current_session`` of both adapters awaits) on a
+valid session cookie for stateless cookies and for server-side sessions on memory,
+SQLite (a file in a temporary folder) and Redis (a ``redis-server`` on a free 127.0.0.1
+port, or ``--redis-url``). The touch interval is longer than the run, so every call is
+exactly one store read, as in steady state. Run standalone:
+``python benchmarks/bench_sessions.py`` (add ``--quick`` for a short run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+from bench_tokens import redis_server  # noqa: E402
+
+from keyloom_core import (  # noqa: E402
+    LoginResult,
+    Profile,
+    ProviderSpec,
+    TokenSet,
+    configure_provider,
+    define_keyloom,
+)
+from keyloom_core.store import MemoryStore, Store  # noqa: E402
+from keyloom_core.web import SESSION_COOKIE, AuthHandler  # noqa: E402
+from keyloom_core.web._session_io import start_session  # noqa: E402
+
+SECRET = "benchmark-secret-0123456789-abcdefghijklmnop"
+CONCURRENCY = 50
+
+
+def _provider() -> Any:
+    spec = ProviderSpec(
+        id="bench",
+        name="Bench",
+        authorize_url="https://127.0.0.1/authorize",
+        token_url="https://127.0.0.1/token",
+    )
+    return configure_provider(spec, client_id="id", client_secret="secret", scopes=["profile"])
+
+
+async def measure(store: Store | None, iterations: int) -> dict[str, float]:
+    keyloom = define_keyloom(
+        providers=[_provider()],
+        secret=SECRET,
+        base_url="http://127.0.0.1:8000",
+        autoload=False,
+        store=store,
+        sessions="server" if store is not None else "stateless",
+        session_touch_interval=86_400.0,
+        rate_limits=False,
+    )
+    handler = AuthHandler(keyloom)
+    result = LoginResult(
+        provider_id="bench",
+        profile=Profile(provider_id="bench", id="user-1", name="Bench User"),
+        tokens=TokenSet(access_token="at"),
+        granted_scopes=frozenset({"profile"}),
+        requested_scopes=frozenset({"profile"}),
+        callback_url="/",
+    )
+    cookies = []
+    for _ in range(100):
+        _, value, _ = await start_session(keyloom, result)
+        cookies.append({SESSION_COOKIE: value})
+    for n in range(min(200, iterations)):  # warm-up
+        assert await handler.load_session(cookies[n % 100]) is not None
+    samples: list[int] = []
+    for n in range(iterations):
+        jar = cookies[n % 100]
+        start = time.perf_counter_ns()
+        await handler.load_session(jar)
+        samples.append(time.perf_counter_ns() - start)
+    samples.sort()
+    per_task = max(1, iterations // CONCURRENCY)
+
+    async def worker(offset: int) -> None:
+        for n in range(per_task):
+            await handler.load_session(cookies[(offset + n) % 100])
+
+    start = time.perf_counter()
+    async with anyio.create_task_group() as tg:
+        for offset in range(CONCURRENCY):
+            tg.start_soon(worker, offset)
+    elapsed = time.perf_counter() - start
+    if store is not None:
+        await store.aclose()
+    return {
+        "mean": statistics.fmean(samples) / 1000,
+        "p50": samples[len(samples) // 2] / 1000,
+        "p99": samples[min(len(samples) - 1, int(len(samples) * 0.99))] / 1000,
+        "concurrent": per_task * CONCURRENCY / elapsed,
+    }
+
+
+async def run(iterations: int, redis_url: str | None, folder: Path) -> list[tuple[str, Any]]:
+    from keyloom_core.store import SQLiteStore
+
+    rows: list[tuple[str, Any]] = [
+        ("stateless", await measure(None, iterations)),
+        ("memory", await measure(MemoryStore(), iterations)),
+        ("sqlite", await measure(SQLiteStore(folder / "keyloom.db"), iterations)),
+    ]
+    if redis_url is not None:
+        try:
+            from keyloom_core.store import RedisStore
+        except ImportError:
+            print("redis: skipped (pip install 'keyloom-core[redis]')")
+        else:
+            rows.append(("redis", await measure(RedisStore(redis_url), iterations)))
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--iterations", type=int, default=5000, help="sequential calls per store")
+    parser.add_argument("--quick", action="store_true", help="500 calls per store")
+    parser.add_argument("--redis-url", help="use this Redis instead of starting redis-server")
+    args = parser.parse_args()
+    iterations = 500 if args.quick else max(10, min(args.iterations, 100_000))
+    with tempfile.TemporaryDirectory(prefix="keyloom-bench-") as tmp:
+        folder = Path(tmp)
+        with contextlib.ExitStack() as stack:
+            url = args.redis_url or stack.enter_context(redis_server(folder))
+            rows = anyio.run(run, iterations, url, folder)
+    print(
+        f"current_session() on a valid cookie: {iterations} sequential calls per store, "
+        f"then {CONCURRENCY} concurrent tasks (one store read per call)"
+    )
+    print(
+        f"{'sessions':<10} {'mean µs':>9} {'p50 µs':>9} {'p99 µs':>9} {'calls/s (concurrent)':>22}"
+    )
+    for name, row in rows:
+        print(
+            f"{name:<10} {row['mean']:>9.1f} {row['p50']:>9.1f} {row['p99']:>9.1f} "
+            f"{row['concurrent']:>22,.0f}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
