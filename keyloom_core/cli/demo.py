@@ -6,6 +6,11 @@ provider itself; without them it starts the emulator the provider's plugin ships
 127.0.0.1 and points the provider at it, so it works on a machine with no credentials and
 no network. Any provider whose ``ProviderSpec.emulator`` names an emulator can be demoed
 (``keyloom demo --provider github``).
+
+A provider's plugin module (``ProviderSpec.plugin``) may offer ``demo_dashboard(*, keyloom,
+tokens, provider_id, emulator)`` returning a :class:`DemoDashboard`: its routes are added to
+the demo app and its section to the signed-in page, with the sign-ins' tokens kept by a
+:class:`~keyloom_core.tokens.TokenManager` on a :class:`~keyloom_core.tokens.MemoryTokenStore`.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import socket
 import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 import attrs
@@ -28,17 +33,28 @@ from aiohttp import web
 from .._config import define_keyloom
 from .._plugins import PluginRegistry, RegisteredProvider
 from ..errors import ConfigurationError, KeyloomError
+from ..tokens import MemoryTokenStore, TokenManager
 from ..web.aiohttp import current_session, setup_keyloom
 from ._democheck import sign_in_once
 
 if TYPE_CHECKING:
     from .._keyloom import Keyloom
+    from ..web import Session
 
-__all__ = ["DEFAULT_PROVIDER", "DemoSite", "add_arguments", "demo_site", "run"]
+__all__ = ["DEFAULT_PROVIDER", "DemoDashboard", "DemoSite", "add_arguments", "demo_site", "run"]
 
 DEFAULT_PROVIDER = "tiktok"
 #: Scopes the demo asks for, by provider; others ask for their spec's default scopes.
-DEMO_SCOPES = {"tiktok": ("user.info.basic", "user.info.profile", "user.info.stats")}
+DEMO_SCOPES = {
+    "tiktok": (
+        "user.info.basic",
+        "user.info.profile",
+        "user.info.stats",
+        "video.list",
+        "video.upload",
+        "video.publish",
+    )
+}
 
 _STYLE = """
 :root{color-scheme:light dark;--ink:#161823;--paper:#fff;--muted:#6b6e78;--line:#e3e3e6;
@@ -89,11 +105,38 @@ document.getElementById("signout").addEventListener("click", async (event) => {
 """
 
 
-def _page(title: str, body: str, script: str, base_path: str, provider_id: str) -> str:
+class DemoDashboard(Protocol):
+    """What a provider's plugin adds to the demo's signed-in page (``demo_dashboard``)."""
+
+    @property
+    def style(self) -> str:
+        """CSS added to the page."""
+
+    @property
+    def script(self) -> str:
+        """JavaScript added to the page (``BASE`` and ``PROVIDER`` are defined)."""
+
+    def add_routes(self, app: web.Application) -> None:
+        """Add the dashboard's routes to the demo app."""
+
+    async def section(self, request: web.Request, session: Session) -> str:
+        """The HTML section for the signed-in *session*, escaped."""
+
+
+def _demo_dashboard(registered: RegisteredProvider, **parts: Any) -> DemoDashboard | None:
+    """The provider plugin's ``demo_dashboard(**parts)``, if its module offers one."""
+    module = registered.spec.plugin
+    factory = getattr(importlib.import_module(module), "demo_dashboard", None) if module else None
+    return factory(**parts) if callable(factory) else None
+
+
+def _page(
+    title: str, body: str, script: str, base_path: str, provider_id: str, style: str = ""
+) -> str:
     return (
         "<!doctype html><html lang=en><head><meta charset=utf-8>"
         '<meta name=viewport content="width=device-width,initial-scale=1">'
-        f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head>"
+        f"<title>{html.escape(title)}</title><style>{_STYLE}{style}</style></head>"
         f"<body><main>{body}</main><script>const BASE = {base_path!r};"
         f"const PROVIDER = {provider_id!r};{script}</script></body></html>"
     )
@@ -118,7 +161,9 @@ class DemoSite:
     emulator_url: str | None
 
 
-def _build_app(keyloom: Keyloom, provider_id: str, *, emulated: bool) -> web.Application:
+def _build_app(
+    keyloom: Keyloom, provider_id: str, *, emulated: bool, extension: DemoDashboard | None = None
+) -> web.Application:
     provider = keyloom.provider(provider_id)
     name = html.escape(provider.spec.name)
     routes = web.RouteTableDef()
@@ -128,8 +173,8 @@ def _build_app(keyloom: Keyloom, provider_id: str, *, emulated: bool) -> web.App
         f"<code>{html.escape(keyloom.redirect_uri(provider))}</code></p>"
     )
 
-    def page(title: str, body: str, script: str) -> web.Response:
-        text = _page(title, body, script, keyloom.base_path, provider_id)
+    def page(title: str, body: str, script: str, style: str = "") -> web.Response:
+        text = _page(title, body, script, keyloom.base_path, provider_id, style)
         return web.Response(text=text, content_type="text/html")
 
     @routes.get("/")
@@ -162,12 +207,18 @@ def _build_app(keyloom: Keyloom, provider_id: str, *, emulated: bool) -> web.App
             "<dl><dt>Account id</dt>"
             f"<dd><code id=account-id>{html.escape(session.provider_account_id)}</code></dd>"
             f"<dt>Scopes</dt><dd id=scopes>{chips}</dd></dl>"
-            "<button id=signout type=button class=secondary>Sign out</button>" + footer
+            + (await extension.section(request, session) if extension else "")
+            + "<button id=signout type=button class=secondary>Sign out</button>"
+            + footer
         )
-        return page("Dashboard", body, _SIGN_OUT_SCRIPT)
+        if extension is None:
+            return page("Dashboard", body, _SIGN_OUT_SCRIPT)
+        return page("Dashboard", body, _SIGN_OUT_SCRIPT + extension.script, extension.style)
 
     app = web.Application()
     app.add_routes(routes)
+    if extension is not None:
+        extension.add_routes(app)
     setup_keyloom(app, keyloom)
     return app
 
@@ -215,7 +266,7 @@ async def demo_site(
     base_url = f"http://{host}:{port}"
     secret = os.environ.get("KEYLOOM_SECRET") or secrets.token_urlsafe(32)
     async with AsyncExitStack() as stack:
-        emulator_url = None
+        emulator_url, emu = None, None
         if use_emulator:
             client_id, client_secret = "demo-client", secrets.token_urlsafe(24)
             emu = _emulator_class(registered).for_client(
@@ -234,8 +285,15 @@ async def demo_site(
             )
         else:
             provider = registered.factory(scopes=scopes)
-        keyloom = define_keyloom(providers=[provider], secret=secret, base_url=base_url)
-        app = _build_app(keyloom, provider_id, emulated=use_emulator)
+        tokens = TokenManager(MemoryTokenStore())
+        keyloom = define_keyloom(
+            providers=[provider], secret=secret, base_url=base_url, plugins=[tokens.plugin]
+        )
+        tokens.bind(keyloom)
+        dashboard = _demo_dashboard(
+            registered, keyloom=keyloom, tokens=tokens, provider_id=provider_id, emulator=emu
+        )
+        app = _build_app(keyloom, provider_id, emulated=use_emulator, extension=dashboard)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
