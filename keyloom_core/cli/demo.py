@@ -10,7 +10,8 @@ no network. Any provider whose ``ProviderSpec.emulator`` names an emulator can b
 A provider's plugin module (``ProviderSpec.plugin``) may offer ``demo_dashboard(*, keyloom,
 tokens, provider_id, emulator)`` returning a :class:`DemoDashboard`: its routes are added to
 the demo app and its section to the signed-in page, with the sign-ins' tokens kept by a
-:class:`~keyloom_core.tokens.TokenManager` on a :class:`~keyloom_core.tokens.MemoryTokenStore`.
+:class:`~keyloom_core.tokens.TokenManager` on a :class:`~keyloom_core.tokens.MemoryTokenStore`
+(with the ``tokens`` extra installed; without it the page shows the profile only).
 """
 
 from __future__ import annotations
@@ -33,12 +34,12 @@ from aiohttp import web
 from .._config import define_keyloom
 from .._plugins import PluginRegistry, RegisteredProvider
 from ..errors import ConfigurationError, KeyloomError
-from ..tokens import MemoryTokenStore, TokenManager
 from ..web.aiohttp import current_session, setup_keyloom
 from ._democheck import sign_in_once
 
 if TYPE_CHECKING:
     from .._keyloom import Keyloom
+    from ..tokens import TokenManager
     from ..web import Session
 
 __all__ = ["DEFAULT_PROVIDER", "DemoDashboard", "DemoSite", "add_arguments", "demo_site", "run"]
@@ -121,6 +122,15 @@ class DemoDashboard(Protocol):
 
     async def section(self, request: web.Request, session: Session) -> str:
         """The HTML section for the signed-in *session*, escaped."""
+
+
+def _token_manager() -> TokenManager | None:
+    """A token manager on a memory store; ``None`` without ``keyloom-core[tokens]``."""
+    try:
+        from ..tokens import MemoryTokenStore, TokenManager  # noqa: PLC0415 - optional extra
+    except ImportError:
+        return None
+    return TokenManager(MemoryTokenStore())
 
 
 def _demo_dashboard(registered: RegisteredProvider, **parts: Any) -> DemoDashboard | None:
@@ -285,14 +295,19 @@ async def demo_site(
             )
         else:
             provider = registered.factory(scopes=scopes)
-        tokens = TokenManager(MemoryTokenStore())
+        tokens = _token_manager()
         keyloom = define_keyloom(
-            providers=[provider], secret=secret, base_url=base_url, plugins=[tokens.plugin]
+            providers=[provider],
+            secret=secret,
+            base_url=base_url,
+            plugins=[tokens.plugin] if tokens else [],
         )
-        tokens.bind(keyloom)
-        dashboard = _demo_dashboard(
-            registered, keyloom=keyloom, tokens=tokens, provider_id=provider_id, emulator=emu
-        )
+        dashboard = None
+        if tokens is not None:
+            tokens.bind(keyloom)
+            dashboard = _demo_dashboard(
+                registered, keyloom=keyloom, tokens=tokens, provider_id=provider_id, emulator=emu
+            )
         app = _build_app(keyloom, provider_id, emulated=use_emulator, extension=dashboard)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
