@@ -95,6 +95,7 @@ SCRIPT: Final = """
 const form = document.getElementById("tt-upload");
 if (!form) return;
 const API = form.dataset.api;
+const POLL_MS = 2500;  // TikTok allows 30 status calls a minute per token
 const bar = document.getElementById("tt-progress");
 const sent = document.getElementById("tt-sent");
 const statusLine = document.getElementById("tt-status");
@@ -130,7 +131,7 @@ const poll = async (publishId) => {
       return;
     }
     say(`TikTok status: ${status.status}\\u2026`);
-    await new Promise((done) => setTimeout(done, 1000));
+    await new Promise((done) => setTimeout(done, POLL_MS));
   }
   say("TikTok is still processing the video; check back later.", "failed");
 };

@@ -7,6 +7,7 @@ calls the dashboard's routes as the page's script does.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -41,20 +42,26 @@ async def browser() -> AsyncIterator[aiohttp.ClientSession]:
 SignIn = Callable[..., Awaitable[str]]
 
 
+async def _sign_in(
+    site: DemoSite, browser: aiohttp.ClientSession, authorize: Any, untick: tuple[str, ...] = ()
+) -> str:
+    start = f"{site.url}/api/auth/oauth/tiktok/start?callbackUrl=/dashboard"
+    async with browser.get(start, allow_redirects=False) as response:
+        assert response.status == 302
+        authorize_url = response.headers["Location"]
+    outcome = await authorize(authorize_url, untick=untick)
+    assert outcome.status == 302
+    assert outcome.location is not None
+    async with browser.get(outcome.location) as landed:
+        assert landed.url.path == "/dashboard", landed.url
+        assert landed.status == 200
+        return await landed.text()
+
+
 @pytest.fixture
 def sign_in(site: DemoSite, browser: aiohttp.ClientSession, authorize: Any) -> SignIn:
     async def sign_in(*, untick: tuple[str, ...] = ()) -> str:
-        start = f"{site.url}/api/auth/oauth/tiktok/start?callbackUrl=/dashboard"
-        async with browser.get(start, allow_redirects=False) as response:
-            assert response.status == 302
-            authorize_url = response.headers["Location"]
-        outcome = await authorize(authorize_url, untick=untick)
-        assert outcome.status == 302
-        assert outcome.location is not None
-        async with browser.get(outcome.location) as landed:
-            assert landed.url.path == "/dashboard", landed.url
-            assert landed.status == 200
-            return await landed.text()
+        return await _sign_in(site, browser, authorize, untick)
 
     return sign_in
 
@@ -243,6 +250,18 @@ async def test_signed_out_requests_are_refused(
         browser, f"{site.url}{PREFIX}/upload", data=_form("clip.mp4", MP4_LIKE)
     )
     assert (status, body["error"]) == (401, "not_signed_in")
+
+
+async def test_without_the_tokens_extra_the_demo_shows_the_profile_only(
+    monkeypatch: pytest.MonkeyPatch, browser: aiohttp.ClientSession, authorize: Any
+) -> None:
+    monkeypatch.setitem(sys.modules, "keyloom_core.tokens", None)  # as if not installed
+    async with demo_site(port=0, emulator=True) as site:
+        page = await _sign_in(site, browser, authorize)
+        assert "id=display-name>Emulated Creator<" in page
+        assert "<section id=tiktok>" not in page
+        async with browser.get(f"{site.url}{PREFIX}/stats") as response:
+            assert response.status == 404
 
 
 def test_the_chart_escapes_titles_and_scales_each_series() -> None:
