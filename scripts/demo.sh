@@ -5,5 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e . -e plugins/keyloom-tiktok
+.venv/bin/python -m pip install -q -e ".[tokens]" -e plugins/keyloom-tiktok
 exec .venv/bin/keyloom demo "$@"

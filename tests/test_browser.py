@@ -79,7 +79,13 @@ async def test_sign_in_untick_optional_scope_and_sign_out(site, page) -> None:
     assert len(open_id) > 10
     granted = await page.locator("#scopes .chip:not(.off)").all_inner_texts()
     declined = await page.locator("#scopes .chip.off").all_inner_texts()
-    assert sorted(granted) == ["user.info.basic", "user.info.profile"]
+    assert sorted(granted) == [
+        "user.info.basic",
+        "user.info.profile",
+        "video.list",
+        "video.publish",
+        "video.upload",
+    ]
     assert declined == ["user.info.stats"]
     avatar = page.locator(".profile img")
     assert await avatar.evaluate("img => img.complete && img.naturalWidth > 0")
@@ -100,6 +106,70 @@ async def test_sign_in_untick_optional_scope_and_sign_out(site, page) -> None:
     # the dashboard is closed again
     await page.goto(f"{site.url}/dashboard")
     assert page.url == f"{site.url}/"
+
+
+async def test_dashboard_shows_stats_videos_chart_and_uploads_a_draft(
+    site, page, tmp_path: Path
+) -> None:
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    await page.goto(f"{site.url}/")
+    await page.click("#signin")
+    await page.wait_for_selector("form button.approve")
+    for scope in ("user.info.stats", "video.list", "video.upload"):
+        assert await page.locator(f"input[type=checkbox][value='{scope}']").is_checked()
+    await page.click("form button.approve")
+    await page.wait_for_url(f"{site.url}/dashboard")
+
+    # stats, with the exact figure in the tile's title
+    assert await page.inner_text("#tt-stat-followers b") == "12.3K"
+    assert await page.get_attribute("#tt-stat-followers b", "title") == "12345"
+    assert await page.inner_text("#tt-stat-videos b") == "42"
+    # recent videos: covers that load, titles, counts; and the chart across them
+    videos = page.locator("#tt-videos li.video")
+    assert await videos.count() == 12
+    first = videos.first
+    assert (await first.locator(".title").inner_text()).strip()
+    counts = await first.locator(".counts").all_inner_texts()
+    assert "\u2665" in counts[0]
+    assert "comments" in counts[1]
+    loaded = await page.eval_on_selector_all(
+        "#tt-videos img", "imgs => imgs.filter(i => i.complete && i.naturalWidth > 0).length"
+    )
+    assert loaded == 12
+    assert await page.locator("#tt-chart rect.views").count() == 12
+    assert await page.locator("#tt-chart polyline.likes").count() == 1
+    box = await page.locator("#tt-chart").bounding_box()
+    assert box is not None
+    assert box["width"] > 200
+    assert box["height"] > 40
+
+    # upload: inbox draft by default, bytes sent, then TikTok's final status
+    assert await page.locator("input[name=mode][value=inbox]").is_checked()
+    assert await page.locator("#tt-privacy").is_disabled()
+    clip = b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom" + bytes(300_000)
+    await page.set_input_files(
+        "#tt-file", files=[{"name": "clip.mp4", "mimeType": "video/mp4", "buffer": clip}]
+    )
+    await page.click("#tt-upload button[type=submit]")
+    await page.wait_for_selector("#tt-status[data-status]", timeout=30_000)
+    assert await page.get_attribute("#tt-status", "data-status") == "SEND_TO_USER_INBOX"
+    assert await page.inner_text("#tt-status") == "Final status: SEND_TO_USER_INBOX"
+    assert "sent to TikTok in 1 chunk" in await page.inner_text("#tt-sent")
+    progress = await page.eval_on_selector("#tt-progress", "p => [p.value, p.max]")
+    assert progress == [1, 1]
+
+    # direct posting offers the creator's privacy options
+    await page.check("input[name=mode][value=direct]")
+    await page.wait_for_selector("#tt-privacy option[value=SELF_ONLY]", state="attached")
+    assert await page.locator("#tt-privacy").is_enabled()
+    await page.check("input[name=mode][value=inbox]")
+    assert await page.locator("#tt-privacy").is_disabled()
+
+    shot = tmp_path / "dashboard-tiktok.png"
+    await page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 10_000
+    assert errors == []
 
 
 async def test_button_shows_connecting_state(site, page) -> None:

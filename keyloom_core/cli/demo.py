@@ -12,6 +12,12 @@ Sessions are server-side, in the embedded SQLite store: a file in the per-user d
 ``%LOCALAPPDATA%\\keyloom`` on Windows), or any store URL given with ``--store``
 (``memory://``, ``sqlite:///path.db``, ``redis://…``). The dashboard lists the signed-in
 user's sessions and offers "Sign out everywhere" (``keyloom.sessions.revoke_all``).
+
+A provider's plugin module (``ProviderSpec.plugin``) may offer ``demo_dashboard(*, keyloom,
+tokens, provider_id, emulator)`` returning a :class:`DemoDashboard`: its routes are added to
+the demo app and its section to the signed-in page, with the sign-ins' tokens kept by a
+:class:`~keyloom_core.tokens.TokenManager` on a :class:`~keyloom_core.tokens.MemoryTokenStore`
+(with the ``tokens`` extra installed; without it the page shows the profile only).
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 import attrs
@@ -43,9 +49,12 @@ from ._democheck import sign_in_once
 
 if TYPE_CHECKING:
     from .._keyloom import Keyloom
+    from ..tokens import TokenManager
+    from ..web import Session
 
 __all__ = [
     "DEFAULT_PROVIDER",
+    "DemoDashboard",
     "DemoSite",
     "add_arguments",
     "default_store_url",
@@ -56,6 +65,9 @@ __all__ = [
 DEFAULT_PROVIDER = "tiktok"
 #: Scopes the demo asks for, by provider; others ask for their spec's default scopes.
 DEMO_SCOPES = {"tiktok": ("user.info.basic", "user.info.profile", "user.info.stats")}
+#: Scopes the demo adds against the emulator only: at the real provider they need products
+#: and an app review that a newcomer's app does not have yet.
+EMULATOR_SCOPES = {"tiktok": ("video.list", "video.upload", "video.publish")}
 
 _STYLE = """
 :root{color-scheme:light dark;--ink:#161823;--paper:#fff;--muted:#6b6e78;--line:#e3e3e6;
@@ -130,11 +142,47 @@ def default_store_url() -> str:
     return f"sqlite://{(base / 'keyloom' / 'demo.db').resolve()}"
 
 
-def _page(title: str, body: str, script: str, base_path: str, provider_id: str) -> str:
+class DemoDashboard(Protocol):
+    """What a provider's plugin adds to the demo's signed-in page (``demo_dashboard``)."""
+
+    @property
+    def style(self) -> str:
+        """CSS added to the page."""
+
+    @property
+    def script(self) -> str:
+        """JavaScript added to the page (``BASE`` and ``PROVIDER`` are defined)."""
+
+    def add_routes(self, app: web.Application) -> None:
+        """Add the dashboard's routes to the demo app."""
+
+    async def section(self, request: web.Request, session: Session) -> str:
+        """The HTML section for the signed-in *session*, escaped."""
+
+
+def _token_manager() -> TokenManager | None:
+    """A token manager on a memory store; ``None`` without ``keyloom-core[tokens]``."""
+    try:
+        from ..tokens import MemoryTokenStore, TokenManager  # noqa: PLC0415 - optional extra
+    except ImportError:
+        return None
+    return TokenManager(MemoryTokenStore())
+
+
+def _demo_dashboard(registered: RegisteredProvider, **parts: Any) -> DemoDashboard | None:
+    """The provider plugin's ``demo_dashboard(**parts)``, if its module offers one."""
+    module = registered.spec.plugin
+    factory = getattr(importlib.import_module(module), "demo_dashboard", None) if module else None
+    return factory(**parts) if callable(factory) else None
+
+
+def _page(
+    title: str, body: str, script: str, base_path: str, provider_id: str, style: str = ""
+) -> str:
     return (
         "<!doctype html><html lang=en><head><meta charset=utf-8>"
         '<meta name=viewport content="width=device-width,initial-scale=1">'
-        f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head>"
+        f"<title>{html.escape(title)}</title><style>{_STYLE}{style}</style></head>"
         f"<body><main>{body}</main><script>const BASE = {base_path!r};"
         f"const PROVIDER = {provider_id!r};{script}</script></body></html>"
     )
@@ -161,7 +209,9 @@ class DemoSite:
     store: str = "memory://"
 
 
-def _build_app(keyloom: Keyloom, provider_id: str, *, emulated: bool) -> web.Application:
+def _build_app(
+    keyloom: Keyloom, provider_id: str, *, emulated: bool, extension: DemoDashboard | None = None
+) -> web.Application:
     provider = keyloom.provider(provider_id)
     name = html.escape(provider.spec.name)
     routes = web.RouteTableDef()
@@ -171,8 +221,8 @@ def _build_app(keyloom: Keyloom, provider_id: str, *, emulated: bool) -> web.App
         f"<code>{html.escape(keyloom.redirect_uri(provider))}</code></p>"
     )
 
-    def page(title: str, body: str, script: str) -> web.Response:
-        text = _page(title, body, script, keyloom.base_path, provider_id)
+    def page(title: str, body: str, script: str, style: str = "") -> web.Response:
+        text = _page(title, body, script, keyloom.base_path, provider_id, style)
         return web.Response(text=text, content_type="text/html")
 
     @routes.get("/")
@@ -208,11 +258,15 @@ def _build_app(keyloom: Keyloom, provider_id: str, *, emulated: bool) -> web.App
             f"<dd><code id=account-id>{html.escape(session.provider_account_id)}</code></dd>"
             f"<dt>Scopes</dt><dd id=scopes>{chips}</dd>"
             f"<dt>Signed in</dt><dd id=sessions>{count}</dd></dl>"
-            "<button id=signout type=button class=secondary>Sign out</button>"
+            + (await extension.section(request, session) if extension else "")
+            + "<button id=signout type=button class=secondary>Sign out</button>"
             "<p></p><button id=everywhere type=button class=secondary>"
             "Sign out everywhere</button>" + footer
         )
-        return page("Dashboard", body, _SIGN_OUT_SCRIPT + _EVERYWHERE_SCRIPT)
+        scripts = _SIGN_OUT_SCRIPT + _EVERYWHERE_SCRIPT
+        if extension is None:
+            return page("Dashboard", body, scripts)
+        return page("Dashboard", body, scripts + extension.script, extension.style)
 
     @routes.post("/signout-everywhere")
     async def signout_everywhere(request: web.Request) -> web.StreamResponse:
@@ -230,6 +284,8 @@ def _build_app(keyloom: Keyloom, provider_id: str, *, emulated: bool) -> web.App
 
     app = web.Application()
     app.add_routes(routes)
+    if extension is not None:
+        extension.add_routes(app)
     setup_keyloom(app, keyloom)
     return app
 
@@ -277,11 +333,13 @@ async def demo_site(
         f"{spec.env_prefix}_CLIENT_ID"
     )
     scopes = DEMO_SCOPES.get(provider_id, tuple(sorted(spec.default_scopes)))
+    if use_emulator:
+        scopes = (*scopes, *EMULATOR_SCOPES.get(provider_id, ()))
     port = port or _free_port(host)
     base_url = f"http://{host}:{port}"
     secret = os.environ.get("KEYLOOM_SECRET") or secrets.token_urlsafe(32)
     async with AsyncExitStack() as stack:
-        emulator_url = None
+        emulator_url, emu = None, None
         if use_emulator:
             client_id, client_secret = "demo-client", secrets.token_urlsafe(24)
             emu = _emulator_class(registered).for_client(
@@ -301,10 +359,21 @@ async def demo_site(
         else:
             provider = registered.factory(scopes=scopes)
         store_url = store or default_store_url()
+        tokens = _token_manager()
         keyloom = define_keyloom(
-            providers=[provider], secret=secret, base_url=base_url, store=open_store(store_url)
+            providers=[provider],
+            secret=secret,
+            base_url=base_url,
+            store=open_store(store_url),
+            plugins=[tokens.plugin] if tokens else [],
         )
-        app = _build_app(keyloom, provider_id, emulated=use_emulator)
+        dashboard = None
+        if tokens is not None:
+            tokens.bind(keyloom)
+            dashboard = _demo_dashboard(
+                registered, keyloom=keyloom, tokens=tokens, provider_id=provider_id, emulator=emu
+            )
+        app = _build_app(keyloom, provider_id, emulated=use_emulator, extension=dashboard)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)

@@ -15,7 +15,7 @@ exchange, refresh, revocation or profile request is a typed error with TikTok's
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 
@@ -34,6 +34,9 @@ from keyloom_core import (
 from keyloom_core.hookspecs import ProviderFactory
 from keyloom_core.models import ProfileOverrides
 from keyloom_core.oauth2 import default_authorize_params
+
+if TYPE_CHECKING:
+    from .demo import TikTokDashboard
 
 __all__ = ["FIELDS_BY_SCOPE", "SCOPES", "SCOPES_WITHOUT_REVIEW", "SCOPE_PRODUCTS", "SPEC", "tiktok"]
 
@@ -219,3 +222,13 @@ async def fetch_profile(provider: Provider, tokens: TokenSet, http: HttpClient) 
         image=avatar if isinstance(avatar, str) else None,
         raw=user,
     )
+
+
+def demo_dashboard(**parts: Any) -> TikTokDashboard:
+    """The TikTok section of ``keyloom demo`` (see :mod:`keyloom_tiktok.demo`).
+
+    ``keyloom demo`` calls it with ``keyloom``, ``tokens``, ``provider_id`` and ``emulator``.
+    """
+    from .demo import TikTokDashboard  # noqa: PLC0415 - only the demo needs it
+
+    return TikTokDashboard(**parts)
