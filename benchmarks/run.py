@@ -31,8 +31,17 @@ from _common import (
 )
 
 HERE = Path(__file__).resolve().parent
-TOKENS_SCRIPT = HERE / "bench_tokens.py"
-SECTIONS = ("login", "core", "startup", "memory", "tokens", "profile")
+SECTIONS = (
+    "login",
+    "core",
+    "startup",
+    "memory",
+    "tokens",
+    "sessions",
+    "tiktok_api",
+    "instructions",
+    "profile",
+)
 
 TARGET_VS_RAW = 0.85
 TARGET_VS_AUTHLIB = 10.0
@@ -319,12 +328,12 @@ def memory_section(args: argparse.Namespace, contender_cpu: int | None) -> list[
     ]
 
 
-def tokens_section(args: argparse.Namespace) -> list[Figure]:
-    section("5. Token store (benchmarks/bench_tokens.py)")
-    if not TOKENS_SCRIPT.exists():
-        print("skipped: benchmarks/bench_tokens.py is not there")
-        return [Figure("token store benchmark", "skipped", note="bench_tokens.py not present")]
-    command = [sys.executable, str(TOKENS_SCRIPT)]
+def script_section(
+    args: argparse.Namespace, number: int, script: Path, what: str, *, timeout: float = 600
+) -> list[Figure]:
+    """Run one of the standalone benchmark scripts and show what it prints."""
+    section(f"{number}. {what} (benchmarks/{script.name})")
+    command = [sys.executable, str(script)]
     if args.quick:
         helped = subprocess.run(
             [*command, "--help"], capture_output=True, text=True, timeout=60, cwd=ROOT, check=False
@@ -334,17 +343,42 @@ def tokens_section(args: argparse.Namespace) -> list[Figure]:
     started = time.perf_counter()
     try:
         proc = subprocess.run(
-            command, capture_output=True, text=True, timeout=600, cwd=ROOT, check=False
+            command, capture_output=True, text=True, timeout=timeout, cwd=ROOT, check=False
         )
     except subprocess.TimeoutExpired:
-        print("bench_tokens.py did not finish within 600 s")
-        return [Figure("token store benchmark", "timed out")]
+        print(f"{script.name} did not finish within {timeout:.0f} s")
+        return [Figure(what, "timed out")]
     print(proc.stdout.rstrip())
     if proc.returncode != 0:
         print(proc.stderr[-3000:].rstrip())
     took = time.perf_counter() - started
     result = "ran" if proc.returncode == 0 else f"failed (exit {proc.returncode})"
-    return [Figure("token store benchmark", result, note=f"{took:.0f} s; figures above")]
+    return [Figure(what, result, note=f"{took:.0f} s; figures above")]
+
+
+def instructions_section(args: argparse.Namespace) -> list[Figure]:
+    """Instructions per login under valgrind: repeatable where wall time moves ±15 %."""
+    section("9. Instructions per login, concurrency 100 (benchmarks/bench_instructions.py)")
+    from bench_instructions import measure, report
+
+    if args.quick:
+        print("skipped in a quick run (two interpreters per contender under valgrind)")
+        return []
+    counts = measure(["raw", "keyloom"])
+    print(report(counts))
+    if not counts:
+        return [Figure("keyloom/raw instructions per login", "valgrind not installed")]
+    raw, keyloom = (c.per_login for c in counts)
+    ratio = raw / keyloom
+    return [
+        Figure(
+            "keyloom/raw instructions @c=100",
+            f"{ratio:.2f}x",
+            f">= {TARGET_VS_RAW:.2f}x",
+            ratio >= TARGET_VS_RAW,
+            f"keyloom {keyloom / 1e6:.3f} M, raw {raw / 1e6:.3f} M per login",
+        )
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -363,7 +397,15 @@ def main(argv: list[str] | None = None) -> int:
     if "memory" in args.only:
         figures += memory_section(args, contender_cpu)
     if "tokens" in args.only:
-        figures += tokens_section(args)
+        figures += script_section(args, 5, HERE / "bench_tokens.py", "token store benchmark")
+    if "sessions" in args.only:
+        figures += script_section(args, 6, HERE / "bench_sessions.py", "current_session per call")
+    if "tiktok_api" in args.only:
+        figures += script_section(
+            args, 7, HERE / "bench_tiktok_api.py", "TikTok API: listing and upload"
+        )
+    if "instructions" in args.only:
+        figures += instructions_section(args)
     section(
         f"Summary ({'quick' if args.quick else 'full'} run, {time.perf_counter() - started:.0f} s)"
     )
