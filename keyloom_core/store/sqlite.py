@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Final, TypeVar
 import anyio
 import anyio.to_thread
 
+from .._sqlite import connect
 from ._base import SessionRecord, StoreUnavailableError
 
 if TYPE_CHECKING:
@@ -138,21 +139,9 @@ class SQLiteStore:
     # -- the thread side -----------------------------------------------------------------
 
     def _connect(self) -> sqlite3.Connection:
-        if not self.path.exists():
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600)
-            os.close(fd)
-        conn = sqlite3.connect(
-            self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False
+        return connect(
+            self.path, busy_timeout=self._busy_timeout, schema=_SCHEMA, synchronous="NORMAL"
         )
-        try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.executescript(_SCHEMA)
-        except BaseException:
-            conn.close()
-            raise
-        return conn
 
     def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         if self._conn is None:

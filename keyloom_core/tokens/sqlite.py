@@ -17,6 +17,7 @@ import anyio
 import anyio.to_thread
 import attrs
 
+from .._sqlite import connect
 from ._crypto import TokenCipher
 from ._store import StoredGrant, TokenLockTimeoutError, TokenStoreError
 
@@ -130,24 +131,9 @@ class SQLiteTokenStore:
     # -- the thread side -----------------------------------------------------------------
 
     def _connect(self) -> sqlite3.Connection:
-        if not self.path.exists():
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600)
-            os.close(fd)
-        conn = sqlite3.connect(
-            self.path,
-            timeout=self._busy_timeout,
-            isolation_level=None,
-            check_same_thread=False,
+        return connect(
+            self.path, busy_timeout=self._busy_timeout, schema=_SCHEMA, synchronous="FULL"
         )
-        try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.executescript(_SCHEMA)
-        except BaseException:
-            conn.close()
-            raise
-        return conn
 
     def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         if self._closed:
