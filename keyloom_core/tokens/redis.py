@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import logging
+import random
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
@@ -36,7 +37,10 @@ log = logging.getLogger("keyloom.tokens")
 
 T = TypeVar("T")
 
-_PUT_ATTEMPTS: Final = 8
+#: An unconditional write reads the version, then writes the next one if it is unchanged
+#: (the version is bound into the encryption); racing writers of one account retry.
+_PUT_ATTEMPTS: Final = 32
+_PUT_BACKOFF: Final = 0.002  # seconds, doubled per attempt up to 64 times
 
 # KEYS[1] grant hash; ARGV: blob, expected version ('' = any, '0' = none stored),
 # expire-at ms ('' = never).
@@ -191,12 +195,14 @@ class RedisTokenStore:
         if if_version is not None:
             return await self._write(grant, if_version) if if_version >= 1 else None
         key = self.key(provider_id, account_id)
-        for _ in range(_PUT_ATTEMPTS):
+        for attempt in range(_PUT_ATTEMPTS):
             pending: Awaitable[Any] = self._client.hget(key, "v")
             current = await self._call(pending, provider_id, account_id)
             written = await self._write(grant, 0 if current is None else int(_text(current)))
             if written is not None:
                 return written
+            # another writer of this account won the race: back off (full jitter) and retry
+            await anyio.sleep(random.uniform(0, _PUT_BACKOFF * 2 ** min(attempt, 6)))
         msg = "the token entry kept changing while it was being written"
         raise TokenStoreError(msg, provider_id=provider_id, account_id=account_id)
 

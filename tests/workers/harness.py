@@ -216,6 +216,8 @@ class Workers:
                 "--no-access-log",
                 "--timeout-graceful-shutdown",
                 "5",
+                "--timeout-keep-alive",
+                "30",
             ]
         return [
             sys.executable,
@@ -236,6 +238,10 @@ class Workers:
             "5",
             "--backlog",
             "2048",
+            # a pinned connection must outlive a slow test step: a server that closes it
+            # makes the client retry its GET, and the retry counts twice (rate limits)
+            "--keep-alive",
+            "30",
         ]
 
     def __enter__(self) -> Workers:

@@ -139,7 +139,9 @@ async def test_a_cookie_copied_before_logout_is_signed_out_on_every_worker(worke
     users, _ = await me_everywhere(workers.url, copy)
     assert all(u is not None for u in users)
     async with fresh() as http:
-        async with http.get(f"{workers.url}/api/auth/csrf") as resp:
+        # the CSRF token is bound to the session it protects: fetched with its cookie
+        signed_in = {"Cookie": f"__keyloom_session={copy}"}
+        async with http.get(f"{workers.url}/api/auth/csrf", headers=signed_in) as resp:
             token = (await resp.json())["csrfToken"]
         cookies = f"__keyloom_session={copy}; __keyloom_csrf={token}"
         async with http.post(
