@@ -22,7 +22,7 @@ FIXTURE_PLUGINS = sorted(
     if (p / "pyproject.toml").exists()
 )
 #: What the quick session leaves to the slow ones (each has a session of its own).
-SLOW_MARKERS = "slow or browser or oidc"
+SLOW_MARKERS = "slow or browser or oidc or postgres"
 
 
 def _install_project(session: nox.Session) -> None:
@@ -71,6 +71,13 @@ def oidc(session: nox.Session) -> None:
     folder = ROOT / "tests" / "oidc"
     session.run("npm", "ci", "--no-audit", "--no-fund", "--prefix", str(folder), external=True)
     session.run("pytest", "-m", "oidc", *(session.posargs or ["-q", str(folder)]))
+
+
+@nox.session(python="3.11")
+def postgres(session: nox.Session) -> None:
+    """The SQL adapter against a real PostgreSQL server each test run starts on 127.0.0.1."""
+    session.install("asyncpg>=0.29")
+    _pytest(session, "postgres")
 
 
 @nox.session(python="3.11")

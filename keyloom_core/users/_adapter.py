@@ -99,8 +99,8 @@ class MemoryAdapter:
     async def get_user_by_email(self, email: str) -> User | None:
         """The oldest user with this e-mail address, or ``None``."""
         await anyio.lowlevel.checkpoint()
-        wanted = email.casefold()
-        found = [u for u in self._users.values() if u.email and u.email.casefold() == wanted]
+        wanted = email.lower()
+        found = [u for u in self._users.values() if u.email and u.email.lower() == wanted]
         return min(found, key=lambda u: (u.created_at, u.id), default=None)
 
     async def get_user_by_account(self, provider: str, provider_account_id: str) -> User | None:

@@ -1,0 +1,61 @@
+"""The SQLAlchemy adapter on a real PostgreSQL server (``nox -s postgres``)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from keyloom_sqlalchemy import SQLAlchemyAdapter, create_tables, metadata
+from sqlalchemy import text
+
+from keyloom_core.testing.adapter import AdapterContract
+
+pytestmark = pytest.mark.postgres
+
+
+class TestPostgresAdapter(AdapterContract):
+    @pytest.fixture
+    async def adapter(self, postgres_url: str) -> AsyncIterator[SQLAlchemyAdapter]:
+        adapter = SQLAlchemyAdapter(postgres_url)
+        async with adapter.engine.begin() as connection:
+            await connection.run_sync(metadata.drop_all)
+        await create_tables(adapter.engine)
+        yield adapter
+        await adapter.aclose()
+
+
+@pytest.mark.anyio
+async def test_times_keep_their_zone_in_postgres(postgres_url: str) -> None:
+    adapter = SQLAlchemyAdapter(postgres_url)
+    try:
+        await create_tables(adapter.engine)
+        async with adapter.engine.connect() as connection:
+            kind = await connection.scalar(
+                text(
+                    "select data_type from information_schema.columns "
+                    "where table_name = 'keyloom_users' and column_name = 'created_at'"
+                )
+            )
+        assert kind == "timestamp with time zone"
+    finally:
+        await adapter.aclose()
+
+
+@pytest.fixture(scope="module")
+async def race_adapter(postgres_url: str) -> AsyncIterator[SQLAlchemyAdapter]:
+    adapter = SQLAlchemyAdapter(postgres_url)
+    await create_tables(adapter.engine)
+    yield adapter
+    await adapter.aclose()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("run", range(100))
+async def test_two_first_logins_at_once_create_one_user(
+    race_adapter: SQLAlchemyAdapter, run: int, race: Any, users_in: Any
+) -> None:
+    before = await users_in(race_adapter)
+    ids = await race(race_adapter, f"pg-account-{run}")
+    assert len(ids) == 1
+    assert await users_in(race_adapter) == before + 1
