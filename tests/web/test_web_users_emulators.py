@@ -106,17 +106,20 @@ def _browser() -> aiohttp.ClientSession:
 
 async def test_tiktok_then_github_is_one_user(keyloom_emulator: Any) -> None:
     adapter = MemoryAdapter()
-    async with _app(keyloom_emulator, adapter) as (url, _tiktok, _github):
-        async with _browser() as first, _browser() as second:
-            assert (await _sign_in(first, url, "tiktok"))[0] == 302
-            user = await _user(first, url)
-            assert user["emailVerified"] is None  # TikTok has no e-mail
-            assert (await _sign_in(first, url, "github", link=True))[0] == 302
-            assert (await _user(first, url))["id"] == user["id"]
-            _, listing, _ = await _get(first, f"{url}/api/auth/accounts")
-            assert sorted(a["provider"] for a in listing["accounts"]) == ["github", "tiktok"]
-            assert (await _sign_in(second, url, "github"))[0] == 302
-            assert (await _user(second, url))["id"] == user["id"]
+    async with (
+        _app(keyloom_emulator, adapter) as (url, _tiktok, _github),
+        _browser() as first,
+        _browser() as second,
+    ):
+        assert (await _sign_in(first, url, "tiktok"))[0] == 302
+        user = await _user(first, url)
+        assert user["emailVerified"] is None  # TikTok has no e-mail
+        assert (await _sign_in(first, url, "github", link=True))[0] == 302
+        assert (await _user(first, url))["id"] == user["id"]
+        _, listing, _ = await _get(first, f"{url}/api/auth/accounts")
+        assert sorted(a["provider"] for a in listing["accounts"]) == ["github", "tiktok"]
+        assert (await _sign_in(second, url, "github"))[0] == 302
+        assert (await _user(second, url))["id"] == user["id"]
     assert len(adapter._users) == 1
 
 
