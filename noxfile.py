@@ -117,6 +117,7 @@ def bench(session: nox.Session) -> None:
     # the faster set-up for Authlib, and a slightly slower one for Keyloom (anyio then asks
     # sniffio for the event loop).
     session.install("authlib>=1.3", "httpx>=0.27", "sniffio>=1.3", "pyinstrument>=4.6")
+    session.install("asyncpg>=0.29")  # the users adapter's PostgreSQL figure
     session.run("python", "benchmarks/run.py", *session.posargs)
 
 

@@ -32,7 +32,8 @@ from _common import (
 
 HERE = Path(__file__).resolve().parent
 TOKENS_SCRIPT = HERE / "bench_tokens.py"
-SECTIONS = ("login", "core", "startup", "memory", "tokens", "profile")
+USERS_SCRIPT = HERE / "bench_users.py"
+SECTIONS = ("login", "core", "startup", "memory", "tokens", "users", "profile")
 
 TARGET_VS_RAW = 0.85
 TARGET_VS_AUTHLIB = 10.0
@@ -347,6 +348,22 @@ def tokens_section(args: argparse.Namespace) -> list[Figure]:
     return [Figure("token store benchmark", result, note=f"{took:.0f} s; figures above")]
 
 
+def users_section(args: argparse.Namespace) -> list[Figure]:
+    section("6. Users adapter: added cost per login (benchmarks/bench_users.py)")
+    command = [sys.executable, str(USERS_SCRIPT), *(["--quick"] if args.quick else [])]
+    try:
+        proc = subprocess.run(
+            command, capture_output=True, text=True, timeout=600, cwd=ROOT, check=False
+        )
+    except subprocess.TimeoutExpired:
+        return [Figure("users adapter benchmark", "timed out")]
+    print(proc.stdout.rstrip())
+    if proc.returncode != 0:
+        print(proc.stderr[-3000:].rstrip())
+    result = "ran" if proc.returncode == 0 else f"failed (exit {proc.returncode})"
+    return [Figure("users adapter, added ms per login", result, note="figures above")]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     ensure_importable()
@@ -364,6 +381,8 @@ def main(argv: list[str] | None = None) -> int:
         figures += memory_section(args, contender_cpu)
     if "tokens" in args.only:
         figures += tokens_section(args)
+    if "users" in args.only:
+        figures += users_section(args)
     section(
         f"Summary ({'quick' if args.quick else 'full'} run, {time.perf_counter() - started:.0f} s)"
     )
