@@ -18,16 +18,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
-import pwd
-import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
@@ -86,50 +81,6 @@ async def _measure(adapter: Adapter, logins: int) -> tuple[list[float], list[flo
     return first, returning
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _pg_binary(name: str) -> str | None:
-    found = shutil.which(name)
-    if found:
-        return found
-    candidates = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))
-    return str(candidates[-1]) if candidates else None
-
-
-@contextlib.contextmanager
-def postgres_server() -> Iterator[str | None]:
-    """A PostgreSQL server on a free 127.0.0.1 port for the run; ``None`` if not installed."""
-    initdb, pg_ctl = _pg_binary("initdb"), _pg_binary("pg_ctl")
-    if initdb is None or pg_ctl is None:
-        yield None
-        return
-    folder = Path(tempfile.mkdtemp(prefix="keyloom-bench-pg-"))
-    prefix: list[str] = []
-    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
-        account = pwd.getpwnam("postgres")
-        os.chown(folder, account.pw_uid, account.pw_gid)
-        prefix = ["runuser", "-u", "postgres", "--"]
-    data, port = folder / "data", _free_port()
-
-    def run(*args: str) -> None:
-        subprocess.run([*prefix, *args], check=True, capture_output=True, timeout=120)
-
-    try:
-        run(initdb, "-D", str(data), "-U", "keyloom", "--auth=trust", "-E", "UTF8", "--no-sync")
-        options = f"-h 127.0.0.1 -p {port} -k {folder}"
-        run(pg_ctl, "-D", str(data), "-o", options, "-l", str(folder / "log"), "-w", "start")
-        try:
-            yield f"postgresql+asyncpg://keyloom@127.0.0.1:{port}/postgres"
-        finally:
-            run(pg_ctl, "-D", str(data), "-m", "fast", "-w", "stop")
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-
-
 @contextlib.asynccontextmanager
 async def _sql(url: str) -> AsyncIterator[Adapter]:
     from keyloom_sqlalchemy import SQLAlchemyAdapter, create_tables, metadata
@@ -168,6 +119,8 @@ async def _main(args: argparse.Namespace) -> int:
             first, returning = await _measure(adapter, logins)
         _row("sqlalchemy + SQLite (file)", first, returning)
     with contextlib.ExitStack() as stack:
+        from keyloom_sqlalchemy.testing import postgres_server
+
         url = args.postgres_url or stack.enter_context(postgres_server())
         if url is None:
             print("sqlalchemy + PostgreSQL: skipped (no initdb/pg_ctl, no --postgres-url)")

@@ -112,12 +112,12 @@ class AdapterContract:
     async def test_link_and_find_by_account(self, adapter: Adapter) -> None:
         """A linked account finds its user; linking again updates scope and expiry."""
         user = await adapter.create_user(_user())
-        account = Account(user.id, "github", "42", frozenset({"read:user"}), 1_800_000_000.0)
+        account = Account(user.id, "alpha", "42", frozenset({"read"}), 1_800_000_000.0)
         _check(await adapter.link_account(account) == account)
-        _check(await adapter.get_user_by_account("github", "42") == user)
-        _check(await adapter.get_user_by_account("github", "43") is None)
-        _check(await adapter.get_user_by_account("tiktok", "42") is None)
-        again = Account(user.id, "github", "42", frozenset({"read:user", "repo"}), None)
+        _check(await adapter.get_user_by_account("alpha", "42") == user)
+        _check(await adapter.get_user_by_account("alpha", "43") is None)
+        _check(await adapter.get_user_by_account("beta", "42") is None)
+        again = Account(user.id, "alpha", "42", frozenset({"read", "write"}), None)
         await adapter.link_account(again)
         _check(list(await adapter.list_accounts(user.id)) == [again])
 
@@ -125,54 +125,54 @@ class AdapterContract:
         """Linking another user's account is :class:`AccountConflictError`; nothing moves."""
         owner = await adapter.create_user(_user())
         other = await adapter.create_user(_user())
-        await adapter.link_account(Account(owner.id, "github", "42"))
+        await adapter.link_account(Account(owner.id, "alpha", "42"))
         with pytest.raises(AccountConflictError):
-            await adapter.link_account(Account(other.id, "github", "42"))
-        holder = await adapter.get_user_by_account("github", "42")
+            await adapter.link_account(Account(other.id, "alpha", "42"))
+        holder = await adapter.get_user_by_account("alpha", "42")
         _check(holder is not None and holder.id == owner.id)
         _check(list(await adapter.list_accounts(other.id)) == [])
 
     async def test_link_to_a_missing_user(self, adapter: Adapter) -> None:
         """Linking to a user that does not exist is :class:`UserNotFoundError`."""
         with pytest.raises(UserNotFoundError):
-            await adapter.link_account(Account("no-such-user", "github", "42"))
-        _check(await adapter.get_user_by_account("github", "42") is None)
+            await adapter.link_account(Account("no-such-user", "alpha", "42"))
+        _check(await adapter.get_user_by_account("alpha", "42") is None)
 
     async def test_list_accounts_in_order(self, adapter: Adapter) -> None:
         """A user's accounts, by provider then account id; only theirs."""
         user = await adapter.create_user(_user())
         other = await adapter.create_user(_user())
-        for provider, account_id in [("tiktok", "b"), ("github", "2"), ("github", "1")]:
+        for provider, account_id in [("beta", "b"), ("alpha", "2"), ("alpha", "1")]:
             await adapter.link_account(Account(user.id, provider, account_id))
-        await adapter.link_account(Account(other.id, "github", "3"))
+        await adapter.link_account(Account(other.id, "alpha", "3"))
         keys = [a.key for a in await adapter.list_accounts(user.id)]
-        _check(keys == [("github", "1"), ("github", "2"), ("tiktok", "b")])
+        _check(keys == [("alpha", "1"), ("alpha", "2"), ("beta", "b")])
 
     async def test_unlink(self, adapter: Adapter) -> None:
         """Unlinking removes exactly that account; a second time says it was not there."""
         user = await adapter.create_user(_user())
-        await adapter.link_account(Account(user.id, "github", "1"))
-        await adapter.link_account(Account(user.id, "tiktok", "1"))
-        _check(await adapter.unlink_account("github", "1") is True)
-        _check(await adapter.unlink_account("github", "1") is False)
-        _check([a.key for a in await adapter.list_accounts(user.id)] == [("tiktok", "1")])
-        _check(await adapter.get_user_by_account("github", "1") is None)
+        await adapter.link_account(Account(user.id, "alpha", "1"))
+        await adapter.link_account(Account(user.id, "beta", "1"))
+        _check(await adapter.unlink_account("alpha", "1") is True)
+        _check(await adapter.unlink_account("alpha", "1") is False)
+        _check([a.key for a in await adapter.list_accounts(user.id)] == [("beta", "1")])
+        _check(await adapter.get_user_by_account("alpha", "1") is None)
 
     async def test_delete_user_removes_its_accounts(self, adapter: Adapter) -> None:
         """Deleting a user removes it and its accounts, and no one else's."""
         user = await adapter.create_user(_user())
         other = await adapter.create_user(_user())
-        await adapter.link_account(Account(user.id, "github", "1"))
-        await adapter.link_account(Account(other.id, "github", "2"))
+        await adapter.link_account(Account(user.id, "alpha", "1"))
+        await adapter.link_account(Account(other.id, "alpha", "2"))
         _check(await adapter.delete_user(user.id) is True)
         _check(await adapter.delete_user(user.id) is False)
         _check(await adapter.get_user(user.id) is None)
-        _check(await adapter.get_user_by_account("github", "1") is None)
+        _check(await adapter.get_user_by_account("alpha", "1") is None)
         _check(list(await adapter.list_accounts(user.id)) == [])
-        _check(await adapter.get_user_by_account("github", "2") == other)
+        _check(await adapter.get_user_by_account("alpha", "2") == other)
         # the account is free again
         again = await adapter.create_user(_user())
-        await adapter.link_account(Account(again.id, "github", "1"))
+        await adapter.link_account(Account(again.id, "alpha", "1"))
 
     async def test_concurrent_links_of_one_account(self, adapter: Adapter) -> None:
         """Ten users linking one account at once: exactly one wins, the rest conflict."""
@@ -182,7 +182,7 @@ class AdapterContract:
 
         async def link(user: User) -> None:
             try:
-                await adapter.link_account(Account(user.id, "github", "race"))
+                await adapter.link_account(Account(user.id, "alpha", "race"))
             except AccountConflictError:
                 lost.append(user.id)
             else:
@@ -193,5 +193,5 @@ class AdapterContract:
                 tasks.start_soon(link, user)
         _check(len(won) == 1)
         _check(len(lost) == len(users) - 1)
-        holder = await adapter.get_user_by_account("github", "race")
+        holder = await adapter.get_user_by_account("alpha", "race")
         _check(holder is not None and holder.id == won[0])

@@ -369,3 +369,34 @@ async def test_forced_race_creates_one_user_and_the_loser_retries(
     assert len(ids) == 1
     assert len(adapter._users) == 1
     assert [e[0] for e in events.seen] == ["user_created", "account_linked"]
+
+
+async def test_unlink_and_delete_revoke_the_stored_tokens(
+    make_keyloom: Callable[..., Keyloom],
+    authorize: Authorize,
+    two_providers: list[Provider],
+    fake_provider: Any,
+) -> None:
+    from keyloom_core.tokens import MemoryTokenStore, TokenManager
+
+    store = MemoryTokenStore()
+    manager = TokenManager(store)
+    async with make_keyloom(
+        *two_providers, adapter=MemoryAdapter(), plugins=[manager.plugin]
+    ) as keyloom:
+        manager.bind(keyloom)
+        users = keyloom.users
+        assert users is not None
+        first = await _login(keyloom, authorize, "fake")
+        assert first.user is not None
+        await _login(keyloom, authorize, "other", user="bob", link_to=first.user.id)
+        bob = await store.get("other", "id-bob")
+        alice = await store.get("fake", "id-alice")
+        assert bob is not None
+        assert alice is not None
+        await users.unlink(first.user.id, "other", "id-bob")
+        assert await store.get("other", "id-bob") is None
+        assert bob.tokens.access_token in fake_provider.revoked
+        await users.delete(first.user.id)
+        assert await store.get("fake", "id-alice") is None
+        assert alice.tokens.access_token in fake_provider.revoked

@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from keyloom_sqlalchemy import SQLAlchemyAdapter, create_tables, metadata
+from keyloom_sqlalchemy.testing import count_users, postgres_server, race_first_logins
 from sqlalchemy import text
 
 from keyloom_core.testing.adapter import AdapterContract
 
 pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture(scope="module")
+def postgres_url() -> Iterator[str]:
+    pytest.importorskip("asyncpg", reason="asyncpg is not installed (the postgresql extra)")
+    with postgres_server() as url:
+        if url is None:
+            pytest.skip("PostgreSQL is not installed here (initdb/pg_ctl): apt-get install postgresql")
+        yield url
 
 
 class TestPostgresAdapter(AdapterContract):
@@ -53,9 +62,9 @@ async def race_adapter(postgres_url: str) -> AsyncIterator[SQLAlchemyAdapter]:
 @pytest.mark.anyio
 @pytest.mark.parametrize("run", range(100))
 async def test_two_first_logins_at_once_create_one_user(
-    race_adapter: SQLAlchemyAdapter, run: int, race: Any, users_in: Any
+    race_adapter: SQLAlchemyAdapter, run: int
 ) -> None:
-    before = await users_in(race_adapter)
-    ids = await race(race_adapter, f"pg-account-{run}")
+    before = await count_users(race_adapter)
+    ids = await race_first_logins(race_adapter, f"pg-account-{run}")
     assert len(ids) == 1
-    assert await users_in(race_adapter) == before + 1
+    assert await count_users(race_adapter) == before + 1

@@ -6,11 +6,11 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import anyio
 import pytest
 from keyloom_sqlalchemy import SQLAlchemyAdapter, create_tables, metadata
+from keyloom_sqlalchemy.testing import count_users, race_first_logins
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from keyloom_core.cli import main as keyloom_main
@@ -114,9 +114,9 @@ async def race_adapter(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterato
 @pytest.mark.anyio
 @pytest.mark.parametrize("run", range(100))
 async def test_two_first_logins_at_once_create_one_user(
-    race_adapter: SQLAlchemyAdapter, run: int, race: Any, users_in: Any
+    race_adapter: SQLAlchemyAdapter, run: int
 ) -> None:
-    before = await users_in(race_adapter)
-    ids = await race(race_adapter, f"account-{run}")
+    before = await count_users(race_adapter)
+    ids = await race_first_logins(race_adapter, f"account-{run}")
     assert len(ids) == 1
-    assert await users_in(race_adapter) == before + 1
+    assert await count_users(race_adapter) == before + 1

@@ -1,29 +1,34 @@
-"""A real PostgreSQL server on 127.0.0.1 for the ``postgres`` tests, started and stopped here.
+r"""Test helpers: a throwaway PostgreSQL server, and two first sign-ins of one account at once.
 
-``initdb`` into a temporary folder, a free port, trust authentication on loopback only; the
-server is stopped and the folder removed afterwards. Without PostgreSQL's binaries (Debian's
-``postgresql`` package, which ``scripts/test.sh`` installs) the tests are skipped, saying so.
-As root, the server runs as the ``postgres`` user (PostgreSQL refuses to run as root).
+:func:`postgres_server` ``initdb``\ s into a temporary folder, starts PostgreSQL on a free
+127.0.0.1 port with trust authentication (loopback only), yields its URL, then stops it and
+removes the folder; it yields ``None`` when PostgreSQL's binaries (Debian's ``postgresql``
+package) are not installed. As root, the server runs as the ``postgres`` user (PostgreSQL
+refuses to run as root).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
 import socket
 import subprocess
 import tempfile
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
-import pytest
-from keyloom_sqlalchemy import SQLAlchemyAdapter, UserRow
 from sqlalchemy import func, select
 
 from keyloom_core import Profile, ProviderSpec, TokenSet, configure_provider, define_keyloom
 from keyloom_core.users import User, Users
+
+from .adapter import SQLAlchemyAdapter
+from .models import UserRow
+
+__all__ = ["count_users", "postgres_server", "race_first_logins"]
 
 
 def _binary(name: str) -> str | None:
@@ -40,11 +45,13 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
+@contextlib.contextmanager
+def postgres_server() -> Iterator[str | None]:
+    """A PostgreSQL server for the block: its ``postgresql+asyncpg://`` URL, or ``None``."""
     initdb, pg_ctl = _binary("initdb"), _binary("pg_ctl")
     if initdb is None or pg_ctl is None:
-        pytest.skip("PostgreSQL is not installed here (initdb/pg_ctl); apt-get install postgresql")
+        yield None
+        return
     folder = Path(tempfile.mkdtemp(prefix="keyloom-pg-"))
     prefix: list[str] = []
     if os.geteuid() == 0:
@@ -55,7 +62,8 @@ def postgres_url() -> Iterator[str]:
     port = _free_port()
 
     def run(*args: str) -> None:
-        subprocess.run([*prefix, *args], check=True, capture_output=True, timeout=120)
+        # PostgreSQL's own binaries, found above, and fixed arguments; no shell.
+        subprocess.run([*prefix, *args], check=True, capture_output=True, timeout=120)  # noqa: S603
 
     try:
         run(initdb, "-D", str(data), "-U", "keyloom", "--auth=trust", "-E", "UTF8", "--no-sync")
@@ -100,7 +108,9 @@ async def race_first_logins(adapter: SQLAlchemyAdapter, account_id: str) -> set[
         adapter=adapter,
     )
     users = keyloom.users
-    assert isinstance(users, Users)
+    if not isinstance(users, Users):  # pragma: no cover - define_keyloom was given one
+        msg = "no adapter"
+        raise TypeError(msg)
     profile = Profile(provider_id="example", id=account_id, name="Ada")
     tokens = TokenSet(access_token="at", expires_at=2_000_000_000.0)
     seen: list[User] = []
@@ -121,11 +131,3 @@ async def count_users(adapter: SQLAlchemyAdapter) -> int:
         return int(await connection.scalar(select(func.count()).select_from(UserRow)) or 0)
 
 
-@pytest.fixture
-def race() -> Callable[[SQLAlchemyAdapter, str], Awaitable[set[str]]]:
-    return race_first_logins
-
-
-@pytest.fixture
-def users_in() -> Callable[[SQLAlchemyAdapter], Awaitable[int]]:
-    return count_users
