@@ -22,7 +22,7 @@ FIXTURE_PLUGINS = sorted(
     if (p / "pyproject.toml").exists()
 )
 #: What the quick session leaves to the slow ones (each has a session of its own).
-SLOW_MARKERS = "slow or browser or oidc"
+SLOW_MARKERS = "slow or browser or oidc or postgres"
 
 
 def _install_project(session: nox.Session) -> None:
@@ -74,6 +74,13 @@ def oidc(session: nox.Session) -> None:
 
 
 @nox.session(python="3.11")
+def postgres(session: nox.Session) -> None:
+    """The SQL adapter against a real PostgreSQL server each test run starts on 127.0.0.1."""
+    session.install("asyncpg>=0.29")
+    _pytest(session, "postgres")
+
+
+@nox.session(python="3.11")
 def workers(session: nox.Session) -> None:
     """Four app workers (uvicorn, gunicorn + aiohttp) sharing Redis or one SQLite file."""
     _install_project(session)
@@ -110,6 +117,7 @@ def bench(session: nox.Session) -> None:
     # the faster set-up for Authlib, and a slightly slower one for Keyloom (anyio then asks
     # sniffio for the event loop).
     session.install("authlib>=1.3", "httpx>=0.27", "sniffio>=1.3", "pyinstrument>=4.6")
+    session.install("asyncpg>=0.29")  # the users adapter's PostgreSQL figure
     session.run("python", "benchmarks/run.py", *session.posargs)
 
 

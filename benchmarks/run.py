@@ -38,6 +38,7 @@ SECTIONS = (
     "memory",
     "tokens",
     "sessions",
+    "users",
     "tiktok_api",
     "instructions",
     "profile",
@@ -403,6 +404,10 @@ def main(argv: list[str] | None = None) -> int:
     if "tiktok_api" in args.only:
         figures += script_section(
             args, 7, HERE / "bench_tiktok_api.py", "TikTok API: listing and upload"
+        )
+    if "users" in args.only:
+        figures += script_section(
+            args, 8, HERE / "bench_users.py", "users adapter, added ms per login"
         )
     if "instructions" in args.only:
         figures += instructions_section(args)

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from ._state import StateGuard
     from .http import RetryPolicy
     from .store import RateLimits, Store
+    from .users._adapter import Adapter
 
 __all__ = ["configure_provider", "define_keyloom"]
 
@@ -52,6 +53,8 @@ def define_keyloom(
     session_touch_interval: float | None = None,
     rate_limits: RateLimits | bool = True,
     trusted_proxies: Sequence[str] = (),
+    adapter: Adapter | None = None,
+    link_by_email: bool | Sequence[str] = False,
 ) -> Keyloom:
     """Configure Keyloom; no I/O happens until ``async with`` opens the HTTP session.
 
@@ -94,6 +97,12 @@ def define_keyloom(
         :class:`~keyloom_core.store.RateLimits` (off without a store), ``False`` for none.
     :param trusted_proxies: addresses or networks of the reverse proxies in front of the
         app; only their ``Forwarded`` / ``X-Forwarded-For`` headers name the client.
+    :param adapter: where users and linked accounts live (:mod:`keyloom_core.users`); every
+        login then resolves to a user, per the sign-in and linking rules. None by default:
+        the session's user is the provider's profile.
+    :param link_by_email: let an unknown account join the user with the same e-mail when
+        the provider asserts it verified: ``True`` for every provider or a list of provider
+        ids; never for TikTok. Off by default.
     :raises ConfigurationError: anything wrong, named.
     :raises PluginError: a plugin failed to load or broke the contract.
     """
@@ -134,6 +143,10 @@ def define_keyloom(
         retry=retry,
         session=session,
         state_guard=state_guard if state_guard is not None else shared["store"],
+        adapter=adapter,
+        link_by_email=(
+            link_by_email if isinstance(link_by_email, bool) else frozenset(link_by_email)
+        ),
         **shared,
     )
     return Keyloom(settings, registry)

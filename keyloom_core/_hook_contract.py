@@ -29,7 +29,14 @@ __all__ = [
 PROVIDER_HOOKS = frozenset(
     {"authorize_params", "exchange_code", "refresh_token", "revoke_token", "fetch_profile"}
 )
-ASYNC_HOOKS = PROVIDER_HOOKS | {"login_succeeded", "login_failed"}
+ASYNC_HOOKS = PROVIDER_HOOKS | {
+    "login_succeeded",
+    "login_failed",
+    "user_created",
+    "account_linked",
+    "account_unlinked",
+    "user_deleted",
+}
 #: Every hook of the contract, for "did you mean" suggestions.
 HOOKS = tuple(
     sorted(

@@ -32,6 +32,7 @@ from .models import (
 )
 from .oidc import _flow as oidc
 from .pkce import new_code_verifier, s256_challenge
+from .users._rules import check_link_to, login_result, users_for
 
 if TYPE_CHECKING:
     from ._plugins import PluginRegistry
@@ -61,6 +62,7 @@ class Keyloom:
         guard = settings.state_guard if settings.state_guard is not None else MemoryStateGuard()
         self.sessions = settings.sessions  # revoke_all(user_id), list(user_id)
         self.states = LoginStates(settings.secrets, ttl=settings.state_ttl, guard=guard)
+        self.users = users_for(settings, self.hooks, self.sessions)  # None without an adapter
         self._signers: dict[str, Signer] = {}
         self._http: HttpClient | None = None
         self._users = 0
@@ -129,6 +131,8 @@ class Keyloom:
             http, self._http = self._http, None
             await http.close()
             await self.sessions.aclose()  # the store's connections; reopened on use
+            if self.users is not None:
+                await self.users.adapter.aclose()
 
     @property
     def http(self) -> HttpClient:
@@ -168,6 +172,7 @@ class Keyloom:
         redirect_uri: str | None = None,
         now: float | None = None,
         params: Mapping[str, str] | None = None,
+        link_to: str | None = None,
     ) -> LoginStart:
         """Start a login: returns the authorization URL and the signed state to keep.
 
@@ -175,6 +180,7 @@ class Keyloom:
         :param redirect_uri: override the redirect URI (e.g. a loopback one for the CLI).
         :param params: per-login parameters (``prompt``, ``login_hint``, ``max_age``…),
             among those the provider's ``spec.login_params`` allows.
+        :param link_to: link this login's account to that user id (needs an adapter).
         :raises InvalidRedirectError: *callback_url* leaves the app's origin.
         :raises LoginParameterError: a parameter the provider does not allow, or invalid.
         """
@@ -189,6 +195,7 @@ class Keyloom:
             callback_url=safe_callback_url(callback_url, self.base_url),
             redirect_uri=redirect_uri or self.redirect_uri(prov),
             max_age=extra.get("max_age") if openid else None,  # checked at the callback
+            link_to=check_link_to(self.users, prov.id, link_to),
         )
         request = AuthorizationRequest(
             redirect_uri=state.redirect_uri,
@@ -274,14 +281,7 @@ class Keyloom:
                 self._check_scopes(prov, granted)
             context["stage"] = "profile"
             profile = await self._fetch_profile(prov, tokens, operation)
-            result = LoginResult(
-                provider_id=prov.id,
-                profile=profile,
-                tokens=tokens,
-                granted_scopes=granted,
-                requested_scopes=prov.scopes,
-                callback_url=state.callback_url,
-            )
+            result = await login_result(self.users, prov, profile, tokens, granted, state)
             context["stage"] = "login_succeeded"
             await self.hooks.broadcast(
                 "login_succeeded", operation=operation, provider=prov, result=result

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from .http import RetryPolicy
     from .store._base import Store
     from .store._limits import Network, RateLimits
+    from .users._adapter import Adapter
 
 __all__ = [
     "LOOPBACK_HOSTS",
@@ -124,6 +125,8 @@ class Settings:
         rate_limits: Inbound limits on the login routes (``None``: off).
         trusted_proxies: Proxies whose ``Forwarded`` / ``X-Forwarded-For`` are believed.
         sessions: The session registry (``keyloom.sessions``), built from the above.
+        adapter: Where users and accounts live (:mod:`keyloom_core.users`), if anywhere.
+        link_by_email: Which providers may link by verified e-mail (``False``: none).
     """
 
     providers: Mapping[str, Provider]
@@ -145,3 +148,5 @@ class Settings:
     sessions: SessionRegistry = attrs.field(
         factory=SessionRegistry.stateless, repr=False, eq=False
     )
+    adapter: Adapter | None = attrs.field(default=None, eq=False)
+    link_by_email: bool | frozenset[str] = False

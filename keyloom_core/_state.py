@@ -103,6 +103,8 @@ class LoginState:
         redirect_uri: The redirect URI sent to the provider, echoed at the exchange.
         max_age: An OpenID login's ``max_age`` (seconds, as sent), checked against the ID
             token's ``auth_time``; ``None`` otherwise.
+        link_to: The user the login links its account to (``begin_login(link_to=...)``),
+            or ``None`` for a sign-in.
         expires_at: When the state stops being accepted (epoch seconds).
     """
 
@@ -113,12 +115,15 @@ class LoginState:
     redirect_uri: str
     max_age: str | None = None
     expires_at: int = 0
+    link_to: str | None = None
 
     def to_payload(self) -> dict[str, str]:
         """The compact payload to sign (the signer adds the expiry)."""
         payload = {short: getattr(self, name) for name, short in _WIRE.items()}
         if self.max_age is not None:
             payload["m"] = self.max_age
+        if self.link_to is not None:
+            payload["l"] = self.link_to
         return payload
 
     @classmethod
@@ -131,9 +136,12 @@ class LoginState:
                 raise BadSignatureError("malformed")
             values[name] = value
         max_age = data.get("m")
-        if max_age is not None and not isinstance(max_age, str):
+        link_to = data.get("l")
+        if (max_age is not None and not isinstance(max_age, str)) or (
+            link_to is not None and not isinstance(link_to, str)
+        ):
             raise BadSignatureError("malformed")
-        return cls(**values, max_age=max_age, expires_at=data["exp"])
+        return cls(**values, max_age=max_age, expires_at=data["exp"], link_to=link_to)
 
 
 class LoginStates:

@@ -11,8 +11,9 @@ plugin overrides only what its provider does differently; the built-in one is ca
 then. Provider hooks cannot be wrappers.
 
 *Policy and event hooks* (``validate_scopes``, ``check_granted_scopes``,
-``login_succeeded``, ``login_failed``) are broadcast to every plugin: any plugin may add
-a policy, veto a login, or watch for suspicious activity.
+``login_succeeded``, ``login_failed``, and the user events ``user_created``,
+``account_linked``, ``account_unlinked``, ``user_deleted``) are broadcast to every
+plugin: any plugin may add a policy, veto a login, or watch for suspicious activity.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
         ProviderSpec,
         TokenSet,
     )
+    from .users._model import Account, User
 
 __all__ = ["PROJECT", "ProviderFactory", "hookimpl", "hookspec"]
 
@@ -149,4 +151,37 @@ async def login_failed(provider_id: str, error: KeyloomError, context: Mapping[s
     ``error.code`` says why (``invalid_state``, ``access_denied``, ``scope_denied``…);
     *context* holds non-secret details (``stage``, ``reason``). Exceptions raised here are
     logged and otherwise ignored.
+    """
+
+
+@hookspec
+async def user_created(user: User, account: Account) -> None:
+    """Called when a login created a new user, with the account it signed in with; broadcast.
+
+    Runs after the user and the account are stored (``account_linked`` follows). Exceptions
+    raised here are logged and otherwise ignored: the user stays.
+    """
+
+
+@hookspec
+async def account_linked(user: User, account: Account) -> None:
+    """Called when a provider account was linked to a user (new user, link mode, e-mail).
+
+    Broadcast after the link is stored; exceptions are logged and otherwise ignored.
+    """
+
+
+@hookspec
+async def account_unlinked(user: User, account: Account) -> None:
+    """Called when an account was unlinked from a user (its tokens already revoked).
+
+    Broadcast after the change is stored; exceptions are logged and otherwise ignored.
+    """
+
+
+@hookspec
+async def user_deleted(user: User) -> None:
+    """Called when a user was deleted with its accounts, tokens and sessions; broadcast.
+
+    Delete the app's own rows of the user here. Exceptions are logged and otherwise ignored.
     """

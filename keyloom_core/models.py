@@ -6,12 +6,15 @@ import math
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import attrs
 
 from .errors import KeyloomError, PluginError
+
+if TYPE_CHECKING:
+    from .users._model import User
 
 __all__ = [
     "AuthorizationRequest",
@@ -481,6 +484,8 @@ class LoginResult:
         granted_scopes: What the user actually granted.
         requested_scopes: What was asked for.
         callback_url: The safe, same-origin path to send the user to.
+        user: The app's user this login is, when an adapter is configured
+            (:mod:`keyloom_core.users`); ``None`` otherwise.
     """
 
     provider_id: str
@@ -489,3 +494,12 @@ class LoginResult:
     granted_scopes: frozenset[str]
     requested_scopes: frozenset[str]
     callback_url: str
+    user: User | None = None
+
+    def session_user(self) -> dict[str, Any]:
+        """The session's user object: the adapter's user, else the provider's profile."""
+        if self.user is not None:
+            return self.user.to_json()
+        user = self.profile.to_user()
+        user["id"] = str(user["id"])
+        return user

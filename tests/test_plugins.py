@@ -541,7 +541,7 @@ class WrapperNotGenerator:
         ),
         pytest.param(
             NotAHook(),
-            r"unknown hook 'on_login' \(hooks: authorize_params, check_granted_scopes, ",
+            r"unknown hook 'on_login' \(hooks: account_linked, account_unlinked, authorize_params, ",
             id="NotAHook",
         ),
     ],

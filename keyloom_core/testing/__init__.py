@@ -10,6 +10,9 @@
   out of logs), as a pytest base class
   (:class:`~keyloom_core.testing.conformance.ProviderConformance`) or as
   :func:`~keyloom_core.testing.conformance.run_conformance`.
+- :mod:`keyloom_core.testing.adapter`, the adapter contract: every rule a
+  :class:`~keyloom_core.users.Adapter` must follow, as a pytest base class
+  (:class:`~keyloom_core.testing.adapter.AdapterContract`) any adapter's tests subclass.
 - :mod:`keyloom_core.testing.pytest_plugin`: the ``keyloom_conformance`` and
   ``keyloom_emulator`` fixtures, inert unless used.
 """

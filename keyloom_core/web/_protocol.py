@@ -51,6 +51,7 @@ from ._messages import (
     render_page,
     wants_html,
 )
+from ._users import accounts_answer, link_target, session_json, unlink_answer
 from ._wire import (
     AUTH_COOKIES,
     HOST_PREFIX,
@@ -94,7 +95,14 @@ LogoutCallback = Callable[[Session], Awaitable["TokenSet | None"]]
 
 _LOOPBACK: Final = frozenset({"localhost", "127.0.0.1", "::1"})
 _SIMPLE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,40}$")
-_ROUTES: Final = {"/session": "GET", "/csrf": "GET", "/providers": "GET", "/logout": "POST"}
+_ROUTES: Final = {
+    "/session": "GET",
+    "/csrf": "GET",
+    "/providers": "GET",
+    "/logout": "POST",
+    "/accounts": "GET",
+    "/accounts/unlink": "POST",
+}
 _OAUTH_SEGMENTS: Final = 4  # "", "oauth", provider, "start" | "callback"
 
 
@@ -123,8 +131,9 @@ class AuthHandler:
 
     Routes (below the base path): ``GET /oauth/{provider}/start?callbackUrl=…``,
     ``GET /oauth/{provider}/callback``, ``GET /session``, ``GET /csrf``,
-    ``POST /logout`` and ``GET /providers``; ``HEAD`` on a ``GET`` route answers as
-    ``GET`` without the body. Every ``POST`` must carry the CSRF token in the
+    ``POST /logout``, ``GET /providers``, and with an adapter ``GET /accounts`` and
+    ``POST /accounts/unlink`` (:mod:`keyloom_core.web._users`); ``HEAD`` on a ``GET``
+    route answers as ``GET`` without the body. Every ``POST`` must carry the CSRF token in the
     ``x-keyloom-csrf`` header, equal to the CSRF cookie and minted for the browser's
     current session (or for no session, when signed out).
 
@@ -289,6 +298,8 @@ class AuthHandler:
             "csrf": self._csrf,
             "providers": self._providers,
             "logout": self._logout,
+            "accounts": self._accounts,
+            "accounts/unlink": self._unlink,
         }
         return await routes[route](request, provider)
 
@@ -306,10 +317,12 @@ class AuthHandler:
     async def _start(self, request: AuthRequest, provider: str) -> AuthResponse:
         query = _single_values(request.query, _BadRequestError)
         allowed = self.keyloom.provider(provider).spec.login_params  # e.g. prompt, login_hint
+        session = await self.load_session(request.cookies) if "link" in query else None
         start = await self.keyloom.begin_login(
             provider,
             callback_url=query.get("callbackUrl"),
             params={k: v for k, v in query.items() if k in allowed},
+            link_to=link_target(self.keyloom, session, query),
         )
         state = self.cookie(self.state_cookie, start.state, max_age=int(self.keyloom.state_ttl))
         if len(state.encode()) > MAX_COOKIE_BYTES:  # a browser would drop it silently
@@ -355,10 +368,19 @@ class AuthHandler:
     async def _session(self, request: AuthRequest, _: str) -> AuthResponse:
         value = request.cookies.get(self.session_cookie)
         session = await load_session(self.keyloom, value)
-        if session is not None:
-            return json_response(200, session.to_json())
+        answer = await session_json(self.keyloom, session) if session is not None else None
+        if answer is not None:
+            return json_response(200, answer)
         cookies = (self.cookie(self.session_cookie, "", max_age=0),) if value else ()
         return json_response(200, {"session": None, "user": None}, cookies=cookies)
+
+    async def _accounts(self, request: AuthRequest, _: str) -> AuthResponse:
+        return await accounts_answer(self.keyloom, await self.load_session(request.cookies))
+
+    async def _unlink(self, request: AuthRequest, _: str) -> AuthResponse:
+        query = _single_values(request.query, _BadRequestError)
+        session = await self.load_session(request.cookies)
+        return await unlink_answer(self.keyloom, session, query)
 
     async def _csrf(self, request: AuthRequest, _provider: str) -> AuthResponse:
         session = await self.load_session(request.cookies)

@@ -50,11 +50,9 @@ async def start_session(
         session, value = issue_session(keyloom, result, now=now)
         return session, value, max(0, session.expires_at - session.created_at)
     now = time.time() if now is None else now
-    user = result.profile.to_user()
-    user["id"] = str(user["id"])
     try:
         record = await registry.create(
-            user=user,
+            user=result.session_user(),
             provider_id=result.provider_id,
             provider_account_id=result.tokens.account_id or result.profile.id,
             scopes=result.granted_scopes,

@@ -18,20 +18,28 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from functools import partial
+from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import partial, wraps
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from multidict import CIMultiDict
 
 from ._protocol import AuthHandler, AuthRequest, LoginCallback, LogoutCallback, parse_cookies
+from ._users import signed_in_user
 
 if TYPE_CHECKING:
     from keyloom_core._keyloom import Keyloom
     from keyloom_core.web.sessions import Session
 
-__all__ = ["KEYLOOM_HANDLER", "current_session", "current_user", "setup_keyloom"]
+__all__ = [
+    "KEYLOOM_HANDLER",
+    "USER_KEY",
+    "current_session",
+    "current_user",
+    "login_required",
+    "setup_keyloom",
+]
 
 KEYLOOM_HANDLER = web.AppKey("keyloom_handler", AuthHandler)
 """The app key under which :func:`setup_keyloom` stores the :class:`AuthHandler`."""
@@ -104,3 +112,34 @@ async def current_user(request: web.Request) -> dict[str, Any] | None:
     """The signed-in user object (``id``, ``name``, ``email``, ``image``…), or ``None``."""
     session = await current_session(request)
     return dict(session.user) if session is not None else None
+
+
+USER_KEY = web.RequestKey("keyloom_user", dict[str, Any])
+"""Where :func:`login_required` puts the user object in the request (``request[USER_KEY]``)."""
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def login_required(handler: Handler) -> Handler:
+    """Decorate an aiohttp handler: signed out, it answers ``401 {"error": "sign_in_required"}``.
+
+    Signed in, the user object (as in ``GET /session``) is in ``request[USER_KEY]``::
+
+        @login_required
+        async def me(request: web.Request) -> web.Response:
+            return web.json_response({"name": request[USER_KEY]["name"]})
+    """
+
+    @wraps(handler)
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        keyloom_handler = _handler(request)
+        session = await current_session(request)
+        user = await signed_in_user(keyloom_handler.keyloom, session)
+        if user is None:
+            return web.json_response(
+                {"error": "sign_in_required"}, status=401, headers={"Cache-Control": "no-store"}
+            )
+        request[USER_KEY] = user
+        return await handler(request)
+
+    return guarded

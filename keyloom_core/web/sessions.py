@@ -109,11 +109,9 @@ class Session:
         """A new session for a completed login, valid for *ttl* seconds from *now*."""
         now = time.time() if now is None else now
         profile = result.profile
-        user = profile.to_user()
-        user["id"] = str(user["id"])
         return cls(
             id=secrets.token_urlsafe(18),
-            user=user,
+            user=result.session_user(),
             provider_id=result.provider_id,
             provider_account_id=result.tokens.account_id or profile.id,
             scopes=result.granted_scopes,
