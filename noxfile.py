@@ -1,7 +1,7 @@
 """Developer and CI sessions.
 
 ``nox`` runs the quick suite, lint and types; ``scripts/test.sh`` runs every suite:
-``nox -s tests slow browser oidc workers lint typecheck``. ``bench`` and ``stress`` print
+``nox -s tests slow browser oidc workers postgres lint typecheck``. ``bench`` and ``stress`` print
 figures.
 """
 
