@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 import anyio
 import anyio.lowlevel
 
+from ._deadline import call_deadline, set_call_deadline
 from ._plugins import PluginRegistry
 from .errors import KeyloomError, PluginError, ProviderTimeoutError
 from .models import Profile, Provider, TokenSet
@@ -57,12 +58,14 @@ class Operation:
         self._loop = asyncio.get_running_loop()
         self._deadline = math.inf
         self._armed_for = math.inf
+        self._outer_deadline = math.inf
         self._timer: asyncio.TimerHandle | None = None
 
     def __repr__(self) -> str:
         return f"<Operation {self.hook} struck={self.struck}>"
 
     def __enter__(self) -> Operation:
+        self._outer_deadline = call_deadline()
         self.cancel_scope.__enter__()
         return self
 
@@ -75,12 +78,14 @@ class Operation:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        set_call_deadline(self._outer_deadline)
         return bool(self.cancel_scope.__exit__(exc_type, exc, traceback))
 
     def start(self, hook: str, timeout: float) -> None:
         """A provider call of *hook* starts: it has *timeout* seconds from now."""
         self.hook = hook
         self._deadline = self._loop.time() + timeout
+        set_call_deadline(self._deadline)
         if self._timer is None and not self.struck:
             self._arm()
 

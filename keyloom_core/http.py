@@ -18,6 +18,7 @@ from urllib.parse import urlencode, urlsplit
 
 import attrs
 
+from ._deadline import call_deadline
 from .errors import NetworkError, ProviderError, ProviderTimeoutError, RateLimitedError
 
 if TYPE_CHECKING:
@@ -181,6 +182,11 @@ def _quote_public(text: str) -> str:
     return _quote(text)
 
 
+def _quote_known(text: str) -> str:
+    """:func:`_quote`, remembering only what needed quoting (never a state or a challenge)."""
+    return text if _URL_SAFE(text) else _quote_public(text)
+
+
 def _encode(params: Mapping[str, str], quote: Callable[[str], str]) -> str:
     """``urlencode(params, doseq=True)``, through *quote* when every key and value is text."""
     parts = []
@@ -199,7 +205,7 @@ def query_encode(params: Mapping[str, str]) -> str:
     character by character is the largest single cost of building the URL. Never use it
     for secrets, which must not linger in a cache.
     """
-    return _encode(params, _quote_public)
+    return _encode(params, _quote_known)
 
 
 def form_encode(params: Mapping[str, str]) -> str:
@@ -390,9 +396,8 @@ class HttpClient:
                 where = f"{method} {urlsplit(url).path}"
                 retry_after = _retry_after(response.headers.get("Retry-After"))
                 delay = self.retry.delay(attempt, retry_after)
-                if delay is not None and anyio.current_time() + delay >= (
-                    anyio.current_effective_deadline()
-                ):
+                budget = min(anyio.current_effective_deadline(), call_deadline())
+                if delay is not None and anyio.current_time() + delay >= budget:
                     delay = None  # the caller's time budget would run out while waiting
                 if delay is None:
                     if response.status == _HTTP_TOO_MANY:

@@ -402,3 +402,42 @@ async def test_http_date_retry_after(server: tuple[Scripted, str], client: HttpC
     scripted.script("/me", status(429, "Wed, 21 Oct 2015 07:28:00 GMT"), ok)  # in the past
     assert (await client.get(f"{url}/me")).status == 200
     assert scripted.hits["/me"] == 2
+
+
+async def test_a_retry_after_beyond_the_call_s_deadline_is_not_waited_for(
+    server: tuple[Scripted, str],
+) -> None:
+    # Inside a provider call the deadline is the call's, not an enclosing cancel scope's:
+    # a Retry-After the call would not survive is a RateLimitedError at once, not a
+    # timeout after the whole budget.
+    from keyloom_core import ProviderSpec, TokenSet, configure_provider, define_keyloom
+
+    scripted, url = server
+    scripted.script("/token", status(429, "4"))
+    spec = ProviderSpec(
+        id="limited", name="Limited", authorize_url=f"{url}/authorize", token_url=f"{url}/token"
+    )
+    provider = configure_provider(spec, client_id="c", client_secret="s", scopes=["profile"])
+    keyloom = define_keyloom(
+        providers=[provider],
+        secret="s" * 32,
+        base_url="http://127.0.0.1:8000",
+        autoload=False,
+        timeout=1.0,
+    )
+    async with keyloom:
+        started = time.monotonic()
+        with pytest.raises(RateLimitedError) as info:
+            await keyloom.refresh("limited", TokenSet(access_token="a", refresh_token="r"))
+    assert time.monotonic() - started < 0.5
+    assert info.value.retry_after == 4.0
+
+
+def test_an_authorization_url_s_states_are_not_remembered() -> None:
+    from keyloom_core import http
+
+    http._quote_public.cache_clear()
+    state = "x" * 43
+    query = http.query_encode({"state": state, "redirect_uri": "https://app.example/cb"})
+    assert query == urlencode({"state": state, "redirect_uri": "https://app.example/cb"})
+    assert http._quote_public.cache_info().currsize == 1  # the redirect URI only

@@ -113,7 +113,9 @@ def _ip(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
 
 
 def _forwarded_chain(headers: Mapping[str, str]) -> list[str]:
-    forwarded = headers.get("forwarded")
+    # Proxies append to X-Forwarded-For and pass a client's own Forwarded header through
+    # untouched: with both present, only X-Forwarded-For was written by the proxy.
+    forwarded = None if headers.get("x-forwarded-for") else headers.get("forwarded")
     if forwarded:
         chain = []
         for element in forwarded.split(","):
@@ -127,7 +129,7 @@ def _forwarded_chain(headers: Mapping[str, str]) -> list[str]:
 
 def client_address(peer: str | None, headers: Mapping[str, str], trusted: Sequence[Network]) -> str:
     """The client's address: the peer's, or, when the peer is a trusted proxy, the last
-    address in ``Forwarded`` (or else ``X-Forwarded-For``) that is not a trusted proxy.
+    address in ``X-Forwarded-For`` (or else ``Forwarded``) that is not a trusted proxy.
 
     Headers from an untrusted peer are ignored: anyone can write them.
     """  # noqa: D205

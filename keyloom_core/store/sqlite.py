@@ -151,7 +151,7 @@ class SQLiteStore:
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         try:
             return await anyio.to_thread.run_sync(self._call, fn, limiter=self._limiter)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:  # OSError: the file cannot be created
             msg = f"the SQLite store failed: {type(exc).__name__}"
             raise StoreUnavailableError(msg) from exc
 

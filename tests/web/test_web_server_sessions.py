@@ -354,6 +354,9 @@ def test_client_address_trusts_only_configured_proxies():
     assert client_address("::1", forwarded, proxies) == "2001:db8::7"
     assert client_address("10.2.2.2", {"x-forwarded-for": "garbage"}, proxies) == "10.2.2.2"
     assert client_address(None, xff, proxies) == "unknown"
+    # a client's own Forwarded header rides along untouched: the proxy's X-Forwarded-For wins
+    both = {**xff, "forwarded": "for=198.51.100.99"}
+    assert client_address("10.2.2.2", both, proxies) == "203.0.113.5"
     with pytest.raises(ConfigurationError, match="trusted_proxies"):
         parse_networks(["not-an-ip"])
 

@@ -7,7 +7,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import delete, event, func, select
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -23,6 +24,10 @@ from .models import AccountRow, UserRow, metadata
 __all__ = ["SQLAlchemyAdapter", "create_tables"]
 
 log = logging.getLogger("keyloom.sqlalchemy")
+
+#: What a database that cannot answer raises (down, unreachable, its pool exhausted): a
+#: typed 503, never a 500 and never taken for "no such user".
+_UNAVAILABLE = (OperationalError, InterfaceError, PoolTimeoutError, OSError)
 
 
 def _user(row: UserRow) -> User:
@@ -132,7 +137,7 @@ class SQLAlchemyAdapter:
         except IntegrityError:
             msg = "a user with this id exists"
             raise ValueError(msg) from None
-        except OperationalError as exc:
+        except _UNAVAILABLE as exc:
             raise self._unavailable(exc) from None
         return user
 
@@ -140,7 +145,7 @@ class SQLAlchemyAdapter:
         try:
             async with self._session() as session:
                 row = (await session.execute(statement)).scalars().first()
-        except OperationalError as exc:
+        except _UNAVAILABLE as exc:
             raise self._unavailable(exc) from None
         return None if row is None else _user(row)
 
@@ -179,7 +184,7 @@ class SQLAlchemyAdapter:
                 row.email, row.email_verified = user.email, user.email_verified
                 row.name, row.image = user.name, user.image
                 row.created_at, row.updated_at = user.created_at, user.updated_at
-        except OperationalError as exc:
+        except _UNAVAILABLE as exc:
             raise self._unavailable(exc) from None
         return user
 
@@ -189,7 +194,7 @@ class SQLAlchemyAdapter:
             async with self._session() as session, session.begin():
                 await session.execute(delete(AccountRow).where(AccountRow.user_id == user_id))
                 result = await session.execute(delete(UserRow).where(UserRow.id == user_id))
-        except OperationalError as exc:
+        except _UNAVAILABLE as exc:
             raise self._unavailable(exc) from None
         return bool(getattr(result, "rowcount", 0))
 
@@ -210,7 +215,7 @@ class SQLAlchemyAdapter:
                 msg = "no such user"
                 raise UserNotFoundError(msg) from None
             return await self._link(account)
-        except OperationalError as exc:
+        except _UNAVAILABLE as exc:
             raise self._unavailable(exc) from None
 
     async def _link(self, account: Account) -> Account:
@@ -250,7 +255,7 @@ class SQLAlchemyAdapter:
                         AccountRow.provider_account_id == provider_account_id,
                     )
                 )
-        except OperationalError as exc:
+        except _UNAVAILABLE as exc:
             raise self._unavailable(exc) from None
         return bool(getattr(result, "rowcount", 0))
 
@@ -266,5 +271,5 @@ class SQLAlchemyAdapter:
                     )
                 ).scalars()
                 return [_account(row) for row in rows]
-        except OperationalError as exc:
+        except _UNAVAILABLE as exc:
             raise self._unavailable(exc) from None

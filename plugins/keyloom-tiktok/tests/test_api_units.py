@@ -204,6 +204,7 @@ def _other_secret(body: bytes) -> str:
         (lambda b, _h: (b, "garbage"), "malformed"),
         (lambda b, h: (b + b" ", h), "mismatch"),
         (lambda b, h: (b, h.replace("s=", "s=0")), "mismatch"),
+        (lambda b, h: (b, h.replace("s=", "s=\u00e9")), "mismatch"),  # not ASCII: no TypeError
         (lambda b, _h: (b, _other_secret(b)), "mismatch"),
         (lambda b, _h: (b, sign_webhook(b, SECRET, timestamp=1_600_000_000)), "stale"),
         (lambda _b, _h: (b"[1]", sign_webhook(b"[1]", SECRET, timestamp=1_700_000_000)), "body"),

@@ -136,7 +136,7 @@ def verify_webhook(
     if not t.isdigit() or not s or len(s) > 128:
         raise WebhookSignatureError("malformed TikTok-Signature header", reason="malformed")
     expected = hmac.new(client_secret.encode(), f"{t}.".encode() + body, hashlib.sha256)
-    if not hmac.compare_digest(expected.hexdigest(), s.lower()):
+    if not hmac.compare_digest(expected.hexdigest().encode(), s.lower().encode("utf-8", "replace")):
         raise WebhookSignatureError("the webhook signature does not match", reason="mismatch")
     if tolerance is not None and abs(clock() - int(t)) > tolerance:
         raise WebhookSignatureError("the webhook signature is too old", reason="stale")
