@@ -348,8 +348,9 @@ class AuthHandler:
         except KeyloomError as error:
             await self._failed(request, error)
             return self._error(request, error, cookies=(clear_state,))
+        session: Session | None = None
         try:
-            _, value, max_age = await start_session(self.keyloom, result)
+            session, value, max_age = await start_session(self.keyloom, result)
             await end_session(self.keyloom, request.cookies.get(self.session_cookie))
             if self.on_login is not None:
                 await self.on_login(result)
@@ -359,6 +360,8 @@ class AuthHandler:
             check_sendable(answer.header_list())
         except BaseException as error:
             await self.keyloom.revoke_refused(result.provider_id, result.tokens)
+            if session is not None and self.keyloom.sessions.server_side:
+                await self._end_quietly(session.id)  # never given to the browser
             if not isinstance(error, KeyloomError):
                 raise
             return self._error(request, error, cookies=(clear_state,))
@@ -409,6 +412,13 @@ class AuthHandler:
         if session is not None and self.on_logout is not None:
             await self._revoke(session, self.on_logout)
         return json_response(200, {"ok": True}, cookies=clear)
+
+    async def _end_quietly(self, session_id: str) -> None:
+        with anyio.CancelScope(shield=True), anyio.move_on_after(self.keyloom.timeout):
+            try:
+                await self.keyloom.sessions.end(session_id)
+            except StoreUnavailableError:
+                log.warning("keyloom: a refused login's session record could not be deleted")
 
     async def _revoke(self, session: Session, on_logout: LogoutCallback) -> None:
         try:

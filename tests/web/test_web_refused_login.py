@@ -60,3 +60,20 @@ async def test_on_login_is_deprecated_for_the_login_succeeded_hook(keyloom) -> N
 
     with pytest.warns(DeprecationWarning, match="login_succeeded hook"):
         AuthHandler(keyloom, on_login=on_login)
+
+
+async def test_a_refused_login_leaves_no_session_record(
+    make_keyloom, fake_provider, authorize
+) -> None:
+    from keyloom_core.store import MemoryStore
+
+    async def on_login(result) -> None:
+        raise AccessDeniedError("not on the guest list")
+
+    async with make_keyloom(store=MemoryStore()) as keyloom:
+        with pytest.warns(DeprecationWarning):
+            handler = AuthHandler(keyloom, on_login=on_login)
+        status, _ = await _callback(handler, authorize)
+        assert status == 403
+        assert len(fake_provider.revoked) == 1
+        assert await keyloom.sessions.list("id-alice") == []
