@@ -208,7 +208,11 @@ class Keyloom:
         query = await self.hooks.provider_call("authorize_params", prov, request=request)
         base = prov.spec.authorize_url
         if prov.spec.issuer is not None:  # OpenID: the endpoint may come from discovery
-            base = (await oidc.endpoints(prov, self.http)).authorize_url
+            with Operation() as discovery:  # bounded like any provider call
+                discovery.start("discovery", self.timeout)
+                base = (await oidc.endpoints(prov, self.http)).authorize_url
+            if discovery.cancel_scope.cancelled_caught:
+                raise self.hooks.timed_out("discovery", prov.id)
         url = f"{base}{'&' if '?' in base else '?'}{query_encode(query)}"
         sealed = self.states.seal(state, now=now)
         return LoginStart(url=url, state=sealed, expires_at=now + self.state_ttl)
@@ -258,6 +262,7 @@ class Keyloom:
         check_query(prov, query)
         state = await self.states.use(prov.id, query.get("state"), stored, now)
         if prov.spec.issuer is not None:  # RFC 9207 mix-up defence
+            operation.start("discovery", self.timeout)
             await oidc.check_callback_issuer(prov, query, self.http)
         code = callback_code(prov, query)
         from_callback = reported_scopes(query)

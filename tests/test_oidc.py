@@ -410,3 +410,37 @@ async def test_the_guides_google_plugin_signs_in_as_written(
         sys.modules.pop("keyloom_google", None)
     assert google.last_authorize["access_type"] == "offline"
     assert result.profile.email == "alice@example.com"
+
+
+async def test_discovery_that_never_answers_is_a_timeout_at_the_start() -> None:
+    import anyio
+    import anyio.abc
+
+    from keyloom_core import ProviderTimeoutError
+
+    async def silent(stream: Any) -> None:
+        async with stream:
+            await anyio.sleep(30)
+
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)  # noqa: S610  (not Django)
+    spec = ProviderSpec(
+        id="mute",
+        name="Mute",
+        authorize_url="",
+        token_url="",
+        issuer=f"http://127.0.0.1:{port}",
+        default_scopes=("openid",),
+    )
+    provider = configure_provider(spec, client_id="c", client_secret="s", scopes=["openid"])
+    keyloom = define_keyloom(
+        providers=[provider], secret=SECRET, base_url=BASE_URL, autoload=False, timeout=0.3
+    )
+    async with listener, anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, silent)
+        async with keyloom:
+            started = time.monotonic()
+            with pytest.raises(ProviderTimeoutError, match="discovery"):
+                await keyloom.begin_login("mute")
+        assert time.monotonic() - started < 2
+        tg.cancel_scope.cancel()

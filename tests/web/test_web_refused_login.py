@@ -71,7 +71,7 @@ async def test_a_refused_login_leaves_no_session_record(
         raise AccessDeniedError("not on the guest list")
 
     async with make_keyloom(store=MemoryStore()) as keyloom:
-        with pytest.warns(DeprecationWarning):
+        with pytest.warns(DeprecationWarning, match="login_succeeded"):
             handler = AuthHandler(keyloom, on_login=on_login)
         status, _ = await _callback(handler, authorize)
         assert status == 403
