@@ -207,8 +207,23 @@ class Users:
                 raise UserNotFoundError(msg, provider_id=provider_id)
             return user
         if profile.email and self.links_by_email(provider_id, profile):
-            return await self.adapter.get_user_by_email(profile.email)
+            return await self._vouched_user(profile.email)
         return None
+
+    async def _vouched_user(self, email: str) -> User | None:
+        """The user with *email*, if only providers trusted for e-mail linking vouch for it.
+
+        With a set of trusted providers, a user who also has an account elsewhere is no
+        target: that other provider may have asserted the address first (an attacker's
+        identity provider claiming the victim's verified e-mail, before the victim signs in
+        with a trusted one), and linking would hand the victim's account to its holder.
+        """
+        user = await self.adapter.get_user_by_email(email)
+        if user is None or self.link_by_email is True:
+            return user
+        accounts = await self.adapter.list_accounts(user.id)
+        trusted = self.link_by_email or frozenset()
+        return user if accounts and all(a.provider in trusted for a in accounts) else None
 
     @staticmethod
     def _new_user(profile: Profile, now: datetime) -> User:

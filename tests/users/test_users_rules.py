@@ -211,7 +211,7 @@ async def test_email_linking_is_off_by_default(
     assert one.user.id != two.user.id
 
 
-@pytest.mark.parametrize("setting", [True, ["other"]])
+@pytest.mark.parametrize("setting", [True, ["fake", "other"]])
 async def test_email_linking_when_turned_on_and_verified(
     make_keyloom: Callable[..., Keyloom],
     authorize: Authorize,
@@ -225,6 +225,21 @@ async def test_email_linking_when_turned_on_and_verified(
     assert one.user is not None
     assert two.user is not None
     assert one.user.id == two.user.id
+
+
+async def test_email_linking_never_joins_a_user_an_untrusted_provider_vouched_for(
+    make_keyloom: Callable[..., Keyloom], authorize: Authorize, two_providers: list[Provider]
+) -> None:
+    # "fake" (not trusted for linking) asserts the address first, as an attacker's identity
+    # provider would; the victim's first sign-in with the trusted "other" is a user of its own
+    adapter = MemoryAdapter()
+    async with make_keyloom(*two_providers, adapter=adapter, link_by_email=["other"]) as keyloom:
+        planted = await _login(keyloom, authorize, "fake")
+        victim = await _login(keyloom, authorize, "other")
+    assert planted.user is not None
+    assert victim.user is not None
+    assert planted.user.id != victim.user.id
+    assert [a.provider for a in await adapter.list_accounts(victim.user.id)] == ["other"]
 
 
 async def test_email_linking_never_without_a_verified_email(
