@@ -13,6 +13,7 @@ import anyio
 from ._callback import callback_code, check_query, granted_scopes, reported_scopes
 from ._dispatch import HookDispatcher, Operation
 from ._redirects import safe_callback_url
+from ._settings import ConfiguredBy
 from ._signing import Signer
 from ._state import LoginState, LoginStates, MemoryStateGuard, StateGuard
 from .errors import (
@@ -43,7 +44,7 @@ __all__ = ["Keyloom", "MemoryStateGuard", "StateGuard"]
 log = logging.getLogger("keyloom")
 
 
-class Keyloom:
+class Keyloom(ConfiguredBy):
     """A configured Keyloom instance; build it with :func:`keyloom_core.define_keyloom`.
 
     Its :attr:`settings` never change. What does change is the runtime: ``async with
@@ -69,43 +70,6 @@ class Keyloom:
 
     def __repr__(self) -> str:
         return f"<Keyloom {self.base_url} providers={sorted(self.providers)}>"
-
-    # -- configuration (read-only) ---------------------------------------------------
-
-    @property
-    def providers(self) -> Mapping[str, Provider]:
-        """The configured providers by id."""
-        return self.settings.providers
-
-    @property
-    def base_url(self) -> str:
-        """The app's public URL."""
-        return self.settings.base_url
-
-    @property
-    def base_path(self) -> str:
-        """Where the auth routes live (``/api/auth``)."""
-        return self.settings.base_path
-
-    @property
-    def state_ttl(self) -> float:
-        """Seconds a started login stays valid."""
-        return self.settings.state_ttl
-
-    @property
-    def session_ttl(self) -> float:
-        """Seconds a session stays valid."""
-        return self.settings.session_ttl
-
-    @property
-    def timeout(self) -> float:
-        """Seconds for one provider call, fallback and retries included."""
-        return self.settings.timeout
-
-    @property
-    def secrets(self) -> tuple[str, ...]:
-        """The signing secrets, current first."""
-        return self.settings.secrets
 
     def signer(self, purpose: str) -> Signer:
         """The signer for *purpose*, keyed on this instance's secrets (built once)."""

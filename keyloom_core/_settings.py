@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -150,3 +151,72 @@ class Settings:
     )
     adapter: Adapter | None = attrs.field(default=None, eq=False)
     link_by_email: bool | frozenset[str] = False
+
+
+class ConfiguredBy:
+    """Read-only access to a :class:`Settings` under the names a Keyloom instance had.
+
+    Attributes:
+        settings: The frozen configuration.
+    """
+
+    settings: Settings
+
+    @property
+    def providers(self) -> Mapping[str, Provider]:
+        """The configured providers by id."""
+        return self.settings.providers
+
+    @property
+    def base_url(self) -> str:
+        """The app's public URL."""
+        return self.settings.base_url
+
+    @property
+    def base_path(self) -> str:
+        """Where the auth routes live (``/api/auth``)."""
+        return self.settings.base_path
+
+    @property
+    def state_ttl(self) -> float:
+        """Seconds a started login stays valid."""
+        return self.settings.state_ttl
+
+    @property
+    def session_ttl(self) -> float:
+        """Seconds a session stays valid."""
+        return self.settings.session_ttl
+
+    @property
+    def timeout(self) -> float:
+        """Seconds for one provider call, fallback and retries included."""
+        return self.settings.timeout
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """The signing secrets, current first."""
+        return self.settings.secrets
+
+    @property
+    def retry(self) -> RetryPolicy | None:
+        """Deprecated: ``settings.retry``."""
+        _moved("retry")
+        return self.settings.retry
+
+    @property
+    def session(self) -> aiohttp.ClientSession | None:
+        """Deprecated: ``settings.session`` (the borrowed ``aiohttp.ClientSession``)."""
+        _moved("session")
+        return self.settings.session
+
+    @property
+    def state_guard(self) -> StateGuard | None:
+        """Deprecated: ``settings.state_guard``."""
+        _moved("state_guard")
+        return self.settings.state_guard
+
+
+def _moved(name: str) -> None:
+    warnings.warn(
+        f"Keyloom.{name} moved: read keyloom.settings.{name}", DeprecationWarning, stacklevel=3
+    )

@@ -261,3 +261,15 @@ def test_old_secrets_must_be_as_strong_as_the_secret(spec: ProviderSpec, old: st
     # A weak old secret would let anyone sign sessions that are still accepted.
     with pytest.raises(ConfigurationError, match=r"32 characters|no secret"):
         define(spec, old_secrets=[old])
+
+
+def test_settings_that_were_attributes_still_read_with_a_warning(spec: ProviderSpec) -> None:
+    guard = object()
+    keyloom = define(spec, state_guard=guard)
+    with pytest.warns(DeprecationWarning, match=r"keyloom\.settings\.state_guard"):
+        assert keyloom.state_guard is guard
+    with pytest.warns(DeprecationWarning, match=r"keyloom\.settings\.retry"):
+        assert keyloom.retry is None
+    with pytest.warns(DeprecationWarning, match=r"keyloom\.settings\.session"):
+        assert keyloom.session is None
+    assert keyloom.settings.state_guard is guard
