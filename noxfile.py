@@ -110,6 +110,8 @@ def bench(session: nox.Session) -> None:
     # the faster set-up for Authlib, and a slightly slower one for Keyloom (anyio then asks
     # sniffio for the event loop).
     session.install("authlib>=1.3", "httpx>=0.27", "sniffio>=1.3", "pyinstrument>=4.6")
+    # itsdangerous: Starlette's SessionMiddleware, the session cookie contender.
+    session.install("itsdangerous>=2.1")
     session.run("python", "benchmarks/run.py", *session.posargs)
 
 
