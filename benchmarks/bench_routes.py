@@ -43,6 +43,7 @@ from _common import (  # noqa: E402
     ensure_importable,
     median,
     pin,
+    pinned,
     spread,
 )
 
@@ -427,6 +428,77 @@ def report(result: Result) -> str:
     return "\n".join(lines)
 
 
+# -- in process: what mounting adds to one non-auth request --------------------------------
+
+
+def _drive(coro: Any) -> Any:
+    """Run a coroutine that never suspends (routing, a pass-through) to its result."""
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        return done.value
+    coro.close()
+    msg = "the coroutine suspended"
+    raise RuntimeError(msg)
+
+
+def _per_call_us(call: Any, number: int) -> float:
+    import timeit
+
+    return median(timeit.repeat(call, number=number, repeat=5)) / number * 1e6
+
+
+def in_process(number: int) -> list[str]:
+    """µs per non-auth request spent by routing (aiohttp) or the ASGI wrapper, without and with.
+
+    A figure with no server, client or network around it, so it moves far less than
+    requests/s: aiohttp's router resolving ``/ping`` on the app with and without the auth
+    route, and a no-op ASGI app called directly and through ``KeyloomASGI``.
+    """
+    from aiohttp import web
+    from aiohttp.test_utils import make_mocked_request
+
+    from keyloom_core.web.aiohttp import setup_keyloom
+    from keyloom_core.web.asgi import KeyloomASGI
+
+    async def ping(_: web.Request) -> web.Response:
+        return web.Response(text="pong")
+
+    routing = []
+    for mounted in (False, True):
+        app = web.Application()
+        app.router.add_get("/ping", ping)
+        if mounted:
+            setup_keyloom(app, _keyloom())
+        app.freeze()
+        request = make_mocked_request("GET", "/ping", app=app)
+        if _drive(app.router.resolve(request)).handler is not ping:
+            msg = "aiohttp resolved /ping to another handler"
+            raise RuntimeError(msg)
+        routing.append(_per_call_us(lambda a=app, r=request: _drive(a.router.resolve(r)), number))
+
+    async def noop(*_: Any) -> None:
+        return None
+
+    wrapped = KeyloomASGI(_keyloom(), noop)
+    scope = {"type": "http", "method": "GET", "path": "/ping", "root_path": "", "headers": []}
+    asgi = [
+        _per_call_us(lambda app=app: _drive(app(dict(scope), noop, noop)), number)
+        for app in (noop, wrapped)
+    ]
+    return [
+        f"in process, per non-auth request (median of 5 x {number:,} calls):",
+        (
+            f"  aiohttp router resolve   {routing[0]:.2f} µs without, {routing[1]:.2f} µs with "
+            f"Keyloom's route ({routing[1] - routing[0]:+.2f} µs)"
+        ),
+        (
+            f"  ASGI app call            {asgi[0]:.2f} µs bare, {asgi[1]:.2f} µs through "
+            f"KeyloomASGI ({asgi[1] - asgi[0]:+.2f} µs)"
+        ),
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2 rounds of 1 s (or 2,000 requests)")
@@ -470,6 +542,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{LABELS[framework]}: not measured: {exc}")
             continue
         print(report(result), flush=True)
+    with pinned(load_cpu):
+        print("\n".join(in_process(20_000 if args.quick else 200_000)))
     return 0
 
 
