@@ -279,7 +279,8 @@ class Generator:
             )
         return (
             f"aiohttp client loop (wrk not installed), {self.concurrency} keep-alive "
-            f"connections, {self.requests} requests per measurement"
+            f"connections, {self.requests} requests per measurement; a Python client may "
+            "saturate before the server does: compare the server CPU per request"
         )
 
     def run(self, server: ServerProcess, *, warmup: bool = False) -> Load:
@@ -501,7 +502,7 @@ def in_process(number: int) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="2 rounds of 1 s (or 2,000 requests)")
+    parser.add_argument("--quick", action="store_true", help="2 rounds of 1 s (or 5,000 requests)")
     parser.add_argument("--rounds", type=int, help="rounds per framework (default 7; quick 2)")
     parser.add_argument("--duration", type=float, help="wrk seconds per measurement (default 5)")
     parser.add_argument("--requests", type=int, help="client-loop requests per measurement")
@@ -523,7 +524,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     rounds = max(1, min(args.rounds or (2 if args.quick else 7), 50))
     duration = max(1.0, min(args.duration or (1.0 if args.quick else 5.0), 60.0))
-    requests = max(100, min(args.requests or (2_000 if args.quick else 20_000), 1_000_000))
+    requests = max(100, min(args.requests or (5_000 if args.quick else 20_000), 1_000_000))
     server_cpu, load_cpu = cpu_plan()
     generator = Generator(load_cpu, concurrency, duration, requests)
     if args.no_wrk:
