@@ -118,6 +118,8 @@ def bench(session: nox.Session) -> None:
     # sniffio for the event loop).
     session.install("authlib>=1.3", "httpx>=0.27", "sniffio>=1.3", "pyinstrument>=4.6")
     session.install("asyncpg>=0.29")  # the users adapter's PostgreSQL figure
+    # itsdangerous: Starlette's SessionMiddleware, the session cookie contender.
+    session.install("itsdangerous>=2.1")
     session.run("python", "benchmarks/run.py", *session.posargs)
 
 

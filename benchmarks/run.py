@@ -42,6 +42,8 @@ SECTIONS = (
     "tiktok_api",
     "instructions",
     "profile",
+    "session_cookie",
+    "routes",
 )
 
 TARGET_VS_RAW = 0.85
@@ -411,6 +413,14 @@ def main(argv: list[str] | None = None) -> int:
         )
     if "instructions" in args.only:
         figures += instructions_section(args)
+    if "session_cookie" in args.only:
+        figures += script_section(
+            args, 10, HERE / "bench_session_cookie.py", "session cookie: Keyloom vs Starlette"
+        )
+    if "routes" in args.only:
+        figures += script_section(
+            args, 11, HERE / "bench_routes.py", "non-auth route with and without Keyloom"
+        )
     section(
         f"Summary ({'quick' if args.quick else 'full'} run, {time.perf_counter() - started:.0f} s)"
     )
