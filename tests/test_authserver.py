@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Callable
 from typing import ClassVar
 from urllib.parse import parse_qs, urlsplit
@@ -12,13 +13,14 @@ import pytest
 
 from keyloom_core import ProviderSpec, configure_provider, hookimpl
 from keyloom_core.pkce import new_code_verifier, s256_challenge
-from keyloom_core.testing.authserver import AVATAR_PATH, CONSENT_PATH, AuthorizationServer
+from keyloom_core.testing.authserver import AVATAR_PATH, CONSENT_PATH, AuthorizationServer, Client
 from keyloom_core.testing.conformance import CHECKS, ConformanceTarget, run_conformance
-from keyloom_core.testing.emulator import ManualClock, SlidingWindowLimiter
+from keyloom_core.testing.emulator import AuthorizationCode, ManualClock, SlidingWindowLimiter
 
 pytestmark = pytest.mark.anyio
 
 REDIRECT = "https://app.example.test/callback/"
+C = Client(client_id="c", client_secret="s", redirect_uris=[REDIRECT])
 
 PLAIN = ProviderSpec(
     id="plain",
@@ -101,7 +103,7 @@ def _back(response: aiohttp.ClientResponse) -> dict[str, str]:
 
 
 async def test_dialect_parameters_pkce_basic_auth_and_error_status() -> None:
-    clients = {"key-1": ("secret-1", (REDIRECT,))}
+    clients = [Client(client_id="key-1", client_secret="secret-1", redirect_uris=[REDIRECT])]
     verifier = new_code_verifier()
     async with (
         DialectEmulator(clients=clients, consent="approve") as server,
@@ -130,7 +132,7 @@ async def test_dialect_parameters_pkce_basic_auth_and_error_status() -> None:
         basic = "Basic " + base64.b64encode(b"key-1:secret-1").decode()
         # the secret in the body is not how this provider authenticates clients
         in_body = await http.post(token_url, data=form | {"client_key": "key-1"})
-        assert in_body.status == 401
+        assert in_body.status == 200  # the subclass's error status
         assert (await in_body.json())["error"] == "invalid_client"
         answer = await http.post(token_url, data=form, headers={"Authorization": basic})
         tokens = await answer.json()
@@ -155,7 +157,7 @@ async def test_dialect_parameters_pkce_basic_auth_and_error_status() -> None:
 
 
 async def test_a_base64url_challenge_fails_where_the_spec_says_hex() -> None:
-    clients = {"key-1": ("secret-1", (REDIRECT,))}
+    clients = [Client(client_id="key-1", client_secret="secret-1", redirect_uris=[REDIRECT])]
     verifier = new_code_verifier()
     async with (
         DialectEmulator(clients=clients, consent="approve") as server,
@@ -185,35 +187,44 @@ async def test_a_base64url_challenge_fails_where_the_spec_says_hex() -> None:
 
 
 async def test_consent_page_grants_the_scopes_left_checked() -> None:
-    async with PlainEmulator(clients={"c": ("s", (REDIRECT,))}) as server:
-        jar = aiohttp.CookieJar(unsafe=True)
-        async with aiohttp.ClientSession(cookie_jar=jar) as http:
-            params = {"client_id": "c", "redirect_uri": REDIRECT, "response_type": "code"}
-            params |= {"scope": "profile email", "state": "x", "code_challenge_method": "S256"}
-            params["code_challenge"] = s256_challenge(new_code_verifier())
+    async with PlainEmulator(clients=[C]) as server, aiohttp.ClientSession() as http:
+        params = {"client_id": "c", "redirect_uri": REDIRECT, "response_type": "code"}
+        params |= {"scope": "profile email", "state": "x", "code_challenge_method": "S256"}
+        params["code_challenge"] = s256_challenge(new_code_verifier())
+
+        async def consent_form() -> dict[str, str]:
             page = await _authorize(http, server, **params)
             text = await page.text()
             assert page.status == 200
-            assert CONSENT_PATH in text
-            assert "profile" in text
-            assert "email" in text
-            form = {k: v for k, v in params.items() if k != "scope"}
-            approve = await http.post(
-                server.url_for(CONSENT_PATH),
-                data=[*form.items(), ("scope", "profile"), ("decision", "approve")],
-                allow_redirects=False,
-            )
-            code = server.book.inspect_code(
-                _back(approve)["code"], client_id="c", redirect_uri=REDIRECT
-            )
-            assert not isinstance(code, str)
-            assert set(code.scopes) == {"profile"}  # type: ignore[union-attr]
-            deny = await http.post(
-                server.url_for(CONSENT_PATH),
-                data=[*form.items(), ("decision", "deny")],
-                allow_redirects=False,
-            )
-            assert _back(deny) == {"state": "x", "error": "access_denied"}
+            assert f'action="{CONSENT_PATH}"' in text
+            assert 'value="profile"' in text
+            assert 'value="email"' in text
+            found = re.search(r'name="request_id" value="([^"]+)"', text)
+            assert found is not None
+            return {"request_id": found.group(1)}
+
+        form = await consent_form()
+        approve = await http.post(
+            server.url_for(CONSENT_PATH),
+            data=[*form.items(), ("scope", "profile"), ("decision", "approve")],
+            allow_redirects=False,
+        )
+        code = server.book.inspect_code(
+            _back(approve)["code"], client_id="c", redirect_uri=REDIRECT
+        )
+        assert isinstance(code, AuthorizationCode)
+        assert code.scopes == ("profile",)
+        # a request is answered once
+        again = await http.post(
+            server.url_for(CONSENT_PATH), data=[*form.items(), ("decision", "approve")]
+        )
+        assert again.status == 400
+        deny = await http.post(
+            server.url_for(CONSENT_PATH),
+            data=[*(await consent_form()).items(), ("decision", "deny")],
+            allow_redirects=False,
+        )
+        assert _back(deny) == {"error": "access_denied", "state": "x"}
 
 
 @pytest.mark.parametrize(
@@ -227,7 +238,7 @@ async def test_unknown_client_or_redirect_gets_a_page_never_a_redirect(
     params: dict[str, str], status: int, error: str
 ) -> None:
     async with (
-        PlainEmulator(clients={"c": ("s", (REDIRECT,))}, consent="approve") as server,
+        PlainEmulator(clients=[C], consent="approve") as server,
         aiohttp.ClientSession() as http,
     ):
         query = {"client_id": "c", "redirect_uri": REDIRECT, "response_type": "code"} | params
@@ -239,7 +250,7 @@ async def test_unknown_client_or_redirect_gets_a_page_never_a_redirect(
 
 async def test_missing_pkce_is_an_invalid_request_redirect() -> None:
     async with (
-        PlainEmulator(clients={"c": ("s", (REDIRECT,))}, consent="approve") as server,
+        PlainEmulator(clients=[C], consent="approve") as server,
         aiohttp.ClientSession() as http,
     ):
         query = {"client_id": "c", "redirect_uri": REDIRECT, "response_type": "code"}
@@ -248,7 +259,7 @@ async def test_missing_pkce_is_an_invalid_request_redirect() -> None:
 
 async def test_bad_bearer_and_unsupported_grant_are_typed_errors() -> None:
     async with (
-        PlainEmulator(clients={"c": ("s", (REDIRECT,))}) as server,
+        PlainEmulator(clients=[C]) as server,
         aiohttp.ClientSession() as http,
     ):
         me = await http.get(server.url_for("/api/userinfo"), headers={"Authorization": "x"})
@@ -267,7 +278,7 @@ async def test_rate_limit_answers_429_with_retry_after() -> None:
     clock = ManualClock()
     limiter = SlidingWindowLimiter(limit=2, window=60.0, clock=clock)
     async with (
-        PlainEmulator(clients={"c": ("s", (REDIRECT,))}, rate_limit=limiter) as server,
+        PlainEmulator(clients=[C], rate_limit=limiter) as server,
         aiohttp.ClientSession() as http,
     ):
         url = server.url_for("/api/userinfo")
@@ -283,7 +294,7 @@ async def test_rate_limit_answers_429_with_retry_after() -> None:
 
 async def test_faults_apply_to_the_spec_routes_only() -> None:
     async with (
-        PlainEmulator(clients={"c": ("s", (REDIRECT,))}) as server,
+        PlainEmulator(clients=[C]) as server,
         aiohttp.ClientSession() as http,
     ):
         assert server.faults is not None
@@ -294,16 +305,17 @@ async def test_faults_apply_to_the_spec_routes_only() -> None:
         assert (await http.post(server.url_for("/oauth/revoke"))).status == 401
 
 
-def test_default_client_and_expected_profile() -> None:
-    server = PlainEmulator()
-    assert server.clients == {
-        "keyloom-plain-emulator": (
-            "keyloom-plain-emulator-secret",
-            ("http://127.0.0.1:8765/callback/",),
-        )
-    }
-    one = PlainEmulator.for_client("c", "s", [REDIRECT], ["profile"])
-    assert one.clients == {"c": ("s", (REDIRECT,))}
+def test_default_client_and_for_client() -> None:
+    [client] = PlainEmulator().clients.values()
+    assert client == Client(
+        client_id="keyloom-plain-emulator",
+        client_secret="keyloom-plain-emulator-secret",
+        redirect_uris=["http://127.0.0.1:8765/callback/"],
+    )
+    assert "keyloom-plain-emulator-secret" not in repr(client)
+    one = PlainEmulator.for_client("c", "s", [REDIRECT], ["profile"], consent="deny")
+    assert list(one.clients.values()) == [C]
+    assert one.consent == "deny"
 
 
 def test_main_refuses_a_non_loopback_host(capsys: pytest.CaptureFixture[str]) -> None:
