@@ -333,3 +333,17 @@ def test_main_names_the_client_id_option_after_the_spec(
     out = capsys.readouterr().out
     assert "--client-key" in out
     assert "--redirect-uri" in out
+
+
+def test_names_the_github_emulator_had_warn_and_name_their_replacement() -> None:
+    from keyloom_github import SCOPES
+    from keyloom_github import emulator as github_emulator
+
+    with pytest.warns(DeprecationWarning, match=r"TOKEN_PATH is deprecated; use SPEC\.token_url"):
+        assert github_emulator.TOKEN_PATH == "/login/oauth/access_token"
+    with pytest.warns(DeprecationWarning, match=r"use keyloom_github\.SCOPES"):
+        assert github_emulator.KNOWN_SCOPES is SCOPES
+    with pytest.warns(DeprecationWarning, match=r"use GitHubEmulator\.main"):
+        assert github_emulator.main == github_emulator.GitHubEmulator.main
+    with pytest.raises(AttributeError, match="no attribute 'NOPE'"):
+        _ = github_emulator.NOPE

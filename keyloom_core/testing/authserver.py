@@ -202,6 +202,8 @@ class AuthorizationServer(EmulatorServer):
     builtin_client: ClassVar[tuple[str, str] | None] = None
     #: The grant of a token request without ``grant_type`` (``None``: refused).
     default_grant_type: ClassVar[str | None] = None
+    #: Whether authorization requests must carry a PKCE challenge.
+    require_pkce: ClassVar[bool] = True
     #: Where the consent page posts its answer.
     consent_path: ClassVar[str] = CONSENT_PATH
     #: Whether a user who already granted every requested scope skips the consent page.
@@ -307,9 +309,15 @@ class AuthorizationServer(EmulatorServer):
         return tuple(s for s in raw.split(self.spec.scope_separator) if s)
 
     def check_authorization(self, params: Mapping[str, str]) -> str | None:
-        """Return an RFC 6749 §4.1.2.1 error code for an approved request, or ``None``."""
-        pkce = params.get("code_challenge_method") == "S256" and params.get("code_challenge")
-        if params.get("response_type") != "code" or not pkce:
+        """Return an RFC 6749 §4.1.2.1 error code for an approved request, or ``None``.
+
+        ``response_type=code``; an S256 PKCE challenge, if sent (required unless
+        :attr:`require_pkce` is false).
+        """
+        challenge = params.get("code_challenge")
+        if challenge and params.get("code_challenge_method") != "S256":
+            return "invalid_request"
+        if (self.require_pkce and not challenge) or params.get("response_type", "code") != "code":
             return "invalid_request"
         return None
 

@@ -11,6 +11,7 @@ checks, classic or expiring (rotating) tokens and ``DELETE /applications/{client
 # fmt: off
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar, Final
 from urllib.parse import urlencode, urlsplit
@@ -123,6 +124,7 @@ class GitHubEmulator(AuthorizationServer):
     builtin_client = (DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET)
     error_status = 200
     remember_consent = True
+    require_pkce = False
     default_grant_type = "authorization_code"
     consent_path = "/login/oauth/authorize/consent"
     invalid_client_error = "incorrect_client_credentials"
@@ -152,15 +154,9 @@ class GitHubEmulator(AuthorizationServer):
                                 expiring_tokens=expiring_tokens)
 
     @property
-    def default_app(self) -> EmulatedOAuthApp:
+    def default_app(self) -> Any:
         """The first registered app."""
-        return self.app(next(iter(self.clients)))
-
-    def app(self, client_id: str) -> EmulatedOAuthApp:
-        """The registered app *client_id*."""
-        app = self.clients[client_id]
-        assert isinstance(app, EmulatedOAuthApp)  # noqa: S101 - only apps are registered
-        return app
+        return next(iter(self.clients.values()))
 
     def expected_profile(self, client_id: str, scopes: Iterable[str]) -> Mapping[str, Any]:
         """The default user as the plugin reads it (e-mail only with an e-mail scope)."""
@@ -184,12 +180,7 @@ class GitHubEmulator(AuthorizationServer):
         if app is None or app.accepts_redirect_uri(self.redirect_uri(app, params)):
             return super().refused(params)
         error = {"error": "redirect_uri_mismatch", **self._state(params)}
-        return self.back(self.app(app.client_id).callback_urls[0], error)
-
-    def check_authorization(self, params: Mapping[str, str]) -> str | None:
-        """PKCE is optional, but S256 when sent."""
-        odd = params.get("code_challenge") and params.get("code_challenge_method") != "S256"
-        return "invalid_request" if odd else None
+        return self.back(getattr(app, "callback_urls", [""])[0], error)
 
     def user_options(self) -> list[UserOption]:
         """Every user may be picked on the consent page."""
@@ -206,7 +197,7 @@ class GitHubEmulator(AuthorizationServer):
 
     def issue(self, client: Any, code: AuthorizationCode) -> TokenPair:
         """Classic ``gho_`` tokens that never expire, or expiring ``ghu_`` / ``ghr_`` pairs."""
-        expiring = self.app(client.client_id).expiring_tokens
+        expiring = client.expiring_tokens
         ttl, prefix = (8 * 3600, "ghu_") if expiring else (3650 * _DAY, "gho_")
         return self.book.issue_tokens(client_id=client.client_id, user_id=code.user_id,
                                       scopes=code.scopes, refresh=expiring, access_ttl=ttl,
@@ -232,7 +223,7 @@ class GitHubEmulator(AuthorizationServer):
         """Comma-separated scopes; expiry and refresh token only for expiring tokens."""
         body: dict[str, Any] = {"access_token": pair.access_token, "token_type": "bearer",
                                 "scope": ",".join(pair.scopes)}
-        if self.app(client.client_id).expiring_tokens:
+        if client.expiring_tokens:
             now = self.clock()
             body |= {"expires_in": pair.expires_in(now), "refresh_token": pair.refresh_token,
                      "refresh_token_expires_in": pair.refresh_expires_in(now)}
@@ -287,6 +278,25 @@ class GitHubEmulator(AuthorizationServer):
             return self.error_answer(404, "Not Found")
         self.book.revoke(found.token, client_id=app.client_id)
         return web.Response(status=204)
+
+
+_MOVED = {"AUTHORIZE_PATH": ("SPEC.authorize_url", "/login/oauth/authorize"),
+          "TOKEN_PATH": ("SPEC.token_url", "/login/oauth/access_token"),
+          "USER_PATH": ("SPEC.profile_url", "/user"),
+          "EMAILS_PATH": ("'/user/emails'", "/user/emails"),
+          "CONSENT_PATH": ("GitHubEmulator.consent_path", GitHubEmulator.consent_path),
+          "KNOWN_SCOPES": ("keyloom_github.SCOPES", SCOPES),
+          "main": ("GitHubEmulator.main", GitHubEmulator.main)}
+
+
+def __getattr__(name: str) -> Any:
+    """The names this module had before it was built on the generic server (deprecated)."""
+    if name not in _MOVED:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    new, value = _MOVED[name]
+    message = f"keyloom_github.emulator.{name} is deprecated; use {new}"
+    warnings.warn(message, DeprecationWarning, stacklevel=2)
+    return value
 
 
 if __name__ == "__main__":
