@@ -317,7 +317,7 @@ class AuthorizationServer(EmulatorServer):
         challenge = params.get("code_challenge")
         if challenge and params.get("code_challenge_method") != "S256":
             return "invalid_request"
-        if (self.require_pkce and not challenge) or params.get("response_type", "code") != "code":
+        if (self.require_pkce and not challenge) or params.get("response_type") != "code":
             return "invalid_request"
         return None
 

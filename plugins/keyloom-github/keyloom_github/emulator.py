@@ -182,6 +182,10 @@ class GitHubEmulator(AuthorizationServer):
         error = {"error": "redirect_uri_mismatch", **self._state(params)}
         return self.back(getattr(app, "callback_urls", [""])[0], error)
 
+    def check_authorization(self, params: Mapping[str, str]) -> str | None:
+        """GitHub does not require ``response_type``."""
+        return super().check_authorization({"response_type": "code", **params})
+
     def user_options(self) -> list[UserOption]:
         """Every user may be picked on the consent page."""
         return [UserOption(u.login, u.name or u.login) for u in self.users.values()]
