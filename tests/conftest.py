@@ -6,7 +6,7 @@ Fixtures (all function-scoped unless said otherwise):
     ``"asyncio"`` (session scope): aiohttp runs on asyncio only. Async test modules set
     ``pytestmark = pytest.mark.anyio``.
 ``fake_provider``
-    A running :class:`FakeProvider` (``aiohttp.test_utils.TestServer``); ``.url`` is its
+    A running :class:`FakeProvider`, the emulator kit's generic server; ``.url`` is its
     origin. It records what it was sent, so tests can assert on the real requests.
 ``fake_spec``
     The :class:`ProviderSpec` of the provider ``fake`` (scopes ``openid profile email
@@ -43,14 +43,12 @@ are installed, would otherwise be part of every test.
 
 from __future__ import annotations
 
-import base64
 import dataclasses
-import hashlib
 import importlib
 import importlib.metadata
 import os
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from types import ModuleType
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
@@ -58,7 +56,6 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 
 from keyloom_core import (
     Keyloom,
@@ -69,6 +66,8 @@ from keyloom_core import (
     configure_provider,
     define_keyloom,
 )
+from keyloom_core.testing.authserver import AuthorizationServer
+from keyloom_core.testing.emulator import AccessToken, GrantBook
 
 KEYLOOM_SECRET = "test-signing-secret-0123456789-abcdefghij"
 BASE_URL = "https://app.example.com"
@@ -84,29 +83,23 @@ def anyio_backend() -> str:
 # -- the fake provider -------------------------------------------------------------------
 
 
-@dataclasses.dataclass
-class Grant:
-    """What one authorization (and the tokens issued for it) is about."""
-
-    client_id: str
-    user: str
-    scope: str
-    redirect_uri: str = ""
-    code_challenge: str = ""
-
-
-def s256(verifier: str) -> str:
-    digest = hashlib.sha256(verifier.encode("ascii")).digest()
-    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+FAKE_SPEC = ProviderSpec(
+    id="fake",
+    name="Fake",
+    authorize_url="https://fake.invalid/authorize",
+    token_url="https://fake.invalid/token",
+    profile_url="https://fake.invalid/userinfo",
+    revoke_url="https://fake.invalid/revoke",
+    known_scopes={"openid", "profile", "email", "offline"},
+    default_scopes={"profile"},
+)
 
 
-class FakeProvider:
-    """A small RFC 6749 / 7636 / 7009 authorization server.
+class FakeProvider(AuthorizationServer):
+    """The fake provider: the kit's generic server, speaking RFC 6749 / 7636 / 7009 as is.
 
-    Endpoints: ``GET /authorize`` (302 back to ``redirect_uri`` with ``code`` and ``state``),
-    ``POST /token`` (``authorization_code`` and ``refresh_token`` grants, ``client_secret_post``
-    credentials, S256 PKCE, ``redirect_uri`` equality, single-use codes, rotating refresh
-    tokens), ``GET /userinfo`` (bearer) and ``POST /revoke``.
+    Any redirect URI is accepted; the authorization request's ``_user``, ``_grant`` and
+    ``_deny`` parameters stand for what the user does on the consent screen.
 
     Attributes:
         url: The server's origin, e.g. ``http://127.0.0.1:40123`` (set once it runs).
@@ -115,146 +108,111 @@ class FakeProvider:
         revoked: Tokens revoked through ``/revoke``.
     """
 
+    spec = FAKE_SPEC
+
     def __init__(self) -> None:
-        self.url = ""
-        self.client_id = CLIENT_ID
-        self.client_secret = CLIENT_SECRET
-        self.clients = {CLIENT_ID: CLIENT_SECRET}
+        super().__init__(clients=[], consent="approve", faults=None)
+        self.client_id, self.client_secret = CLIENT_ID, CLIENT_SECRET
+        self.clients = _AnyRedirect({CLIENT_ID: CLIENT_SECRET})  # type: ignore[assignment]
+        self.book = GrantBook(
+            access_ttl=self.access_ttl,
+            access_prefix="at-",
+            refresh_prefix="rt-",
+            code_factory=lambda: "code-" + secrets.token_urlsafe(16),
+        )
         self.requests: list[tuple[str, dict[str, str]]] = []
         self.revoked: list[str] = []
-        self._codes: dict[str, Grant] = {}
-        self._access: dict[str, Grant] = {}
-        self._refresh: dict[str, Grant] = {}
-
-    def app(self) -> web.Application:
-        app = web.Application()
-        app.router.add_get("/authorize", self.authorize)
-        app.router.add_post("/token", self.token)
-        app.router.add_get("/userinfo", self.userinfo)
-        app.router.add_post("/revoke", self.revoke)
-        return app
 
     def calls(self, path: str) -> list[dict[str, str]]:
         """The parameters of every request made to *path*."""
         return [params for seen, params in self.requests if seen == path]
 
-    @staticmethod
-    def _error(status: int, error: str, description: str = "") -> web.Response:
-        return web.json_response({"error": error, "error_description": description}, status=status)
+    def build_app(self) -> web.Application:
+        @web.middleware
+        async def record(request: web.Request, handler: Any) -> web.StreamResponse:
+            if request.method == "POST":
+                params = {k: str(v) for k, v in (await request.post()).items()}
+            elif request.path == "/userinfo":
+                params = {"authorization": request.headers.get("Authorization", "")}
+            else:
+                params = dict(request.query)
+            self.requests.append((request.path, params))
+            return await handler(request)
 
-    async def _form(self, request: web.Request) -> dict[str, str]:
-        form = {k: str(v) for k, v in (await request.post()).items()}
-        self.requests.append((request.path, form))
-        return form
+        app = super().build_app()
+        app.middlewares.append(record)
+        return app
 
-    def _client_ok(self, form: dict[str, str]) -> bool:
-        expected = self.clients.get(form.get("client_id", ""))
-        return expected is not None and secrets.compare_digest(
-            expected, form.get("client_secret", "")
-        )
+    def refused(self, params: Mapping[str, str]) -> web.Response | None:
+        if params.get("client_id") in self.clients and params.get("redirect_uri"):
+            return None
+        return self.error_answer(400, "invalid_request", "unknown client or redirect_uri")
 
-    async def authorize(self, request: web.Request) -> web.Response:
-        q = dict(request.query)
-        self.requests.append((request.path, q))
-        if q.get("client_id") not in self.clients or q.get("response_type") != "code":
-            return self._error(400, "invalid_request", "unknown client or response_type")
-        if not q.get("redirect_uri") or not q.get("code_challenge"):
-            return self._error(400, "invalid_request", "redirect_uri and PKCE are required")
-        if q.get("code_challenge_method") != "S256":
-            return self._error(400, "invalid_request", "only S256 PKCE is supported")
-        # "_deny", "_grant" and "_user" stand for what the user does on the consent screen.
-        if "_deny" in q:
-            back = {"error": "access_denied", "error_description": "The user cancelled"}
-        else:
-            code = "code-" + secrets.token_urlsafe(16)
-            self._codes[code] = Grant(
-                client_id=q["client_id"],
-                user=q.get("_user", "alice"),
-                scope=q.get("_grant", q.get("scope", "")),
-                redirect_uri=q["redirect_uri"],
-                code_challenge=q["code_challenge"],
-            )
-            back = {"code": code}
-        if "state" in q:
-            back["state"] = q["state"]
-        sep = "&" if "?" in q["redirect_uri"] else "?"
-        raise web.HTTPFound(q["redirect_uri"] + sep + urlencode(back))
+    def redirect_error(self, pending: Any, error: str) -> web.Response:
+        params = {
+            "error": error,
+            "error_description": "The user cancelled",
+            **self._state(pending.params),
+        }
+        return self.back(pending.redirect_uri, params)
 
-    def _redeem(self, form: dict[str, str]) -> Grant | str:
-        """The grant a token request is for, or why it is refused (``invalid_grant``)."""
-        if form["grant_type"] == "refresh_token":
-            grant = self._refresh.pop(form.get("refresh_token", ""), None)  # rotation
-            if grant is None or grant.client_id != form["client_id"]:
-                return "unknown refresh token"
-            return grant
-        grant = self._codes.pop(form.get("code", ""), None)  # single use
-        if grant is None or grant.client_id != form["client_id"]:
-            return "unknown or used code"
-        if form.get("redirect_uri") != grant.redirect_uri:
-            return "redirect_uri mismatch"
-        if s256(form.get("code_verifier", "")) != grant.code_challenge:
-            return "PKCE verification failed"
-        return grant
+    def grant(self, pending: Any, user_id: str, scopes: Sequence[str]) -> web.Response:
+        del user_id, scopes  # the consent-screen parameters say
+        if "_deny" in pending.params:
+            return self.redirect_error(pending, "access_denied")
+        user = pending.params.get("_user", "alice")
+        granted = pending.params.get("_grant", pending.params.get("scope", "")).split()
+        return super().grant(pending, user, granted)
 
-    async def token(self, request: web.Request) -> web.Response:
-        form = await self._form(request)
-        if not self._client_ok(form):
-            return self._error(401, "invalid_client", "client authentication failed")
-        if form.get("grant_type") not in {"authorization_code", "refresh_token"}:
-            return self._error(400, "unsupported_grant_type")
-        grant = self._redeem(form)
-        if isinstance(grant, str):
-            return self._error(400, "invalid_grant", grant)
-        access = "at-" + secrets.token_urlsafe(16)
-        refresh = "rt-" + secrets.token_urlsafe(16)
-        self._access[access] = self._refresh[refresh] = grant
-        return web.json_response(
-            {
-                "access_token": access,
-                "token_type": "Bearer",
-                "expires_in": 3600,
-                "refresh_token": refresh,
-                "scope": grant.scope,
-            }
-        )
+    def token_answer(self, client: Any, pair: Any) -> Mapping[str, Any]:
+        answer = dict(super().token_answer(client, pair))
+        del answer["refresh_expires_in"]  # this provider does not say
+        return answer
 
-    async def userinfo(self, request: web.Request) -> web.Response:
-        auth = request.headers.get("Authorization", "")
-        self.requests.append((request.path, {"authorization": auth}))
-        grant = self._access.get(auth.removeprefix("Bearer "))
-        if not auth.startswith("Bearer ") or grant is None:
-            return self._error(401, "invalid_token", "unknown access token")
-        return web.json_response(
-            {
-                "sub": f"id-{grant.user}",
-                "name": grant.user.title(),
-                "email": f"{grant.user}@example.com",
-                "email_verified": True,
-                "picture": f"https://img.example.com/{grant.user}.png",
-            }
-        )
+    def knows_user(self, user_id: str) -> bool:
+        return bool(user_id)
 
-    async def revoke(self, request: web.Request) -> web.Response:
-        form = await self._form(request)
-        if not self._client_ok(form):
-            return self._error(401, "invalid_client", "client authentication failed")
-        token = form.get("token", "")
-        self._access.pop(token, None)
-        self._refresh.pop(token, None)
-        self.revoked.append(token)
-        return web.Response(status=200)
+    def profile(self, token: AccessToken) -> Mapping[str, Any]:
+        user = str(token.user_id)
+        return {
+            "sub": f"id-{user}",
+            "name": user.title(),
+            "email": f"{user}@example.com",
+            "email_verified": True,
+            "picture": f"https://img.example.com/{user}.png",
+        }
+
+    async def revoke(self, request: web.Request) -> web.StreamResponse:
+        response = await super().revoke(request)
+        if response.status == 200:
+            self.revoked.append(str((await request.post()).get("token", "")))
+        return response
+
+
+class _AnyRedirect(dict[str, str]):
+    """``client_id -> secret``, each client accepting any redirect URI."""
+
+    def get(self, key: str, default: Any = None) -> Any:
+        secret = super().get(key)
+        return default if secret is None else _Client(key, secret)
+
+
+@dataclasses.dataclass
+class _Client:
+    client_id: str
+    secret: str
+
+    def secret_matches(self, secret: str) -> bool:
+        return secrets.compare_digest(self.secret, secret)
+
+    def accepts_redirect_uri(self, uri: str) -> bool:
+        return bool(uri)
 
 
 @pytest.fixture
 async def fake_provider() -> AsyncIterator[FakeProvider]:
-    fake = FakeProvider()
-    server = TestServer(fake.app(), host="127.0.0.1")
-    await server.start_server()
-    fake.url = str(server.make_url("")).rstrip("/")
-    try:
+    async with FakeProvider() as fake:
         yield fake
-    finally:
-        await server.close()
 
 
 # -- Keyloom instances -------------------------------------------------------------------
@@ -262,16 +220,7 @@ async def fake_provider() -> AsyncIterator[FakeProvider]:
 
 @pytest.fixture
 def fake_spec() -> ProviderSpec:
-    return ProviderSpec(
-        id="fake",
-        name="Fake",
-        authorize_url="https://fake.invalid/authorize",
-        token_url="https://fake.invalid/token",
-        profile_url="https://fake.invalid/userinfo",
-        revoke_url="https://fake.invalid/revoke",
-        known_scopes={"openid", "profile", "email", "offline"},
-        default_scopes={"profile"},
-    )
+    return FAKE_SPEC
 
 
 @pytest.fixture

@@ -72,7 +72,9 @@ def test_names_with_dashes_and_a_display_name() -> None:
     assert "tests/test_my_idp_conformance.py" in files
     assert 'name = "keyloom-my-idp"' in files["pyproject.toml"]
     assert 'my-idp = "keyloom_my_idp"' in files["pyproject.toml"]
-    assert "class MyIdpEmulator(EmulatorServer):" in files["keyloom_my_idp/emulator.py"]
+    emulator = files["keyloom_my_idp/emulator.py"]
+    assert "class MyIdpEmulator(AuthorizationServer):" in emulator
+    assert len(emulator.splitlines()) <= 100
     assert 'name="My IdP"' in files["keyloom_my_idp/__init__.py"]
     assert "MY_IDP_CLIENT_ID" in files["keyloom_my_idp/__init__.py"]
     assert "def my_idp(**options" in files["keyloom_my_idp/__init__.py"]

@@ -13,7 +13,7 @@ import pytest
 import keyloom_core
 
 PACKAGE = Path(keyloom_core.__file__).parent
-TEST_KITS = {"keyloom_core.testing.emulator", "keyloom_core.testing.conformance"}
+TEST_KITS = {"keyloom_core.testing.emulator", "keyloom_core.testing.conformance", "keyloom_core.testing.authserver"}
 
 
 def _module_name(path: Path) -> str:

@@ -2,7 +2,7 @@
 
 It writes ``keyloom-NAME/`` (or ``--directory``): ``pyproject.toml`` with the ``keyloom`` entry
 point, the ruff, mypy and pytest settings; the provider module (spec, factory,
-``register_providers``); an emulator built on :mod:`keyloom_core.testing.emulator`; the
+``register_providers``); an emulator built on :mod:`keyloom_core.testing.authserver`; the
 conformance test and a first plugin test; a README. Then::
 
     cd keyloom-NAME && pip install -e ".[test]" && pytest

@@ -1,5 +1,9 @@
 """Test kits for Keyloom provider plugins.
 
+- :mod:`keyloom_core.testing.authserver`: ``AuthorizationServer``, one generic RFC 6749 / 7636 /
+  7009 fake authorization server that reads its dialect from a
+  :class:`~keyloom_core.ProviderSpec`; a provider's emulator is a subclass that adds only its
+  quirks. Start here.
 - :mod:`keyloom_core.testing.emulator`, the emulator kit: the parts of a local, loopback-only
   provider emulator (grant bookkeeping, PKCE, consent pages, pending requests, rate limits,
   seeded fault injection, the :class:`~keyloom_core.testing.emulator.EmulatorServer` base

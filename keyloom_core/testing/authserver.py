@@ -1,0 +1,656 @@
+"""One generic fake authorization server that reads its dialect from a :class:`ProviderSpec`.
+
+:class:`AuthorizationServer` is a complete RFC 6749 (authorization code and refresh grants),
+RFC 7636 (S256 PKCE) and RFC 7009 (revocation) server on 127.0.0.1, with a user-info route.
+It takes every provider-specific detail from its :attr:`~AuthorizationServer.spec`:
+
+- the routes: the paths of ``authorize_url``, ``token_url``, ``profile_url`` and
+  ``revoke_url``;
+- the client id parameter (``client_id_param``) and the scope separator
+  (``scope_separator``), in requests and answers;
+- the PKCE challenge encoding (``pkce_encoding``);
+- how clients authenticate (``token_auth_method``: form body, HTTP Basic or none);
+- the token answer's account and refresh-lifetime fields (``account_id_field``,
+  ``refresh_expires_field``).
+
+A provider's emulator is a subclass that sets :attr:`~AuthorizationServer.spec` and overrides
+only what its provider does differently::
+
+    class ExampleEmulator(AuthorizationServer):
+        spec = SPEC
+
+    if __name__ == "__main__":
+        raise SystemExit(ExampleEmulator.main())
+
+The emulated user answers authorization requests as :attr:`~EmulatorServer.consent` says:
+``"approve"`` or ``"deny"`` at once, or ``"form"``, a small consent page. Fault injection
+(``faults=``, a :class:`~keyloom_core.testing.emulator.FaultInjector`) and rate limiting
+(``rate_limit=``, a :class:`~keyloom_core.testing.emulator.SlidingWindowLimiter`) are
+optional constructor keywords, for the tests that need them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import hmac
+import inspect
+import secrets
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Protocol
+from urllib.parse import quote, urlencode, urlsplit
+
+import attrs
+from aiohttp import web
+
+from keyloom_core.models import ProviderSpec
+
+from .emulator import (
+    AccessToken,
+    AuthorizationCode,
+    EmulatorServer,
+    FaultInjector,
+    GrantBook,
+    Handler,
+    PendingRequests,
+    ScopeOption,
+    SlidingWindowLimiter,
+    TokenFailure,
+    TokenPair,
+    UserOption,
+    add_emulator_arguments,
+    consent_page,
+    emulator_main,
+    emulator_options,
+    html_response,
+    message_page,
+    verify_s256,
+)
+
+if TYPE_CHECKING:
+    from typing import Self
+
+__all__ = [
+    "AVATAR_PATH",
+    "CONSENT_PATH",
+    "DEFAULT_CALLBACK",
+    "AuthorizationServer",
+    "Client",
+    "PendingAuthorization",
+    "RegisteredClient",
+]
+
+#: Where the consent form posts its answer.
+CONSENT_PATH: Final = "/emulator/consent"
+#: The emulated user's avatar (a real provider's would be on a CDN).
+AVATAR_PATH: Final = "/emulator/avatar.svg"
+#: The redirect URI registered by default: where ``keyloom login`` listens.
+DEFAULT_CALLBACK: Final = "http://127.0.0.1:8765/callback/"
+
+_AVATAR: Final = (
+    '<svg xmlns="http://www.w3.org/2000/svg" width="64" height="64">'
+    '<rect width="64" height="64" fill="#2f6feb"/></svg>'
+)
+
+
+class RegisteredClient(Protocol):
+    """What the server needs of a registered client (:class:`Client` is one)."""
+
+    @property
+    def client_id(self) -> str:
+        """The client's id."""
+        ...
+
+    def secret_matches(self, secret: str) -> bool:
+        """Whether *secret* is the client's secret (in constant time)."""
+        ...
+
+    def accepts_redirect_uri(self, uri: str) -> bool:
+        """Whether *uri* is one of the client's registered redirect URIs."""
+        ...
+
+
+def _uris(values: Iterable[str]) -> tuple[str, ...]:
+    return (values,) if isinstance(values, str) else tuple(values)
+
+
+@attrs.frozen(kw_only=True)
+class Client:
+    """A client registered with the server.
+
+    Attributes:
+        client_id: The client's id.
+        client_secret: The client's secret (hidden from repr).
+        redirect_uris: The registered redirect URIs, matched exactly.
+        name: The name the consent page shows.
+    """
+
+    client_id: str = attrs.field(validator=attrs.validators.min_len(1))
+    client_secret: str = attrs.field(repr=False)
+    redirect_uris: tuple[str, ...] = attrs.field(default=(DEFAULT_CALLBACK,), converter=_uris)
+    name: str = "Keyloom Test App"
+
+    def secret_matches(self, secret: str) -> bool:
+        """Whether *secret* is the client's secret (in constant time)."""
+        return hmac.compare_digest(secret.encode(), self.client_secret.encode())
+
+    def accepts_redirect_uri(self, uri: str) -> bool:
+        """Whether *uri* is one of :attr:`redirect_uris`."""
+        return uri in self.redirect_uris
+
+
+@attrs.frozen(kw_only=True)
+class PendingAuthorization:
+    """An authorization request waiting for the user's answer on the consent page.
+
+    Attributes:
+        request_id: The id the consent form posts back.
+        client_id: The requesting client.
+        redirect_uri: Where the answer goes.
+        scopes: The requested scopes, as :meth:`AuthorizationServer.requested_scopes` read them.
+        params: Every parameter of the request.
+        expires_at: When the request may no longer be answered.
+    """
+
+    request_id: str = attrs.field(repr=False)
+    client_id: str
+    redirect_uri: str
+    scopes: tuple[str, ...]
+    params: Mapping[str, str] = attrs.field(repr=False)
+    expires_at: float
+
+
+def _path(url: str | None) -> str | None:
+    return urlsplit(url).path or "/" if url else None
+
+
+class AuthorizationServer(EmulatorServer):
+    """A fake RFC 6749 / 7636 / 7009 authorization server speaking :attr:`spec`'s dialect.
+
+    Subclasses set :attr:`spec` and override only their provider's quirks, for example
+    :attr:`user`, :meth:`profile`, :meth:`token_answer`, :meth:`error_body` (and
+    :attr:`error_status`), :meth:`requested_scopes`, :meth:`check_authorization` or a route
+    handler.
+
+    :param clients: The registered clients; by default :meth:`default_clients`.
+    :param rate_limit: An optional limiter of the token, profile and revocation routes,
+        keyed by route; a request over the limit gets status 429, ``rate_limited`` and a
+        ``Retry-After`` header.
+    :param options: :class:`~keyloom_core.testing.emulator.EmulatorServer`'s (``host``,
+        ``port``, ``consent``, ``clock``, ``faults``...). ``faults`` defaults to an idle
+        :class:`~keyloom_core.testing.emulator.FaultInjector`, so tests can queue faults.
+    """
+
+    #: The provider this server fakes; every subclass sets it.
+    spec: ClassVar[ProviderSpec]
+    #: The signed-in user, as the default :meth:`profile` answers it.
+    user: ClassVar[Mapping[str, str]] = {
+        "sub": "1001",
+        "name": "Emulated User",
+        "email": "user@example.test",
+    }
+    #: The HTTP status of token errors (RFC 6749 §5.2: 400; a wrong client secret always
+    #: gets 401 unless this is 200). Some providers answer errors with 200.
+    error_status: ClassVar[int] = 400
+    #: Access token lifetime in seconds.
+    access_ttl: ClassVar[float] = 3600.0
+    #: The token endpoint's ``error`` for an unknown, expired or used refresh token.
+    invalid_refresh_error: ClassVar[str] = "invalid_grant"
+    #: The built-in client's id and secret (default: ``keyloom-{id}-emulator`` and that plus
+    #: ``-secret``).
+    builtin_client: ClassVar[tuple[str, str] | None] = None
+    #: The grant of a token request without ``grant_type`` (``None``: refused).
+    default_grant_type: ClassVar[str | None] = None
+    #: Whether authorization requests must carry a PKCE challenge.
+    require_pkce: ClassVar[bool] = True
+    #: Where the consent page posts its answer.
+    consent_path: ClassVar[str] = CONSENT_PATH
+    #: Whether a user who already granted every requested scope skips the consent page.
+    remember_consent: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        *,
+        clients: Iterable[RegisteredClient] | None = None,
+        rate_limit: SlidingWindowLimiter | None = None,
+        **options: Any,
+    ) -> None:
+        """Register *clients*; nothing listens until started."""
+        options.setdefault("faults", FaultInjector())
+        super().__init__(**options)
+        chosen = self.default_clients() if clients is None else clients
+        self.clients: dict[str, RegisteredClient] = {c.client_id: c for c in chosen}
+        self.rate_limit = rate_limit
+        self.default_user = self.user["sub"]
+        self.book = GrantBook(clock=self.clock, access_ttl=self.access_ttl)
+        self.pending = PendingRequests[PendingAuthorization](self.clock)
+        self.granted: dict[tuple[str, str], frozenset[str]] = {}
+        spec = self.spec
+        self.routes = {
+            "authorize": _path(spec.authorize_url),
+            "token": _path(spec.token_url),
+            "profile": _path(spec.profile_url),
+            "revoke": _path(spec.revoke_url),
+        }
+
+    # -- the conformance convention and the clients ---------------------------------------
+
+    @classmethod
+    def default_client_id(cls) -> str:
+        """The built-in client's id: :attr:`builtin_client`'s, or ``keyloom-{id}-emulator``."""
+        return cls.builtin_client[0] if cls.builtin_client else f"keyloom-{cls.spec.id}-emulator"
+
+    @classmethod
+    def default_client_secret(cls) -> str:
+        """The built-in client's secret (a local test value)."""
+        return cls.builtin_client[1] if cls.builtin_client else f"{cls.default_client_id()}-secret"
+
+    @classmethod
+    def make_client(
+        cls, client_id: str, client_secret: str, redirect_uris: Sequence[str]
+    ) -> RegisteredClient:
+        """A :class:`Client`; a subclass with its own client type (and options) builds it here."""
+        return Client(client_id=client_id, client_secret=client_secret, redirect_uris=redirect_uris)
+
+    @classmethod
+    def default_clients(cls) -> list[RegisteredClient]:
+        """The built-in client, with :data:`DEFAULT_CALLBACK` registered."""
+        return [
+            cls.make_client(
+                cls.default_client_id(), cls.default_client_secret(), [DEFAULT_CALLBACK]
+            )
+        ]
+
+    @classmethod
+    def for_client(
+        cls,
+        client_id: str,
+        client_secret: str,
+        redirect_uris: Sequence[str],
+        scopes: Iterable[str],
+        **options: Any,
+    ) -> Self:
+        """A server where one client is registered (any scope may be requested).
+
+        The *options* :meth:`make_client` names go to it, the others to the constructor.
+        """
+        del scopes
+        names = set(inspect.signature(cls.make_client).parameters)
+        own = {k: options.pop(k) for k in list(options) if k in names}
+        client = cls.make_client(client_id, client_secret, redirect_uris, **own)
+        return cls(clients=[client], **options)
+
+    def expected_profile(self, client_id: str, scopes: Iterable[str]) -> Mapping[str, Any]:
+        """The :attr:`user` as the core normalises the default :meth:`profile`."""
+        del client_id
+        email = self.user.get("email") if "email" in set(scopes) else None
+        return {
+            "id": self.user["sub"],
+            "name": self.user.get("name"),
+            "email": email,
+            "image": self.url_for(AVATAR_PATH),
+        }
+
+    @property
+    def authorize_url(self) -> str:
+        """Absolute URL of the authorization route (only while started)."""
+        return self.url_for(self.routes["authorize"] or "/")
+
+    @property
+    def token_url(self) -> str:
+        """Absolute URL of the token route (only while started)."""
+        return self.url_for(self.routes["token"] or "/")
+
+    # -- quirks a subclass may override ---------------------------------------------------
+
+    def requested_scopes(self, raw: str) -> tuple[str, ...]:
+        """The scopes of a request's ``scope`` parameter (split on ``spec.scope_separator``)."""
+        return tuple(s for s in raw.split(self.spec.scope_separator) if s)
+
+    def check_authorization(self, params: Mapping[str, str]) -> str | None:
+        """Return an RFC 6749 §4.1.2.1 error code for an approved request, or ``None``.
+
+        ``response_type=code``; an S256 PKCE challenge, if sent (required unless
+        :attr:`require_pkce` is false).
+        """
+        challenge = params.get("code_challenge")
+        if challenge and params.get("code_challenge_method") != "S256":
+            return "invalid_request"
+        if (self.require_pkce and not challenge) or params.get("response_type") != "code":
+            return "invalid_request"
+        return None
+
+    def profile(self, token: AccessToken) -> Mapping[str, Any]:
+        """The profile route's JSON for *token*: OpenID-style claims, ``email`` if granted."""
+        answer: dict[str, Any] = {
+            "sub": self.user["sub"],
+            "name": self.user.get("name"),
+            "picture": self.url_for(AVATAR_PATH),
+        }
+        if "email" in token.scopes and "email" in self.user:
+            answer |= {"email": self.user["email"], "email_verified": True}
+        return answer
+
+    def issue(self, client: RegisteredClient, code: AuthorizationCode) -> TokenPair:
+        """The token pair for an exchanged *code*."""
+        return self.book.issue_tokens(
+            client_id=client.client_id, user_id=code.user_id, scopes=code.scopes
+        )
+
+    def refresh(self, client: RegisteredClient, refresh_token: str) -> TokenPair | TokenFailure:
+        """The new pair for *refresh_token* (RFC 6749 §6), or why there is none."""
+        return self.book.refresh(refresh_token, client_id=client.client_id)
+
+    def token_answer(self, client: RegisteredClient, pair: TokenPair) -> Mapping[str, Any]:
+        """The token endpoint's JSON for a new *pair* (RFC 6749 §5.1, in the spec's fields)."""
+        del client
+        now = self.clock()
+        answer: dict[str, Any] = {
+            "access_token": pair.access_token,
+            "token_type": "Bearer",
+            "expires_in": pair.expires_in(now),
+            "refresh_token": pair.refresh_token,
+            "scope": self.spec.scope_separator.join(pair.scopes),
+        }
+        if (refresh_in := pair.refresh_expires_in(now)) is not None:
+            answer[self.spec.refresh_expires_field] = refresh_in
+        if self.spec.account_id_field:
+            answer[self.spec.account_id_field] = pair.user_id
+        return answer
+
+    def error_body(self, error: str, description: str = "") -> Mapping[str, Any]:
+        """An error's JSON (RFC 6749 §5.2 shape), on every route."""
+        return {"error": error, "error_description": description or error.replace("_", " ")}
+
+    def answer(
+        self, request: web.Request, body: Mapping[str, Any], status: int = 200
+    ) -> web.Response:
+        """The token endpoint's answer: *body* as JSON."""
+        del request
+        return web.json_response(dict(body), status=status, headers={"Cache-Control": "no-store"})
+
+    def error_answer(self, status: int, error: str, description: str = "") -> web.Response:
+        """An error of the profile or revocation route: :meth:`error_body` as JSON."""
+        return web.json_response(dict(self.error_body(error, description)), status=status)
+
+    # -- routes --------------------------------------------------------------------------
+
+    def is_api_path(self, path: str) -> bool:
+        """Whether *path* is the token, profile or revocation route (where faults apply)."""
+        paths = {p.rstrip("/") for k, p in self.routes.items() if p and k != "authorize"}
+        return path.rstrip("/") in paths
+
+    def add_routes(self, app: web.Application) -> None:
+        """The spec's routes, the consent form's answer and the avatar."""
+        add = {
+            "authorize": (app.router.add_get, self.authorize),
+            "token": (app.router.add_post, self.token),
+            "profile": (app.router.add_get, self.userinfo),
+            "revoke": (app.router.add_post, self.revoke),
+        }
+        for name, path in self.routes.items():
+            if path is not None:
+                method, handler = add[name]
+                method(path, self.limited(handler))
+        app.router.add_post(self.consent_path, self.consent_answer)
+        app.router.add_get(AVATAR_PATH, self.avatar)
+
+    def limited(self, handler: Handler) -> Handler:
+        """*handler* behind :attr:`rate_limit` (when there is one)."""
+
+        async def limited(request: web.Request) -> web.StreamResponse:
+            wait = None if self.rate_limit is None else self.rate_limit.hit(request.path)
+            if wait is not None and self.is_api_path(request.path):
+                response = self.error_answer(429, "rate_limited")
+                response.headers["Retry-After"] = str(max(1, round(wait)))
+                return response
+            return await handler(request)
+
+        return limited
+
+    def redirect_uri(self, client: RegisteredClient, params: Mapping[str, str]) -> str:
+        """Where an authorization request's answer goes: its ``redirect_uri``."""
+        del client
+        return params.get("redirect_uri", "")
+
+    def refused(self, params: Mapping[str, str]) -> web.Response | None:
+        """An error page, never a redirect, for an unknown client or redirect URI."""
+        client = self.clients.get(params.get(self.spec.client_id_param, ""))
+        if client is not None and client.accepts_redirect_uri(self.redirect_uri(client, params)):
+            return None
+        param = self.spec.client_id_param if client is None else "redirect_uri"
+        page = message_page(
+            title="Error", heading=f"Invalid {param}", attributes={"error-param": param}
+        )
+        return html_response(page, status=400)
+
+    async def authorize(self, request: web.Request) -> web.StreamResponse:
+        """Answer as :attr:`consent` says, or show the consent page."""
+        params = dict(request.query)
+        if (refused := self.refused(params)) is not None:
+            return refused
+        client_id = params[self.spec.client_id_param]
+        pending = PendingAuthorization(
+            request_id=secrets.token_urlsafe(24),
+            client_id=client_id,
+            redirect_uri=self.redirect_uri(self.clients[client_id], params),
+            scopes=self.requested_scopes(params.get("scope", "")),
+            params=params,
+            expires_at=self.clock() + 600,
+        )
+        if self.consent == "deny":
+            return self.redirect_error(pending, "access_denied")
+        before = self.granted.get((client_id, self.default_user), frozenset())
+        remembered = self.remember_consent and before.issuperset(pending.scopes)
+        if self.consent == "approve" or (
+            remembered and (client_id, self.default_user) in self.granted
+        ):
+            return self.grant(pending, self.default_user, pending.scopes)
+        self.pending.add(pending)
+        return html_response(self.consent_html(pending))
+
+    def consent_html(self, pending: PendingAuthorization) -> str:
+        """The consent page for *pending* (its scopes ticked, the user picker if any)."""
+        client = self.clients[pending.client_id]
+        return consent_page(
+            app_name=getattr(client, "name", pending.client_id),
+            action=self.consent_path,
+            scopes=[ScopeOption(name) for name in pending.scopes],
+            hidden={"request_id": pending.request_id},
+            provider_name=self.spec.name,
+            users=self.user_options(),
+            selected_user=self.default_user,
+        )
+
+    def user_options(self) -> list[UserOption]:
+        """The consent page's user picker (none: the one :attr:`user` signs in)."""
+        return []
+
+    def knows_user(self, user_id: str) -> bool:
+        """Whether *user_id* may sign in (the consent page's picker is checked against it)."""
+        return user_id == self.default_user
+
+    def consented_scopes(
+        self, pending: PendingAuthorization, form: Mapping[str, Any]
+    ) -> tuple[str, ...]:
+        """The scopes the consent page's answer grants: the requested ones left ticked."""
+        ticked = set(form.get("scope", ()))
+        return tuple(s for s in pending.scopes if s in ticked)
+
+    async def consent_answer(self, request: web.Request) -> web.StreamResponse:
+        """The consent page's answer: ``request_id``, ``decision``, ticked scopes, ``user``."""
+        form = await request.post()
+        request_id = form.get("request_id")
+        pending = self.pending.take(request_id) if isinstance(request_id, str) else None
+        if pending is None:
+            text = "This authorization request expired or was already answered."
+            return html_response(message_page(title="Error", heading=text), status=400)
+        if form.get("decision") != "approve":
+            return self.redirect_error(pending, "access_denied")
+        user = str(form.get("user") or self.default_user)
+        if not self.knows_user(user):
+            return html_response(message_page(title="Error", heading="Unknown user"), status=400)
+        fields = {"scope": [str(v) for v in form.getall("scope", [])]}
+        return self.grant(pending, user, self.consented_scopes(pending, fields))
+
+    def back(self, uri: str, params: Mapping[str, str]) -> web.Response:
+        """A 302 to *uri* with *params* added to its query."""
+        separator = "&" if "?" in uri else "?"
+        location = f"{uri}{separator}{urlencode(params, quote_via=quote)}"
+        return web.Response(status=302, headers={"Location": location, "Cache-Control": "no-store"})
+
+    def redirect_error(self, pending: PendingAuthorization, error: str) -> web.Response:
+        """Send the user back with *error* (RFC 6749 §4.1.2.1) and the request's ``state``."""
+        params = {"error": error, **self._state(pending.params)}
+        return self.back(pending.redirect_uri, params)
+
+    @staticmethod
+    def _state(params: Mapping[str, str]) -> dict[str, str]:
+        return {"state": params["state"]} if "state" in params else {}
+
+    def grant(
+        self, pending: PendingAuthorization, user_id: str, scopes: Sequence[str]
+    ) -> web.Response:
+        """Issue a code for *user_id* and *scopes* and send the user back (RFC 6749 §4.1.2)."""
+        if (error := self.check_authorization(pending.params)) is not None:
+            return self.redirect_error(pending, error)
+        key = (pending.client_id, user_id)
+        self.granted[key] = self.granted.get(key, frozenset()) | set(scopes)
+        challenge = pending.params.get("code_challenge") or None
+        code = self.book.issue_code(
+            client_id=pending.client_id,
+            redirect_uri=pending.redirect_uri,
+            user_id=user_id,
+            scopes=scopes,
+            code_challenge=challenge,
+            code_challenge_method="S256" if challenge else None,
+        )
+        return self.back(pending.redirect_uri, {"code": code.code, **self._state(pending.params)})
+
+    @staticmethod
+    def basic_credentials(request: web.Request) -> tuple[str, str] | None:
+        """The id and secret of the request's ``Authorization: Basic`` header, if any."""
+        scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+        try:
+            decoded = base64.b64decode(value.strip(), validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        client_id, colon, secret = decoded.partition(":")
+        return (client_id, secret) if scheme.lower() == "basic" and colon else None
+
+    def client_of(self, request: web.Request, form: Mapping[str, str]) -> RegisteredClient | None:
+        """The authenticated client, as ``spec.token_auth_method`` says, or ``None``."""
+        method, basic = self.spec.token_auth_method, self.basic_credentials(request)
+        client_id = form.get(self.spec.client_id_param, "")
+        secret: str | None = form.get("client_secret", "")
+        if method == "client_secret_basic" or (basic and method != "none"):  # RFC 6749 §2.3.1
+            client_id, secret = basic or ("", "")
+        elif method == "none":
+            secret = None
+        client = self.clients.get(client_id)
+        if client is None or (secret is not None and not client.secret_matches(secret)):
+            return None
+        return client
+
+    async def token(self, request: web.Request) -> web.StreamResponse:
+        """RFC 6749 §4.1.3 and §6: the ``authorization_code`` and ``refresh_token`` grants."""
+        form = {k: str(v) for k, v in (await request.post()).items()}
+        client = self.client_of(request, form)
+        if client is None:
+            status = 200 if self.error_status == 200 else 401
+            return self.answer(request, self.error_body(self.invalid_client_error), status)
+        pair: TokenPair | TokenFailure
+        grant = form.get("grant_type") or self.default_grant_type
+        if grant == "authorization_code":
+            where = {"client_id": client.client_id, "redirect_uri": form.get("redirect_uri", "")}
+            code = self.book.inspect_code(form.get("code", ""), **where)
+            encodings = (self.spec.pkce_encoding,)
+            verifier = form.get("code_verifier", "")
+            if not isinstance(code, AuthorizationCode) or (
+                code.code_challenge is not None
+                and not verify_s256(verifier, code.code_challenge, encodings=encodings)
+            ):
+                body = self.error_body(self.invalid_grant_error)
+                return self.answer(request, body, self.error_status)
+            self.book.consume_code(code.code, **where)
+            pair = self.issue(client, code)
+        elif grant == "refresh_token":
+            pair = self.refresh(client, form.get("refresh_token", ""))
+        else:
+            body = self.error_body("unsupported_grant_type")
+            return self.answer(request, body, self.error_status)
+        if not isinstance(pair, TokenPair):
+            body = self.error_body(self.invalid_refresh_error)
+            return self.answer(request, body, self.error_status)
+        return self.answer(request, self.token_answer(client, pair))
+
+    def bearer(self, request: web.Request) -> AccessToken | None:
+        """The live access token of the request's ``Authorization: Bearer`` header."""
+        scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+        record = self.book.lookup_access(value.strip())
+        ok = scheme.lower() == "bearer" and isinstance(record, AccessToken)
+        return record if ok and isinstance(record, AccessToken) else None
+
+    async def userinfo(self, request: web.Request) -> web.StreamResponse:
+        """The profile route: :meth:`profile` of the bearer token, or 401 ``invalid_token``."""
+        record = self.bearer(request)
+        if record is None or not self.knows_user(record.user_id or ""):
+            return self.error_answer(401, "invalid_token")
+        return web.json_response(dict(self.profile(record)), headers=self.profile_headers(record))
+
+    def profile_headers(self, token: AccessToken) -> Mapping[str, str]:
+        """Extra headers of the profile route's answer for *token* (none)."""
+        del token
+        return {}
+
+    async def revoke(self, request: web.Request) -> web.StreamResponse:
+        """RFC 7009: revoke the token's grant; an unknown token is not an error."""
+        form = {k: str(v) for k, v in (await request.post()).items()}
+        client = self.client_of(request, form)
+        if client is None:
+            return self.error_answer(401, self.invalid_client_error)
+        self.book.revoke(form.get("token", ""), client_id=client.client_id)
+        return web.Response(status=200)
+
+    async def avatar(self, request: web.Request) -> web.StreamResponse:
+        """A one-colour SVG avatar."""
+        del request
+        return web.Response(text=_AVATAR, content_type="image/svg+xml")
+
+    # -- command line --------------------------------------------------------------------
+
+    @classmethod
+    def main(cls, argv: Sequence[str] | None = None) -> int:
+        """Serve until Ctrl-C: ``python -m your_plugin.emulator [--consent form] ...``.
+
+        The options are :func:`~keyloom_core.testing.emulator.add_emulator_arguments`'s (the
+        client id option named after ``spec.client_id_param``) and ``--redirect-uri``.
+        """
+        spec = cls.spec
+        parser = argparse.ArgumentParser(prog=f"python -m {cls.__module__}")
+        option = "--" + spec.client_id_param.replace("_", "-")
+        add_emulator_arguments(
+            parser,
+            client_id=cls.default_client_id(),
+            client_secret=cls.default_client_secret(),
+            client_id_option=option,
+        )
+        default = getattr(cls.default_clients()[0], "redirect_uris", [DEFAULT_CALLBACK])
+        parser.add_argument(
+            "--redirect-uri",
+            action="append",
+            default=[],
+            help=f"a registered redirect URI (repeatable; default {', '.join(default)})",
+        )
+
+        def build(args: argparse.Namespace) -> AuthorizationServer:
+            uris = args.redirect_uri or default
+            client = cls.make_client(args.client_id, args.client_secret, uris)
+            return cls(clients=[client], **emulator_options(args))
+
+        def describe(server: AuthorizationServer) -> list[str]:
+            client = next(iter(server.clients.values()))
+            return [f"  redirect URIs: {', '.join(getattr(client, 'redirect_uris', ()))}"]
+
+        return emulator_main(f"{spec.name} emulator", parser, build, describe, argv)
