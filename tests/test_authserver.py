@@ -347,3 +347,18 @@ def test_names_the_github_emulator_had_warn_and_name_their_replacement() -> None
         assert github_emulator.main == github_emulator.GitHubEmulator.main
     with pytest.raises(AttributeError, match="no attribute 'NOPE'"):
         _ = github_emulator.NOPE
+
+
+def test_a_subclass_adds_its_own_command_line_options() -> None:
+    import argparse
+
+    from keyloom_github.emulator import GitHubEmulator
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--redirect-uri", action="append", default=[])
+    GitHubEmulator.add_arguments(parser)
+    args = parser.parse_args(["--expiring-tokens", "--callback-url", "http://127.0.0.1/cb"])
+    assert args.redirect_uri == ["http://127.0.0.1/cb"]
+    assert GitHubEmulator.client_options(args) == {"expiring_tokens": True}
+    app = GitHubEmulator.make_client("id", "secret", args.redirect_uri, **GitHubEmulator.client_options(args))
+    assert app.expiring_tokens

@@ -621,6 +621,16 @@ class AuthorizationServer(EmulatorServer):
     # -- command line --------------------------------------------------------------------
 
     @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        """Add the subclass's own command-line options to :meth:`main`'s (none here)."""
+
+    @classmethod
+    def client_options(cls, args: argparse.Namespace) -> dict[str, Any]:
+        """Keywords for :meth:`make_client` from the subclass's own options (none here)."""
+        del args
+        return {}
+
+    @classmethod
     def main(cls, argv: Sequence[str] | None = None) -> int:
         """Serve until Ctrl-C: ``python -m your_plugin.emulator [--consent form] ...``.
 
@@ -643,10 +653,13 @@ class AuthorizationServer(EmulatorServer):
             default=[],
             help=f"a registered redirect URI (repeatable; default {', '.join(default)})",
         )
+        cls.add_arguments(parser)
 
         def build(args: argparse.Namespace) -> AuthorizationServer:
             uris = args.redirect_uri or default
-            client = cls.make_client(args.client_id, args.client_secret, uris)
+            client = cls.make_client(
+                args.client_id, args.client_secret, uris, **cls.client_options(args)
+            )
             return cls(clients=[client], **emulator_options(args))
 
         def describe(server: AuthorizationServer) -> list[str]:

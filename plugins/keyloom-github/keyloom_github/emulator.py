@@ -11,6 +11,7 @@ checks, classic or expiring (rotating) tokens and ``DELETE /applications/{client
 # fmt: off
 from __future__ import annotations
 
+import argparse
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar, Final
@@ -152,6 +153,26 @@ class GitHubEmulator(AuthorizationServer):
         return EmulatedOAuthApp(client_id=client_id, client_secret=client_secret,
                                 redirect_uris=redirect_uris, callback_urls=redirect_uris,
                                 expiring_tokens=expiring_tokens)
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        """``--expiring-tokens``; ``--callback-url``, the old name of ``--redirect-uri``."""
+        parser.add_argument(
+            "--expiring-tokens",
+            action="store_true",
+            help="a GitHub App's expiring tokens, with rotating refresh tokens",
+        )
+        parser.add_argument(
+            "--callback-url",
+            action="append",
+            dest="redirect_uri",
+            help="deprecated: --redirect-uri",
+        )
+
+    @classmethod
+    def client_options(cls, args: argparse.Namespace) -> dict[str, Any]:
+        """The app's token kind, from ``--expiring-tokens``."""
+        return {"expiring_tokens": args.expiring_tokens}
 
     @property
     def default_app(self) -> Any:
