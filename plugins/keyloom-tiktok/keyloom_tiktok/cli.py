@@ -174,6 +174,7 @@ async def _run(args: argparse.Namespace, out: TextIO) -> int:
         base_url="http://127.0.0.1",
         autoload=False,
         timeout=120.0,
+        plugins=[manager.plugin],
     )
     manager.bind(keyloom)
     try:

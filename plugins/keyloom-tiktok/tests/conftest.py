@@ -192,6 +192,7 @@ async def make_keyloom() -> AsyncIterator[MakeKeyloom]:
             retry: RetryPolicy | None = None,
             timeout: float = 5.0,
             base_url: str = BASE_URL,
+            plugins: tuple[object, ...] = (),
             **options: Any,
         ) -> Keyloom:
             options.setdefault("client_id", CLIENT_KEY)
@@ -204,6 +205,7 @@ async def make_keyloom() -> AsyncIterator[MakeKeyloom]:
                 secret=KEYLOOM_SECRET,
                 base_url=base_url,
                 autoload=False,
+                plugins=plugins,
                 timeout=timeout,
                 retry=retry,
             )

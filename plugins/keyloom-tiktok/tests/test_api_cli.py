@@ -78,10 +78,11 @@ def make_setup(
     async def make(scopes: tuple[str, ...] = ALL_SCOPES) -> Setup:
         app = attrs.evolve(EmulatedApp.default(), approved_scopes=ALL_SCOPES)
         emulator = await make_emulator(clients=[app], consent="approve")
-        keyloom = await make_keyloom(emulator, scopes=scopes)
         path = tmp_path / "tokens.sqlite3"
         store = SQLiteTokenStore(path, secret=SECRET)
-        TokenManager(store).bind(keyloom)
+        manager = TokenManager(store)
+        keyloom = await make_keyloom(emulator, scopes=scopes, plugins=(manager.plugin,))
+        manager.bind(keyloom)
         result = await login(keyloom, emulator)
         await store.aclose()
         return Setup(emulator, result.profile.id, path)

@@ -115,8 +115,8 @@ def make_account(
         emulator = await make_emulator(
             clients=[app], consent="approve", clock=clock, users=users, **options
         )
-        keyloom = await make_keyloom(emulator, scopes=scopes)
         manager = TokenManager(MemoryTokenStore())
+        keyloom = await make_keyloom(emulator, scopes=scopes, plugins=(manager.plugin,))
         manager.bind(keyloom)
         result = await login(keyloom, emulator)
         api = TikTokAPI.for_account(
