@@ -161,7 +161,7 @@ def _shared(
     rate_limits: RateLimits | bool,
 ) -> dict[str, Any]:
     """The store-related settings, checked and defaulted."""
-    from .store import RateLimits, SessionRegistry, open_store  # noqa: PLC0415
+    from .store import RateLimits, open_store  # noqa: PLC0415
 
     if store is None:
         store = env(STORE_ENV) or None
@@ -188,13 +188,6 @@ def _shared(
     absolute = default_ttl if session_ttl is None else session_ttl
     touch = min(300.0, idle_ttl / 12) if touch_interval is None else touch_interval
     return {
-        "sessions": SessionRegistry(
-            store if server else None,
-            absolute_ttl=absolute,
-            idle_ttl=idle_ttl,
-            touch_interval=touch,
-            closable=store,
-        ),
         "store": store,
         "server_sessions": server,
         "session_ttl": absolute,

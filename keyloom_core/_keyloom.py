@@ -33,6 +33,7 @@ from .models import (
 )
 from .oidc import _flow as oidc
 from .pkce import new_code_verifier, s256_challenge
+from .store._sessions import SessionRegistry
 from .users._rules import check_link_to, login_result, users_for
 
 if TYPE_CHECKING:
@@ -61,7 +62,13 @@ class Keyloom(ConfiguredBy):
         self.registry = registry
         self.hooks = HookDispatcher(registry, settings.timeout)
         guard = settings.state_guard if settings.state_guard is not None else MemoryStateGuard()
-        self.sessions = settings.sessions  # revoke_all(user_id), list(user_id)
+        self.sessions = SessionRegistry(  # revoke_all(user_id), list(user_id)
+            settings.store if settings.server_sessions else None,
+            absolute_ttl=settings.session_ttl,
+            idle_ttl=settings.session_idle_ttl,
+            touch_interval=settings.session_touch_interval,
+            closable=settings.store,
+        )
         self.states = LoginStates(settings.secrets, ttl=settings.state_ttl, guard=guard)
         self.users = users_for(settings, self.hooks, self.sessions)  # None without an adapter
         self._signers: dict[str, Signer] = {}

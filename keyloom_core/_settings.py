@@ -12,7 +12,6 @@ import attrs
 from ._signing import MIN_SECRET_LENGTH
 from .errors import ConfigurationError
 from .models import Provider
-from .store._sessions import SessionRegistry
 
 if TYPE_CHECKING:
     import aiohttp
@@ -125,7 +124,6 @@ class Settings:
         session_touch_interval: Seconds between two writes of a session's last use.
         rate_limits: Inbound limits on the login routes (``None``: off).
         trusted_proxies: Proxies whose ``Forwarded`` / ``X-Forwarded-For`` are believed.
-        sessions: The session registry (``keyloom.sessions``), built from the above.
         adapter: Where users and accounts live (:mod:`keyloom_core.users`), if anywhere.
         link_by_email: Which providers may link by verified e-mail (``False``: none).
     """
@@ -146,9 +144,6 @@ class Settings:
     session_touch_interval: float = 300.0
     rate_limits: RateLimits | None = None
     trusted_proxies: tuple[Network, ...] = ()
-    sessions: SessionRegistry = attrs.field(
-        factory=SessionRegistry.stateless, repr=False, eq=False
-    )
     adapter: Adapter | None = attrs.field(default=None, eq=False)
     link_by_email: bool | frozenset[str] = False
 
