@@ -36,6 +36,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ._crypto import LegacyEntries as LegacyEntries
 from ._crypto import TokenCipher as TokenCipher
 from ._manager import TokenManager as TokenManager
 from ._manager import TokenStorePlugin as TokenStorePlugin
@@ -53,6 +54,7 @@ if TYPE_CHECKING:
     from .redis import RedisTokenStore as RedisTokenStore
 
 __all__ = [
+    "LegacyEntries",
     "MemoryTokenStore",
     "NotSignedInError",
     "RedisTokenStore",

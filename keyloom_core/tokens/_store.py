@@ -11,7 +11,7 @@ from typing import Any, Protocol, runtime_checkable
 import anyio
 import attrs
 
-from ..errors import KeyloomError, ReauthenticationRequiredError
+from ..errors import ConfigurationError, KeyloomError, ReauthenticationRequiredError
 from ..models import TokenSet, parse_scopes
 
 __all__ = [
@@ -282,3 +282,33 @@ class KeyedLocks:
             slot.users -= 1
             if slot.users == 0:
                 del self._slots[key]
+
+
+async def rewrite_legacy(
+    store: TokenStore, accounts: Iterable[tuple[str, str]], cipher_mode: str
+) -> int:
+    """Rewrite the entries of *accounts* in the current format; return how many changed.
+
+    Each rewrite is a compare-and-swap on the version just read, so a login or refresh
+    writing the same entry meanwhile wins (and writes the current format itself).
+
+    :raises ConfigurationError: the store still writes the earlier format
+        (``legacy_entries="write"``) or refuses to read it (``"refuse"``).
+    """
+    if cipher_mode != "read":
+        msg = "rewriting earlier token entries needs legacy_entries='read'"
+        raise ConfigurationError(msg)
+    rewritten = 0
+    for provider_id, account_id in accounts:
+        grant = await store.get(provider_id, account_id)
+        if grant is None:
+            continue
+        written = await store.put(
+            provider_id,
+            account_id,
+            grant.tokens,
+            scopes=grant.granted_scopes,
+            if_version=grant.version,
+        )
+        rewritten += written is not None
+    return rewritten

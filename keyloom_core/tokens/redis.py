@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 import anyio
 import attrs
 
-from ._crypto import TokenCipher
-from ._store import StoredGrant, TokenLockTimeoutError, TokenStoreError
+from ._crypto import LegacyEntries, TokenCipher, is_legacy
+from ._store import StoredGrant, TokenLockTimeoutError, TokenStoreError, rewrite_legacy
 
 try:
     from redis.asyncio import Redis
@@ -95,6 +95,9 @@ class RedisTokenStore:
     :param hash_tags: put ``{provider}:{account}`` in a hash tag, so that an account's grant
         and lock share a Redis Cluster slot (``…grant:{tiktok:abc}``); off by default,
         which keeps the key names of existing data.
+    :param legacy_entries: entries in the earlier ``0x01`` format are ``"read"`` (the
+        default), also ``"write"``-n, or ``"refuse"``-d; see
+        :data:`~keyloom_core.tokens.LegacyEntries`.
     """
 
     def __init__(
@@ -106,6 +109,7 @@ class RedisTokenStore:
         prefix: str = "keyloom:tokens:",
         clock: Callable[[], float] = time.time,
         hash_tags: bool = False,
+        legacy_entries: LegacyEntries = "read",
     ) -> None:
         self._tag = "{{{}}}" if hash_tags else "{}"
         if isinstance(redis, str):
@@ -116,7 +120,7 @@ class RedisTokenStore:
         else:
             self._client = redis
             self._owns_client = False
-        self._cipher = TokenCipher(secret, old_secrets)
+        self._cipher = TokenCipher(secret, old_secrets, legacy_entries=legacy_entries)
         self.prefix = prefix
         self._clock = clock
         self._put = self._client.register_script(_PUT)
@@ -260,6 +264,41 @@ class RedisTokenStore:
                     )
                 except TokenStoreError as exc:  # the lease expires by itself
                     log.warning("could not release a refresh lock: %s", exc)
+
+    async def legacy_accounts(self) -> list[tuple[str, str]]:
+        """The ``(provider, account)`` of entries still in the earlier ``0x01`` format.
+
+        Walks this store's keys with ``SCAN`` (never ``KEYS``), reading each value once.
+        """
+        grant_prefix = f"{self.prefix}grant:"
+        found: list[tuple[str, str]] = []
+        try:
+            async for raw_key in self._client.scan_iter(match=f"{grant_prefix}*", count=500):
+                key = _text(raw_key)
+                pending: Awaitable[Any] = self._client.hget(key, "d")
+                data = await pending
+                if data is None or not is_legacy(base64.b64decode(_text(data)[:4])):
+                    continue
+                tagged = key[len(grant_prefix) :]
+                if self._tag != "{}":
+                    tagged = tagged[1:-1]
+                provider_id, _, account_id = tagged.partition(":")
+                found.append((provider_id, account_id))
+        except RedisError as exc:
+            msg = f"the Redis token store failed: {type(exc).__name__}"
+            raise TokenStoreError(msg, provider_id="", account_id="") from exc
+        return found
+
+    async def upgrade_legacy(self) -> int:
+        """Rewrite every ``0x01`` entry in the current format; return how many.
+
+        Run it once no worker of the earlier release is left, then switch to
+        ``legacy_entries="refuse"``.
+
+        :raises ConfigurationError: this store does not read and write with ``"read"``.
+        """
+        accounts = await self.legacy_accounts()
+        return await rewrite_legacy(self, accounts, self._cipher.legacy_entries)
 
     async def aclose(self) -> None:
         """Close the client if this store created it."""

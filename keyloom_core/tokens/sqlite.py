@@ -18,8 +18,8 @@ import anyio.to_thread
 import attrs
 
 from .._sqlite import connect
-from ._crypto import TokenCipher
-from ._store import StoredGrant, TokenLockTimeoutError, TokenStoreError
+from ._crypto import LegacyEntries, TokenCipher
+from ._store import StoredGrant, TokenLockTimeoutError, TokenStoreError, rewrite_legacy
 
 if TYPE_CHECKING:
     from ..models import TokenSet
@@ -68,6 +68,7 @@ WHERE keyloom_token_locks.expires_at <= ?
 _RELEASE_LOCK: Final = (
     "DELETE FROM keyloom_token_locks WHERE provider = ? AND account = ? AND owner = ?"
 )
+_LEGACY: Final = "SELECT provider, account FROM keyloom_tokens WHERE substr(payload, 1, 1) = x'01'"
 _PURGE: Final = (
     "DELETE FROM keyloom_tokens WHERE refresh_expires_at IS NOT NULL AND refresh_expires_at <= ?"
 )
@@ -99,6 +100,9 @@ class SQLiteTokenStore:
     :param old_secrets: previous secrets, still accepted for reading.
     :param busy_timeout: seconds an SQLite call waits for another process's write.
     :param clock: the time source of ``updated_at``.
+    :param legacy_entries: entries in the earlier ``0x01`` format are ``"read"`` (the
+        default), also ``"write"``-n, or ``"refuse"``-d; see
+        :data:`~keyloom_core.tokens.LegacyEntries`.
     """
 
     def __init__(
@@ -109,9 +113,10 @@ class SQLiteTokenStore:
         old_secrets: Sequence[str] = (),
         busy_timeout: float = 5.0,
         clock: Callable[[], float] = time.time,
+        legacy_entries: LegacyEntries = "read",
     ) -> None:
         self.path = Path(path)
-        self._cipher = TokenCipher(secret, old_secrets)
+        self._cipher = TokenCipher(secret, old_secrets, legacy_entries=legacy_entries)
         self._busy_timeout = busy_timeout
         self._clock = clock
         self._conn: sqlite3.Connection | None = None
@@ -272,6 +277,25 @@ class SQLiteTokenStore:
             return conn.execute(_PURGE, (when,)).rowcount
 
         return await self._run(purge)
+
+    async def legacy_accounts(self) -> list[tuple[str, str]]:
+        """The ``(provider, account)`` of entries still in the earlier ``0x01`` format."""
+
+        def scan(conn: sqlite3.Connection) -> list[tuple[str, str]]:
+            return [(str(p), str(a)) for p, a in conn.execute(_LEGACY).fetchall()]
+
+        return await self._run(scan)
+
+    async def upgrade_legacy(self) -> int:
+        """Rewrite every ``0x01`` entry in the current format; return how many.
+
+        Run it once no worker of the earlier release is left, then switch to
+        ``legacy_entries="refuse"``.
+
+        :raises ConfigurationError: this store does not read and write with ``"read"``.
+        """
+        accounts = await self.legacy_accounts()
+        return await rewrite_legacy(self, accounts, self._cipher.legacy_entries)
 
     async def aclose(self) -> None:
         """Close the connection (in its worker thread)."""

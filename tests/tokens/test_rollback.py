@@ -137,3 +137,108 @@ async def test_redis_refuses_an_older_value_written_back(redis_url: str) -> None
             assert base64.b64decode(await raw.hget(key, "d"))[:1] == b"\x02"
         finally:
             await raw.aclose()
+
+
+# -- the upgrade order: write 0x01 during a rolling deploy, rewrite, then refuse 0x01 ------
+
+
+def _legacy_blob(n: int, account: str = "victim") -> bytes:
+    """An entry as the earlier release wrote it: ``0x01``, bound to provider and account."""
+    value = TokenCipher(SECRET).encrypt(
+        {"tokens": tokens(n).to_dict(), "granted_scopes": [], "updated_at": 1.0},
+        associated_data("tiktok", account),
+    )
+    return b"\x01" + value[1:]
+
+
+async def test_a_store_in_write_mode_writes_what_the_earlier_release_reads(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "tokens.db"
+    async with SQLiteTokenStore(path, secret=SECRET, legacy_entries="write") as store:
+        await store.put("tiktok", "victim", tokens(1), scopes=())
+        assert (await store.get("tiktok", "victim")).tokens.access_token == "act.access-1"
+        assert await store.legacy_accounts() == [("tiktok", "victim")]
+    _, blob = _row(path)
+    assert blob[:1] == b"\x01"
+    # the earlier release decrypts with the provider and account only
+    earlier = TokenCipher(SECRET).decrypt(blob, associated_data("tiktok", "victim"))
+    assert earlier["tokens"]["access_token"] == "act.access-1"
+
+
+async def test_sqlite_upgrade_rewrites_every_earlier_entry_then_refuse_mode_reads_them(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "tokens.db"
+    async with SQLiteTokenStore(path, secret=SECRET, legacy_entries="write") as store:
+        for account in ("a", "b", "c"):
+            await store.put("tiktok", account, tokens(1), scopes=())
+    async with SQLiteTokenStore(path, secret=SECRET) as store:
+        await store.put("tiktok", "d", tokens(1), scopes=())  # already current
+        assert sorted(await store.legacy_accounts()) == [("tiktok", a) for a in "abc"]
+        assert await store.upgrade_legacy() == 3
+        assert await store.legacy_accounts() == []
+        assert await store.upgrade_legacy() == 0
+    async with SQLiteTokenStore(path, secret=SECRET, legacy_entries="refuse") as store:
+        for account in "abcd":
+            grant = await store.get("tiktok", account)
+            assert grant is not None
+            assert grant.tokens.access_token == "act.access-1"
+
+
+async def test_refuse_mode_refuses_an_earlier_value_written_back(tmp_path: Path) -> None:
+    """Once every entry is rewritten, an old ``0x01`` copy put back no longer decrypts."""
+    path = tmp_path / "tokens.db"
+    async with SQLiteTokenStore(path, secret=SECRET) as store:
+        await store.put("tiktok", "victim", tokens(2), scopes=())
+    _write_payload(path, _legacy_blob(1))
+    async with SQLiteTokenStore(path, secret=SECRET) as store:  # "read": still accepted
+        assert (await store.get("tiktok", "victim")).tokens.access_token == "act.access-1"
+    async with SQLiteTokenStore(path, secret=SECRET, legacy_entries="refuse") as store:
+        with pytest.raises(TokenDecryptionError, match="earlier unversioned format") as info:
+            await store.get("tiktok", "victim")
+        assert "act.access" not in str(info.value)
+
+
+async def test_upgrade_needs_read_mode_and_the_choice_is_checked(tmp_path: Path) -> None:
+    from keyloom_core.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="legacy_entries must be one of"):
+        SQLiteTokenStore(tmp_path / "t.db", secret=SECRET, legacy_entries="maybe")  # type: ignore[arg-type]
+    for mode in ("write", "refuse"):
+        async with SQLiteTokenStore(tmp_path / "t.db", secret=SECRET, legacy_entries=mode) as s:
+            with pytest.raises(ConfigurationError, match="legacy_entries='read'"):
+                await s.upgrade_legacy()
+
+
+@pytest.mark.parametrize("hash_tags", [False, True])
+async def test_redis_upgrade_order(redis_url: str, hash_tags: bool) -> None:
+    import redis.asyncio
+
+    from keyloom_core.tokens.redis import RedisTokenStore
+
+    raw = redis.asyncio.Redis.from_url(redis_url)
+    try:
+        async with RedisTokenStore(
+            redis_url, secret=SECRET, legacy_entries="write", hash_tags=hash_tags
+        ) as store:
+            await store.put("tiktok", "a:1", tokens(1), scopes=())
+            await store.put("tiktok", "b", tokens(1), scopes=())
+            key = store.key("tiktok", "a:1")
+            assert base64.b64decode(await raw.hget(key, "d"))[:1] == b"\x01"
+        async with RedisTokenStore(redis_url, secret=SECRET, hash_tags=hash_tags) as store:
+            await store.put("tiktok", "c", tokens(1), scopes=())
+            assert sorted(await store.legacy_accounts()) == [("tiktok", "a:1"), ("tiktok", "b")]
+            assert await store.upgrade_legacy() == 2
+            assert await store.legacy_accounts() == []
+            old = base64.b64encode(_legacy_blob(1, "a:1"))
+        async with RedisTokenStore(
+            redis_url, secret=SECRET, legacy_entries="refuse", hash_tags=hash_tags
+        ) as store:
+            for account in ("a:1", "b", "c"):
+                assert (await store.get("tiktok", account)).tokens.access_token == "act.access-1"
+            await raw.hset(key, "d", old)  # an old 0x01 copy written back
+            with pytest.raises(TokenDecryptionError, match="earlier unversioned format"):
+                await store.get("tiktok", "a:1")
+    finally:
+        await raw.aclose()
