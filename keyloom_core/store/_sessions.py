@@ -143,13 +143,33 @@ class SessionRegistry:
         """Delete one session (logout); ``True`` if it existed."""
         return await self._need_store().delete_session(session_id)
 
-    async def list(self, user_id: str) -> Sequence[SessionRecord]:
-        """The user's live sessions, oldest first (one per signed-in browser)."""
-        return await self._need_store().list_sessions(str(user_id))
+    async def list(
+        self, user_id: str, *, provider_id: str | None = None
+    ) -> Sequence[SessionRecord]:
+        """The user's live sessions, oldest first (one per signed-in browser).
 
-    async def revoke_all(self, user_id: str) -> int:
+        :param provider_id: only the sessions signed in with this provider. Without a users
+            adapter, a user id is the provider's account id, and two providers may use the
+            same one: an app with several providers and no adapter names the provider.
+        """
+        records = await self._need_store().list_sessions(str(user_id))
+        if provider_id is None:
+            return records
+        return [record for record in records if record.provider_id == provider_id]
+
+    async def revoke_all(self, user_id: str, *, provider_id: str | None = None) -> int:
         """Sign the user out everywhere: delete all their sessions; returns how many.
 
         Every worker refuses those session cookies from the next request on.
+
+        :param provider_id: only the sessions signed in with this provider (see
+            :meth:`list`); they are deleted one by one, so a sign-in finishing meanwhile
+            keeps its new session.
         """
-        return await self._need_store().delete_user_sessions(str(user_id))
+        store = self._need_store()
+        if provider_id is None:
+            return await store.delete_user_sessions(str(user_id))
+        ended = 0
+        for record in await self.list(user_id, provider_id=provider_id):
+            ended += await store.delete_session(record.id)
+        return ended

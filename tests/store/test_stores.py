@@ -238,6 +238,27 @@ async def test_every_login_gets_a_new_id_and_revoke_all(store_kind, make_store):
     assert [await registry.get(i) for i in ids] == [None, None, None]
 
 
+async def test_two_providers_with_one_account_id_are_listed_and_revoked_apart(
+    store_kind, make_store
+):
+    """Without a users adapter a user id is the provider's account id; two providers may
+    hand out the same one, and naming the provider keeps their sessions apart."""
+    registry = SessionRegistry(
+        make_store(store_kind), absolute_ttl=3600, idle_ttl=600, touch_interval=60
+    )
+    made = {}
+    for provider in ("tiktok", "github", "github"):
+        record = await registry.create(
+            user={"id": "12345"}, provider_id=provider, provider_account_id="12345", scopes=[]
+        )
+        made.setdefault(provider, set()).add(record.id)
+    assert {r.id for r in await registry.list("12345", provider_id="github")} == made["github"]
+    assert len(await registry.list("12345")) == 3
+    assert await registry.revoke_all("12345", provider_id="github") == 2
+    assert [await registry.get(i) for i in made["github"]] == [None, None]
+    assert [r.id for r in await registry.list("12345")] == list(made["tiktok"])
+
+
 async def test_stateless_registry_cannot_list_or_revoke():
     registry = SessionRegistry.stateless()
     assert not registry.server_side
