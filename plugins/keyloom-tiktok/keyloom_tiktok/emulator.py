@@ -995,14 +995,17 @@ class TikTokEmulator(AuthorizationServer):
         if found.user_id not in self.users:
             return self._oauth_error("invalid_grant", "The user of this code no longer exists.")
         self.grants.consume_code(code, client_id=app.client_key, redirect_uri=redirect_uri)
-        pair = self.grants.issue_tokens(
-            client_id=app.client_key,
-            user_id=found.user_id,
-            scopes=found.scopes,
+        return self._oauth_ok(self.token_answer(app, self.issue(app, found)))
+
+    def issue(self, client: RegisteredClient, code: AuthorizationCode) -> TokenPair:
+        """``act.``/``rft.`` tokens living :attr:`access_token_ttl`/:attr:`refresh_token_ttl`."""
+        return self.book.issue_tokens(
+            client_id=client.client_id,
+            user_id=code.user_id,
+            scopes=code.scopes,
             access_ttl=self.access_token_ttl,
             refresh_ttl=self.refresh_token_ttl,
         )
-        return self._user_token_response(pair)
 
     def _verifier_ok(self, code: AuthorizationCode, verifier: str) -> bool:
         if code.code_challenge is None:
@@ -1026,30 +1029,27 @@ class TikTokEmulator(AuthorizationServer):
         refresh_token = form.get("refresh_token", "")
         if not refresh_token:
             return self._oauth_error("invalid_request", _MALFORMED)
-        result = self.grants.refresh(
+        result = self.refresh(app, refresh_token)
+        if isinstance(result, TokenFailure):
+            return self._oauth_error("invalid_grant", _REFRESH_FAILURES[result])
+        return self._oauth_ok(self.token_answer(app, result))
+
+    def refresh(self, client: RegisteredClient, refresh_token: str) -> TokenPair | TokenFailure:
+        """A new pair; the refresh token rotates unless :attr:`rotate_refresh_tokens` is off."""
+        return self.book.refresh(
             refresh_token,
-            client_id=app.client_key,
+            client_id=client.client_id,
             rotate=self.rotate_refresh_tokens,
             access_ttl=self.access_token_ttl,
             refresh_ttl=self.refresh_token_ttl,
         )
-        if isinstance(result, TokenFailure):
-            return self._oauth_error("invalid_grant", _REFRESH_FAILURES[result])
-        return self._user_token_response(result)
 
-    def _user_token_response(self, pair: TokenPair) -> web.Response:
-        now = self.clock()
-        return self._oauth_ok(
-            {
-                "access_token": pair.access_token,
-                "expires_in": pair.expires_in(now),
-                "open_id": self.open_id(pair.user_id or "", pair.client_id),
-                "refresh_expires_in": pair.refresh_expires_in(now) or 0,
-                "refresh_token": pair.refresh_token,
-                "scope": ",".join(pair.scopes),
-                "token_type": "Bearer",
-            }
-        )
+    def token_answer(self, client: RegisteredClient, pair: TokenPair) -> Mapping[str, Any]:
+        """The kit's answer with the user's ``open_id`` for this app, keys sorted as TikTok's."""
+        answer = dict(super().token_answer(client, pair))
+        answer["open_id"] = self.open_id(pair.user_id or "", client.client_id)
+        answer["refresh_expires_in"] = answer.get("refresh_expires_in") or 0
+        return dict(sorted(answer.items()))
 
     async def revoke(self, request: web.Request) -> web.StreamResponse:
         """Revoke a token of the app; a revoke forgets the consent, if so configured."""
