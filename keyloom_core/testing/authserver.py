@@ -208,6 +208,8 @@ class AuthorizationServer(EmulatorServer):
     consent_path: ClassVar[str] = CONSENT_PATH
     #: Whether a user who already granted every requested scope skips the consent page.
     remember_consent: ClassVar[bool] = False
+    #: Seconds an authorization request waits for the consent page's answer.
+    consent_ttl: float = 600.0
 
     def __init__(
         self,
@@ -437,8 +439,13 @@ class AuthorizationServer(EmulatorServer):
             redirect_uri=self.redirect_uri(self.clients[client_id], params),
             scopes=self.requested_scopes(params.get("scope", "")),
             params=params,
-            expires_at=self.clock() + 600,
+            expires_at=self.clock() + self.consent_ttl,
         )
+        return self.decide(pending)
+
+    def decide(self, pending: PendingAuthorization) -> web.StreamResponse:
+        """The user's answer to *pending* as :attr:`consent` says, or the consent page."""
+        client_id = pending.client_id
         if self.consent == "deny":
             return self.redirect_error(pending, "access_denied")
         before = self.granted.get((client_id, self.default_user), frozenset())
@@ -526,7 +533,13 @@ class AuthorizationServer(EmulatorServer):
             code_challenge=challenge,
             code_challenge_method="S256" if challenge else None,
         )
-        return self.back(pending.redirect_uri, {"code": code.code, **self._state(pending.params)})
+        return self.back(pending.redirect_uri, self.callback_params(pending, code))
+
+    def callback_params(
+        self, pending: PendingAuthorization, code: AuthorizationCode
+    ) -> dict[str, str]:
+        """The query a granted request's redirect carries: ``code`` and ``state``."""
+        return {"code": code.code, **self._state(pending.params)}
 
     @staticmethod
     def basic_credentials(request: web.Request) -> tuple[str, str] | None:
@@ -631,6 +644,17 @@ class AuthorizationServer(EmulatorServer):
         return {}
 
     @classmethod
+    def server_options(cls, args: argparse.Namespace) -> dict[str, Any]:
+        """Constructor keywords from the subclass's own options (none here)."""
+        del args
+        return {}
+
+    def describe(self) -> list[str]:
+        """The lines :meth:`main` prints under the URL: the registered redirect URIs."""
+        client = next(iter(self.clients.values()))
+        return [f"  redirect URIs: {', '.join(getattr(client, 'redirect_uris', ()))}"]
+
+    @classmethod
     def main(cls, argv: Sequence[str] | None = None) -> int:
         """Serve until Ctrl-C: ``python -m your_plugin.emulator [--consent form] ...``.
 
@@ -660,10 +684,9 @@ class AuthorizationServer(EmulatorServer):
             client = cls.make_client(
                 args.client_id, args.client_secret, uris, **cls.client_options(args)
             )
-            return cls(clients=[client], **emulator_options(args))
+            return cls(clients=[client], **cls.server_options(args), **emulator_options(args))
 
         def describe(server: AuthorizationServer) -> list[str]:
-            client = next(iter(server.clients.values()))
-            return [f"  redirect URIs: {', '.join(getattr(client, 'redirect_uris', ()))}"]
+            return server.describe()
 
         return emulator_main(f"{spec.name} emulator", parser, build, describe, argv)

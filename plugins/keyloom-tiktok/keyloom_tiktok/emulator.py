@@ -1,42 +1,32 @@
-"""A local emulator of TikTok Login Kit (OAuth 2.0, v2 API) for tests and development.
+"""A local TikTok Login Kit (OAuth 2.0, v2 API) for tests and development.
 
-It reproduces what TikTok's documentation (and the issues of clients that got it wrong)
-describe, quirks included: ``client_key`` instead of ``client_id``, comma-separated scopes,
-the ``scopes`` callback parameter, hex-encoded PKCE challenges, credentials in the token
-request body, rotating refresh tokens, ``act.``/``rft.``/``clt.`` token prefixes, the v2
-``{"data", "error"}`` envelope with per-field scope checks, per-app rate limits, and an HTML
-error page (never a redirect) for a bad ``client_key``, ``redirect_uri``, scope or missing
-PKCE.
+:class:`~keyloom_core.testing.authserver.AuthorizationServer` reading the plugin's ``SPEC``
+(``client_key``, comma-separated scopes, hex PKCE), plus TikTok's own rules, as its
+documentation and the issues of clients that got them wrong describe them: apps of two
+types with TikTok's redirect URI rules (:mod:`keyloom_tiktok.emulator_redirects`) and
+approved scopes; an HTML error page, never a redirect, for a bad ``client_key``,
+``redirect_uri`` or missing PKCE, and TikTok's scope error page for an unknown or unapproved
+scope; the ``scopes`` callback parameter and codes that need percent-decoding; credentials
+in the form body only; ``act.``/``rft.``/``clt.`` tokens, rotating refresh tokens and client
+credentials; ``{error, error_description, log_id}`` OAuth errors; the v2 ``{"data",
+"error"}`` envelope with per-field scope checks and a per-app rate limit; ``open_id`` per
+app and ``union_id`` per user.
 
-Its defaults follow what TikTok is documented or observed to do, including where that
-departs from RFC 6749: OAuth errors of the token and revoke endpoints come with HTTP 200
-and an ``error`` body (``error_status="4xx"`` gives RFC statuses instead), a user-info
-field without its scope is a 401 ``scope_not_authorized``, a ``code_challenge`` without
-``code_challenge_method`` means S256 (as TikTok's own SDKs send it), 32-character
-verifiers (TikTok's Android SDK) pass, a revoke forgets the remembered consent, the 429
-has no ``Retry-After``, and tokens live 2 hours (access) and 180 days (refresh). Each
-behaviour TikTok's pages leave open has a constructor knob for the alternative.
+Its defaults follow what TikTok is documented or observed to do, where that departs from
+RFC 6749 too: OAuth errors come with HTTP 200 (``error_status="4xx"`` gives RFC statuses),
+a ``code_challenge`` without its method means S256 (TikTok's own SDKs send none),
+32-character verifiers pass (TikTok's Android SDK), a revoke forgets the remembered consent,
+the 429 has no ``Retry-After``, and tokens live 2 hours (access) and 180 days (refresh).
+Each behaviour TikTok's pages leave open has a constructor knob for the alternative.
 
-Endpoints, all served from one loopback origin:
-
-========  ==================================  =============================================
-``GET``   ``/v2/auth/authorize/``             authorization (also without trailing slash)
-``POST``  ``/v2/auth/authorize/consent``      target of the emulated consent form
-``POST``  ``/v2/oauth/token/``                code exchange, refresh, client credentials
-``POST``  ``/v2/oauth/revoke/``               token revocation
-``GET``   ``/v2/user/info/``                  user info
-``GET``   ``/emulator/avatar.svg``            avatar of the default user (and
-                                              ``/emulator/avatar/{user_id}.svg``)
-``GET``   ``/emulator/@{username}``           a tiny profile page (``profile_deep_link``)
-``GET``   ``/emulator/health``                ``{"status": "ok"}``
-========  ==================================  =============================================
-
-Use it in tests as an async context manager::
+Besides the spec's routes (authorization also without its trailing slash) it serves
+``/emulator/avatar/{user_id}.svg``, ``/emulator/@{username}`` (the ``profile_deep_link``)
+and the Display and Content Posting APIs of :mod:`keyloom_tiktok.emulator_api`. In tests::
 
     async with TikTokEmulator(consent="approve") as tiktok:
         authorize_url = tiktok.authorize_url
 
-or run it alone: ``python -m keyloom_tiktok.emulator --port 9000`` (see ``--help``).
+or alone: ``python -m keyloom_tiktok.emulator --port 9000`` (see ``--help``).
 """
 
 from __future__ import annotations
@@ -52,12 +42,17 @@ import re
 import secrets
 import time
 import uuid
-from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias, get_args
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, TypeAlias, get_args
 from urllib.parse import quote, urlencode
 
 import attrs
 from aiohttp import web
 
+from keyloom_core.testing.authserver import (
+    AuthorizationServer,
+    PendingAuthorization,
+    RegisteredClient,
+)
 from keyloom_core.testing.emulator import (
     LOOPBACK_HOST,
     AccessToken,
@@ -65,28 +60,31 @@ from keyloom_core.testing.emulator import (
     Clock,
     CodeFailure,
     ConsentMode,
-    EmulatorServer,
     FaultInjector,
     FaultKind,
     GrantBook,
-    PendingRequests,
     PkceEncoding,
     ScopeOption,
     SlidingWindowLimiter,
     TokenFailure,
     TokenPair,
     UserOption,
-    add_emulator_arguments,
     consent_page,
-    emulator_main,
-    emulator_options,
     html_response,
     log_id,
     message_page,
 )
+from keyloom_tiktok import BASIC, FIELDS_BY_SCOPE, SPEC
+from keyloom_tiktok.emulator_redirects import (
+    MAX_REDIRECT_URIS,
+    AppType,
+    redirect_matches,
+    redirect_uri_problem,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
+    from typing import Self
 
 __all__ = [
     "AUTHORIZE_PATH",
@@ -120,15 +118,11 @@ TOKEN_PATH: Final = "/v2/oauth/token/"
 REVOKE_PATH: Final = "/v2/oauth/revoke/"
 USER_INFO_PATH: Final = "/v2/user/info/"
 
-#: Which app types TikTok registers: web (https redirect URIs) or desktop (loopback ones).
-AppType: TypeAlias = Literal["web", "desktop"]
 #: Which PKCE challenge encodings the token endpoint accepts.
 PkceMode: TypeAlias = Literal["hex", "base64url", "either"]
 #: The HTTP status of OAuth errors (token and revoke endpoints): ``"200"`` as TikTok
 #: answers, with the error in the body, or ``"4xx"``: 400, and 401 for ``invalid_client``.
 ErrorStatus: TypeAlias = Literal["200", "4xx"]
-
-BASIC_SCOPE: Final = "user.info.basic"
 
 _PORTABILITY: Final = "Download a copy of your TikTok data"
 
@@ -162,23 +156,9 @@ KNOWN_SCOPES: Final = frozenset(SCOPE_DESCRIPTIONS)
 DEFAULT_APPROVED_SCOPES: Final = frozenset(
     {"user.info.basic", "user.info.profile", "user.info.stats", "video.list"}
 )
-
 #: The scope each ``/v2/user/info/`` field needs (after TikTok's 2024 scope migration).
 FIELD_SCOPES: Final[Mapping[str, str]] = {
-    "open_id": "user.info.basic",
-    "union_id": "user.info.basic",
-    "avatar_url": "user.info.basic",
-    "avatar_url_100": "user.info.basic",
-    "avatar_large_url": "user.info.basic",
-    "display_name": "user.info.basic",
-    "bio_description": "user.info.profile",
-    "profile_deep_link": "user.info.profile",
-    "is_verified": "user.info.profile",
-    "username": "user.info.profile",
-    "follower_count": "user.info.stats",
-    "following_count": "user.info.stats",
-    "likes_count": "user.info.stats",
-    "video_count": "user.info.stats",
+    field: scope for scope, fields in FIELDS_BY_SCOPE.items() for field in fields
 }
 
 DEFAULT_CLIENT_KEY: Final = "awkeyloomemulator"
@@ -189,11 +169,6 @@ _DEFAULT_REDIRECT_URIS: Final = (
     "http://127.0.0.1:*/api/auth/oauth/tiktok/callback",
     "http://localhost:*/api/auth/oauth/tiktok/callback",
 )
-
-_MAX_REDIRECT_URIS: Final = 10
-_MAX_REDIRECT_URI_LENGTH: Final = 512
-_DESKTOP_HOSTS: Final = frozenset({"localhost", "127.0.0.1"})
-_MAX_PENDING: Final = 10_000
 _OPEN_ID_NAMESPACE: Final = uuid.UUID("6f1d3c52-4a55-4b7e-9d8a-7c1f0e2b9a41")
 _UNION_ID_NAMESPACE: Final = uuid.UUID("0b8e7f15-2d6c-4f3a-8e21-5a9c4d7e1f60")
 _PKCE_ENCODINGS: Final[Mapping[str, tuple[PkceEncoding, ...]]] = {
@@ -231,111 +206,12 @@ _ACCESS_FAILURES: Final[Mapping[TokenFailure, str]] = {
 }
 
 
-# --------------------------------------------------------------------------------------------
-# Apps and users
-# --------------------------------------------------------------------------------------------
-
-
-@attrs.frozen
-class _UriParts:
-    scheme: str
-    host: str
-    port: str | None
-    path: str
-
-
-def _split_uri(uri: str) -> _UriParts | None:
-    scheme, sep, rest = uri.partition("://")
-    if not sep or not scheme:
-        return None
-    authority, slash, path = rest.partition("/")
-    if not authority or "@" in authority:
-        return None
-    if authority.startswith("["):
-        inner, bracket, after = authority.partition("]")
-        if not bracket or (after and not after.startswith(":")):
-            return None
-        host, port = inner + "]", (after[1:] if after else None)
-    else:
-        host, colon, port_text = authority.partition(":")
-        port = port_text if colon else None
-    return _UriParts(scheme, host, port, slash + path)
-
-
-def _valid_port(port: str) -> bool:
-    return port.isdigit() and 0 < int(port) < 65536
-
-
-def redirect_uri_problem(uri: str, app_type: AppType) -> str | None:
-    """Return why TikTok would refuse to register *uri* for an app of *app_type*, or ``None``.
-
-    Web apps need an absolute ``https`` URI that is not on localhost; desktop apps need
-    ``http`` or ``https`` on ``localhost`` or ``127.0.0.1`` with a port (``*`` for any). Both
-    forbid a query string or fragment and 512 characters or more.
-    """
-    if len(uri) >= _MAX_REDIRECT_URI_LENGTH:
-        return "must be shorter than 512 characters"
-    if "?" in uri or "#" in uri:
-        return "must be static: no query string or fragment"
-    parts = _split_uri(uri)
-    if parts is None or any(char.isspace() for char in uri):
-        return "must be an absolute URL"
-    if app_type == "web":
-        return _web_uri_problem(parts)
-    return _desktop_uri_problem(parts)
-
-
-def _web_uri_problem(parts: _UriParts) -> str | None:
-    if parts.scheme != "https":
-        return "must use https for web apps"
-    if parts.host.lower() in _DESKTOP_HOSTS:
-        return "must not be on localhost for web apps (register a desktop app instead)"
-    if parts.port is not None and not _valid_port(parts.port):
-        return "has an invalid port"
-    return None
-
-
-def _desktop_uri_problem(parts: _UriParts) -> str | None:
-    if parts.scheme not in {"http", "https"}:
-        return "must use http or https"
-    if parts.host not in _DESKTOP_HOSTS:
-        return "must be on localhost or 127.0.0.1 for desktop apps"
-    if parts.port is None:
-        return "must have a port (or * for any port) for desktop apps"
-    if parts.port != "*" and not _valid_port(parts.port):
-        return "has an invalid port"
-    return None
-
-
-def _redirect_matches(registered: str, candidate: str) -> bool:
-    if candidate == registered:
-        return True
-    pattern = _split_uri(registered)
-    if pattern is None or pattern.port != "*" or "?" in candidate or "#" in candidate:
-        return False
-    actual = _split_uri(candidate)
-    return (
-        actual is not None
-        and actual.port is not None
-        and _valid_port(actual.port)
-        and (actual.scheme, actual.host, actual.path)
-        == (pattern.scheme, pattern.host, pattern.path)
-    )
-
-
 def _str_tuple(values: Iterable[str]) -> tuple[str, ...]:
-    if isinstance(values, str):
-        return (values,)
-    return tuple(values)
+    return (values,) if isinstance(values, str) else tuple(values)
 
 
 def _approved(values: Iterable[str]) -> frozenset[str]:
-    return frozenset(_str_tuple(values)) | {BASIC_SCOPE}
-
-
-def _non_empty(_instance: object, attribute: attrs.Attribute[str], value: str) -> None:
-    if not value:
-        raise ValueError(f"{attribute.name} must not be empty")
+    return frozenset(_str_tuple(values)) | {BASIC}
 
 
 @attrs.frozen(kw_only=True)
@@ -353,8 +229,8 @@ class EmulatedApp:
 
     """
 
-    client_key: str = attrs.field(validator=_non_empty)
-    client_secret: str = attrs.field(repr=False, validator=_non_empty)
+    client_key: str = attrs.field(validator=attrs.validators.min_len(1))
+    client_secret: str = attrs.field(repr=False, validator=attrs.validators.min_len(1))
     redirect_uris: tuple[str, ...] = attrs.field(converter=_str_tuple)
     app_type: AppType = attrs.field(
         default="web", validator=attrs.validators.in_(get_args(AppType))
@@ -366,7 +242,7 @@ class EmulatedApp:
 
     def __attrs_post_init__(self) -> None:
         """Check the redirect URIs and scopes like the developer portal does."""
-        if not 1 <= len(self.redirect_uris) <= _MAX_REDIRECT_URIS:
+        if not 1 <= len(self.redirect_uris) <= MAX_REDIRECT_URIS:
             raise ValueError("an app needs 1 to 10 redirect URIs")
         for uri in self.redirect_uris:
             problem = redirect_uri_problem(uri, self.app_type)
@@ -391,9 +267,14 @@ class EmulatedApp:
             app_type="desktop",
         )
 
+    @property
+    def client_id(self) -> str:
+        """The :attr:`client_key` (the kit's name for it)."""
+        return self.client_key
+
     def accepts_redirect_uri(self, uri: str) -> bool:
         """Return whether *uri* matches a registered redirect URI (exactly, or by wildcard port)."""
-        return any(_redirect_matches(registered, uri) for registered in self.redirect_uris)
+        return any(redirect_matches(registered, uri) for registered in self.redirect_uris)
 
     def secret_matches(self, secret: str) -> bool:
         """Compare *secret* with the client secret in constant time."""
@@ -452,40 +333,7 @@ DEFAULT_USERS: Final = (
 )
 
 
-@attrs.frozen(kw_only=True)
-class _PendingAuthorization:
-    request_id: str = attrs.field(repr=False)
-    client_key: str
-    redirect_uri: str
-    scopes: tuple[str, ...]
-    state: str | None = attrs.field(repr=False)
-    code_challenge: str | None = attrs.field(repr=False)
-    code_challenge_method: str | None
-    expires_at: float
-
-
-class _AuthorizeError(Exception):
-    """An authorization request error that is reported by redirecting to the client."""
-
-    def __init__(self, error: str, description: str) -> None:
-        super().__init__(description)
-        self.error = error
-        self.description = description
-
-
-class _ScopeError(_AuthorizeError):
-    """An unknown or unapproved scope: TikTok keeps the user on its own error page."""
-
-    def __init__(self, description: str) -> None:
-        super().__init__("invalid_scope", description)
-
-
-# --------------------------------------------------------------------------------------------
-# The emulator
-# --------------------------------------------------------------------------------------------
-
-
-class TikTokEmulator(EmulatorServer):
+class TikTokEmulator(AuthorizationServer):
     """TikTok Login Kit v2 on a loopback port.
 
     Every constructor argument is also an attribute that may be changed while the emulator
@@ -539,7 +387,12 @@ class TikTokEmulator(EmulatorServer):
     :param port: The port, ``0`` for a free one.
     """
 
+    spec = SPEC
+    builtin_client = (DEFAULT_CLIENT_KEY, DEFAULT_CLIENT_SECRET)
+    consent_path = CONSENT_PATH
+    user: ClassVar[Mapping[str, str]] = {"sub": "emulated-creator"}
     api_paths = frozenset({TOKEN_PATH, REVOKE_PATH, USER_INFO_PATH})
+    clients: dict[str, EmulatedApp]  # type: ignore[assignment]  # it registers only apps
 
     def __init__(
         self,
@@ -573,19 +426,11 @@ class TikTokEmulator(EmulatorServer):
         port: int = 0,
     ) -> None:
         """Configure the emulator; see the class docstring for the parameters."""
+        faults = faults if faults is not None else FaultInjector()
         super().__init__(
-            host=host,
-            port=port,
-            faults=faults if faults is not None else FaultInjector(),
-            clock=clock,
-            consent=consent,
+            clients=clients, host=host, port=port, faults=faults, clock=clock, consent=consent
         )
-        self.clients: dict[str, EmulatedApp] = {}
-        for app in clients if clients is not None else (EmulatedApp.default(),):
-            self.add_client(app)
-        self.users: dict[str, EmulatedUser] = {}
-        for user in users if users is not None else DEFAULT_USERS:
-            self.add_user(user)
+        self.users = {user.user_id: user for user in (DEFAULT_USERS if users is None else users)}
         if not self.users:
             raise ValueError("the emulator needs at least one user")
         self.default_user = default_user if default_user is not None else next(iter(self.users))
@@ -602,15 +447,14 @@ class TikTokEmulator(EmulatorServer):
         self.access_token_ttl = access_token_ttl
         self.refresh_token_ttl = refresh_token_ttl
         self.client_token_ttl = client_token_ttl
-        self.code_ttl = code_ttl
         self.consent_ttl = consent_ttl
         self.codes_need_encoding = codes_need_encoding
         self.auto_auth = auto_auth
         self.revoke_forgets_consent = revoke_forgets_consent
         self.rate_limit_retry_after = rate_limit_retry_after
         #: Codes and tokens (``act.``/``rft.`` prefixes; ``clt.`` for client tokens).
-        self.grants = GrantBook(
-            clock=self._now,
+        self.grants = self.book = GrantBook(
+            clock=self.clock,
             code_ttl=code_ttl,
             access_ttl=access_token_ttl,
             refresh_ttl=refresh_token_ttl,
@@ -618,14 +462,39 @@ class TikTokEmulator(EmulatorServer):
             refresh_prefix="rft.",
             code_factory=self._new_code,
         )
-        #: The per-app, per-endpoint rate limiter of ``/v2/user/info/``.
+        #: The per-app rate limiter of ``/v2/user/info/``.
         self.rate_limiter = SlidingWindowLimiter(
-            user_info_rate_limit, rate_limit_window, clock=self._now
+            user_info_rate_limit, rate_limit_window, clock=self.clock
         )
-        self._pending = PendingRequests[_PendingAuthorization](self._now, limit=_MAX_PENDING)
-        self._consents: dict[tuple[str, str], frozenset[str]] = {}
 
-    # -- the conformance convention ------------------------------------------------------
+    # -- the apps, the conformance convention and the command line -------------------------
+
+    @classmethod
+    def make_client(
+        cls,
+        client_id: str,
+        client_secret: str,
+        redirect_uris: Sequence[str],
+        app_type: AppType | None = None,
+        approved_scopes: Iterable[str] = DEFAULT_APPROVED_SCOPES,
+    ) -> EmulatedApp:
+        """An app; a desktop one if every redirect URI is a loopback one (unless *app_type*)."""
+        uris = tuple(redirect_uris)
+        if app_type is None:
+            desktop = all(redirect_uri_problem(uri, "desktop") is None for uri in uris)
+            app_type = "desktop" if desktop else "web"
+        return EmulatedApp(
+            client_key=client_id,
+            client_secret=client_secret,
+            redirect_uris=uris,
+            app_type=app_type,
+            approved_scopes=approved_scopes,
+        )
+
+    @classmethod
+    def default_clients(cls) -> list[RegisteredClient]:
+        """:meth:`EmulatedApp.default`."""
+        return [EmulatedApp.default()]
 
     @classmethod
     def for_client(
@@ -635,24 +504,70 @@ class TikTokEmulator(EmulatorServer):
         redirect_uris: Sequence[str],
         scopes: Iterable[str],
         **options: Any,
-    ) -> TikTokEmulator:
-        """Return an emulator with one app, approved for *scopes* (see the kit's convention).
-
-        The app is a desktop app when every redirect URI is a loopback one, a web app
-        otherwise; *options* go to the constructor.
-        """
-        uris = tuple(redirect_uris)
-        desktop = all(redirect_uri_problem(uri, "desktop") is None for uri in uris)
-        app = EmulatedApp(
-            client_key=client_id,
-            client_secret=client_secret,
-            redirect_uris=uris,
-            app_type="desktop" if desktop else "web",
-            approved_scopes=tuple(scopes),
-        )
+    ) -> Self:
+        """An emulator with one app approved for *scopes*; *options* go to the constructor."""
+        app = cls.make_client(client_id, client_secret, redirect_uris, approved_scopes=scopes)
         return cls(clients=[app], **options)
 
-    def expected_profile(self, client_id: str, scopes: Iterable[str]) -> Mapping[str, Any] | None:
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        """The app's type and scopes, and the knobs of TikTok's open behaviours."""
+        parser.add_argument("--app-type", choices=get_args(AppType), default="desktop")
+        parser.add_argument(
+            "--scopes",
+            default=",".join(sorted(DEFAULT_APPROVED_SCOPES)),
+            help="comma-separated scopes the app is approved for",
+        )
+        parser.add_argument("--pkce-encoding", choices=get_args(PkceMode), default="hex")
+        parser.add_argument(
+            "--no-pkce-web", action="store_true", help="do not require PKCE from web apps"
+        )
+        parser.add_argument(
+            "--no-rotation", action="store_true", help="keep refresh tokens on refresh"
+        )
+        parser.add_argument(
+            "--error-status",
+            choices=get_args(ErrorStatus),
+            default="200",
+            help="HTTP status of token and revoke errors: 200 as TikTok answers, or 4xx",
+        )
+        parser.add_argument("--access-token-ttl", type=int, default=7_200)
+        parser.add_argument("--refresh-token-ttl", type=int, default=15_552_000)
+        parser.add_argument("--user-info-rate-limit", type=int, default=600)
+
+    @classmethod
+    def client_options(cls, args: argparse.Namespace) -> dict[str, Any]:
+        """``--app-type`` and ``--scopes``; a web app needs its own ``--redirect-uri``."""
+        if args.app_type == "web" and not args.redirect_uri:
+            raise ValueError("web apps need at least one --redirect-uri (https, not localhost)")
+        return {"app_type": args.app_type, "approved_scopes": args.scopes.split(",")}
+
+    @classmethod
+    def server_options(cls, args: argparse.Namespace) -> dict[str, Any]:
+        """The knobs of TikTok's open behaviours."""
+        return {
+            "pkce_encoding": args.pkce_encoding,
+            "require_pkce_web": not args.no_pkce_web,
+            "rotate_refresh_tokens": not args.no_rotation,
+            "error_status": args.error_status,
+            "access_token_ttl": args.access_token_ttl,
+            "refresh_token_ttl": args.refresh_token_ttl,
+            "user_info_rate_limit": args.user_info_rate_limit,
+        }
+
+    def describe(self) -> list[str]:
+        """The endpoints, the app type and the redirect URIs."""
+        app = self.default_app
+        return [
+            f"  authorize:  {self.authorize_url}",
+            f"  token:      {self.token_url}",
+            f"  revoke:     {self.revoke_url}",
+            f"  user info:  {self.user_info_url}",
+            f"  app type:      {app.app_type}",
+            *(f"  redirect URI:  {uri}" for uri in app.redirect_uris),
+        ]
+
+    def expected_profile(self, client_id: str, scopes: Iterable[str]) -> Mapping[str, Any]:
         """The default user as Keyloom should normalise it: ``open_id``, name, avatar, no e-mail."""
         del scopes
         user = self.users[self.default_user]
@@ -676,7 +591,7 @@ class TikTokEmulator(EmulatorServer):
             raise ValueError(f"pkce_encoding must be one of {get_args(PkceMode)}")
         self._pkce_encoding = value
 
-    @property
+    @property  # type: ignore[override]  # TikTok's two modes, not the kit's one status
     def error_status(self) -> ErrorStatus:
         """The HTTP status of OAuth errors: ``"200"`` (TikTok) or ``"4xx"`` (RFC 6749)."""
         return self._error_status
@@ -697,6 +612,15 @@ class TikTokEmulator(EmulatorServer):
         if not 1 <= value <= _MAX_VERIFIER_LENGTH:
             raise ValueError("min_verifier_length must be between 1 and 128")
         self._min_verifier_length = value
+
+    @property
+    def code_ttl(self) -> float:
+        """Authorization code lifetime in seconds."""
+        return self.book.code_ttl
+
+    @code_ttl.setter
+    def code_ttl(self, value: float) -> None:
+        self.book.code_ttl = value
 
     @property
     def user_info_rate_limit(self) -> int | None:
@@ -729,18 +653,6 @@ class TikTokEmulator(EmulatorServer):
         """The first registered app."""
         return next(iter(self.clients.values()))
 
-    # -- URLs and ids --------------------------------------------------------------------
-
-    @property
-    def authorize_url(self) -> str:
-        """Absolute URL of the authorization endpoint."""
-        return self.url_for(AUTHORIZE_PATH)
-
-    @property
-    def token_url(self) -> str:
-        """Absolute URL of the token endpoint."""
-        return self.url_for(TOKEN_PATH)
-
     @property
     def revoke_url(self) -> str:
         """Absolute URL of the revocation endpoint."""
@@ -761,19 +673,14 @@ class TikTokEmulator(EmulatorServer):
         """Return the ``union_id`` of a user (the same for every app)."""
         return str(uuid.uuid5(_UNION_ID_NAMESPACE, user_id))
 
-    # -- application ---------------------------------------------------------------------
+    # -- routes, faults and TikTok's answers ---------------------------------------------
 
     def add_routes(self, app: web.Application) -> None:
-        """Register TikTok's endpoints and the emulator's helper pages."""
-        app.router.add_get(AUTHORIZE_PATH, self._authorize)
-        app.router.add_get(AUTHORIZE_PATH.rstrip("/"), self._authorize)
-        app.router.add_post(CONSENT_PATH, self._consent_submitted)
-        app.router.add_post(TOKEN_PATH, self._token)
-        app.router.add_post(REVOKE_PATH, self._revoke)
-        app.router.add_get(USER_INFO_PATH, self._user_info)
-        app.router.add_get("/emulator/avatar.svg", self._avatar)
-        app.router.add_get("/emulator/avatar/{user_id}.svg", self._avatar)
-        app.router.add_get("/emulator/@{username}", self._profile)
+        """The kit's routes, authorization without its slash, per-user pages, the APIs."""
+        super().add_routes(app)
+        app.router.add_get(AUTHORIZE_PATH.rstrip("/"), self.authorize)
+        app.router.add_get("/emulator/avatar/{user_id}.svg", self.avatar)
+        app.router.add_get("/emulator/@{username}", self.profile_page)
         from .emulator_api import ContentAPI  # noqa: PLC0415  (Display + Content Posting)
 
         ContentAPI.of(self).add_routes(app)
@@ -789,11 +696,6 @@ class TikTokEmulator(EmulatorServer):
         error = "server_error" if status == 500 else "temporarily_unavailable"
         return self._oauth_error(error, "Injected fault.", status=status)
 
-    # -- helpers -------------------------------------------------------------------------
-
-    def _now(self) -> float:
-        return self.clock()
-
     def _new_code(self) -> str:
         base = secrets.token_urlsafe(32)
         if not self.codes_need_encoding:
@@ -802,33 +704,31 @@ class TikTokEmulator(EmulatorServer):
         # sequence that a second decoding would change.
         return f"{base[:16]}*{base[16:32]}!{secrets.token_hex(2)}~%{secrets.token_hex(1)}"
 
-    def _api_headers(self, lid: str) -> dict[str, str]:
+    @staticmethod
+    def _headers(lid: str) -> dict[str, str]:
         return {"x-tt-logid": lid, "Cache-Control": "no-store", "Pragma": "no-cache"}
 
     def _oauth_error(
         self, error: str, description: str, *, status: int | None = None
     ) -> web.Response:
         """An OAuth error body; *status* defaults to what :attr:`error_status` says."""
-        if status is None and self.error_status == "200":
-            status = 200
-        elif status is None:
-            status = 401 if error == "invalid_client" else 400
-        lid = log_id(self._now)
+        if status is None:
+            status = (
+                200 if self.error_status == "200" else 401 if error == "invalid_client" else 400
+            )
+        lid = log_id(self.clock)
         logger.info("OAuth error %s (%s), log_id %s", error, description, lid)
-        return web.json_response(
-            {"error": error, "error_description": description, "log_id": lid},
-            status=status,
-            headers=self._api_headers(lid),
-        )
+        body = {"error": error, "error_description": description, "log_id": lid}
+        return web.json_response(body, status=status, headers=self._headers(lid))
 
     def _oauth_ok(self, body: Mapping[str, object]) -> web.Response:
-        return web.json_response(body, headers=self._api_headers(log_id(self._now)))
+        return web.json_response(body, headers=self._headers(log_id(self.clock)))
 
     def _api_ok(self, data: Mapping[str, object]) -> web.Response:
-        lid = log_id(self._now)
+        lid = log_id(self.clock)
         return web.json_response(
             {"data": data, "error": {"code": "ok", "message": "", "log_id": lid}},
-            headers=self._api_headers(lid),
+            headers=self._headers(lid),
         )
 
     def _api_error(
@@ -841,17 +741,25 @@ class TikTokEmulator(EmulatorServer):
         fault: bool = False,
     ) -> web.Response:
         """A v2 error envelope; HTTP 200 with :attr:`api_errors_http_200`, unless a *fault*."""
-        lid = log_id(self._now)
+        lid = log_id(self.clock)
         logger.info("API error %s (%s), log_id %s", code, message, lid)
-        if self.api_errors_http_200 and not fault:
-            status = 200
         return web.json_response(
             {"data": {}, "error": {"code": code, "message": message, "log_id": lid}},
-            status=status,
-            headers={**self._api_headers(lid), **(headers or {})},
+            status=200 if self.api_errors_http_200 and not fault else status,
+            headers={**self._headers(lid), **(headers or {})},
         )
 
-    def _error_page(self, param: str) -> web.Response:
+    # -- authorization -------------------------------------------------------------------
+
+    def requested_scopes(self, raw: str) -> tuple[str, ...]:
+        """The comma-separated scopes, each once."""
+        return tuple(dict.fromkeys(s for s in raw.split(",") if s))
+
+    def refused(self, params: Mapping[str, str]) -> web.Response | None:
+        """TikTok's error page, naming the parameter to correct; never a redirect."""
+        param = self._page_problem(params)
+        if param is None:
+            return None
         logger.info("authorization refused with an error page: %s", param)
         paragraphs = [
             "This may be due to specific app settings.",
@@ -872,136 +780,76 @@ class TikTokEmulator(EmulatorServer):
         )
         return html_response(page, status=400)
 
-    def _scope_error(self, request: web.Request, description: str) -> web.Response:
-        """Send the browser back to the authorize URL with TikTok's scope error markers.
-
-        TikTok does not tell the client about an unknown or unapproved scope: the browser
-        stays on tiktok.com, whose URL gains ``error=invalid_scope&error_type=scope``, and
-        the error page is shown there.
-        """
-        logger.info("authorization refused for its scope: %s", description)
-        query = [(k, v) for k, v in request.query.items() if k not in {"error", "error_type"}]
-        query += [("error", "invalid_scope"), ("error_type", "scope")]
-        location = f"{request.path}?{urlencode(query, quote_via=quote)}"
-        return web.Response(status=302, headers={"Location": location, "Cache-Control": "no-store"})
-
-    @staticmethod
-    def _redirect(redirect_uri: str, params: Sequence[tuple[str, str]]) -> web.Response:
-        location = f"{redirect_uri}?{urlencode(params, quote_via=quote)}"
-        return web.Response(status=302, headers={"Location": location, "Cache-Control": "no-store"})
-
-    def _redirect_error(
-        self, redirect_uri: str, error: str, description: str, state: str | None
-    ) -> web.Response:
-        logger.info("authorization ended with %s: %s", error, description)
-        params = [("error", error), ("error_description", description)]
-        if state is not None:
-            params.append(("state", state))
-        return self._redirect(redirect_uri, params)
-
-    # -- authorization -------------------------------------------------------------------
-
-    async def _authorize(self, request: web.Request) -> web.StreamResponse:
-        query = request.query
-        app = self.clients.get(query.get("client_key", ""))
-        problem = self._request_problem(app, query)
-        if problem is not None or app is None:
-            return self._error_page(problem or "client_key")
-        redirect_uri = query.get("redirect_uri", "")
-        challenge = query.get("code_challenge") or None
-        method = (query.get("code_challenge_method") or "S256") if challenge else None
-        state = query.get("state")
-        try:
-            scopes = self._parse_request(query, app)
-        except _ScopeError as exc:  # TikTok keeps the browser on its own error page
-            return self._scope_error(request, exc.description)
-        except _AuthorizeError as exc:
-            return self._redirect_error(redirect_uri, exc.error, exc.description, state)
-        pending = _PendingAuthorization(
-            request_id=secrets.token_urlsafe(24),
-            client_key=app.client_key,
-            redirect_uri=redirect_uri,
-            scopes=scopes,
-            state=state,
-            code_challenge=challenge,
-            code_challenge_method=method,
-            expires_at=self._now() + self.consent_ttl,
-        )
-        return self._decide(pending, app, force_consent=query.get("disable_auto_auth") == "1")
-
-    def _request_problem(self, app: EmulatedApp | None, query: Mapping[str, str]) -> str | None:
-        """The parameter TikTok's error page names for this request, or ``None``."""
-        if query.get("error_type") == "scope":  # where _scope_error sent the browser
+    def _page_problem(self, params: Mapping[str, str]) -> str | None:
+        app = self.clients.get(params.get("client_key", ""))
+        method = params.get("code_challenge_method")
+        if params.get("error_type") == "scope":  # where a scope error sent the browser
             return "scope"
-        if app is None:
-            return "client_key"
-        if "client_secret" in query:
-            return "client_secret"
-        if not app.accepts_redirect_uri(query.get("redirect_uri", "")):
+        if app is None or "client_secret" in params:
+            return "client_key" if app is None else "client_secret"
+        if not app.accepts_redirect_uri(params.get("redirect_uri", "")):
             return "redirect_uri"
-        return self._pkce_problem(app, query)
-
-    def _pkce_problem(self, app: EmulatedApp, query: Mapping[str, str]) -> str | None:
-        if not query.get("code_challenge"):
-            if app.app_type == "desktop" or self.require_pkce_web:
-                return "code_challenge"
-            return None
+        if not params.get("code_challenge"):
+            pkce_needed = app.app_type == "desktop" or self.require_pkce_web
+            return "code_challenge" if pkce_needed else None
         # TikTok's SDKs send no code_challenge_method: its absence means S256.
-        method = query.get("code_challenge_method")
-        if method is None and not self.require_code_challenge_method:
-            return None
-        if method != "S256":
+        if method != "S256" and (method is not None or self.require_code_challenge_method):
             return "code_challenge_method"
         return None
 
-    @staticmethod
-    def _parse_request(query: Mapping[str, str], app: EmulatedApp) -> tuple[str, ...]:
-        """Check ``response_type`` and return the requested scopes, or raise."""
+    async def authorize(self, request: web.Request) -> web.StreamResponse:
+        """Check ``response_type`` and the scopes before the kit's consent, as TikTok does.
+
+        An unknown or unapproved scope is not told to the client: the browser stays on
+        TikTok, whose URL gains ``error=invalid_scope&error_type=scope``, and gets the error
+        page there. A wrong ``response_type`` or no scope goes back to the client.
+        """
+        query = request.query
+        if (page := self.refused(query)) is not None:
+            return page
+        app = self.clients[query["client_key"]]
+        scopes = self.requested_scopes(query.get("scope", ""))
         if query.get("response_type") != "code":
-            raise _AuthorizeError("unsupported_response_type", "The response_type must be code.")
-        raw = query.get("scope")
-        if raw is None or not raw.strip():
-            raise _AuthorizeError("invalid_request", "The scope parameter is missing.")
-        scopes: list[str] = []
-        for name in raw.split(","):
-            if not name:
-                continue
-            if any(char.isspace() for char in name):
-                raise _ScopeError(f"Scopes are comma-separated; {name!r} contains whitespace.")
-            if name not in KNOWN_SCOPES:
-                raise _ScopeError(f"Unknown scope: {name!r}.")
-            if name not in app.approved_scopes:
-                raise _ScopeError(f"Scope {name!r} is not approved for this app.")
-            if name not in scopes:
-                scopes.append(name)
-        if not scopes:
-            raise _AuthorizeError("invalid_request", "The scope parameter is missing.")
-        return tuple(scopes)
+            error, description = "unsupported_response_type", "The response_type must be code."
+        elif not query.get("scope", "").strip() or not scopes:
+            error, description = "invalid_request", "The scope parameter is missing."
+        elif not app.approved_scopes.issuperset(scopes):
+            logger.info("authorization refused for its scopes: %s", ",".join(scopes))
+            here = [(k, v) for k, v in query.items() if k not in {"error", "error_type"}]
+            here += [("error", "invalid_scope"), ("error_type", "scope")]
+            location = f"{request.path}?{urlencode(here, quote_via=quote)}"
+            return web.Response(
+                status=302, headers={"Location": location, "Cache-Control": "no-store"}
+            )
+        else:
+            return await super().authorize(request)
+        params = {"error": error, "error_description": description, **self._state(query)}
+        return self.back(query["redirect_uri"], params)
 
-    def _decide(
-        self, pending: _PendingAuthorization, app: EmulatedApp, *, force_consent: bool
-    ) -> web.StreamResponse:
-        mode = self.consent
-        if mode == "deny":
-            return self._deny(pending)
-        if mode == "approve":
-            granted = [
-                s for s in pending.scopes if s == BASIC_SCOPE or s not in self.withheld_scopes
-            ]
-            return self._grant(pending, self.default_user, granted)
-        if self.auto_auth and not force_consent:
-            previous = self._consents.get((pending.client_key, self.default_user), frozenset())
-            if previous.issuperset(pending.scopes):
-                return self._grant(pending, self.default_user, pending.scopes)
-        self._pending.add(pending)
-        return html_response(self._consent_html(pending, app))
+    def decide(self, pending: PendingAuthorization) -> web.StreamResponse:
+        """``approve`` withholds :attr:`withheld_scopes`; :attr:`auto_auth` skips the form."""
+        if self.consent == "approve":
+            kept = [s for s in pending.scopes if s == BASIC or s not in self.withheld_scopes]
+            return self.grant(pending, self.default_user, kept)
+        before = self.granted.get((pending.client_id, self.default_user), frozenset())
+        forced = pending.params.get("disable_auto_auth") == "1"
+        if (
+            self.consent == "form"
+            and self.auto_auth
+            and not forced
+            and before >= set(pending.scopes)
+        ):
+            return self.grant(pending, self.default_user, pending.scopes)
+        return super().decide(pending)
 
-    def _consent_html(self, pending: _PendingAuthorization, app: EmulatedApp) -> str:
+    def consent_html(self, pending: PendingAuthorization) -> str:
+        """TikTok's consent screen: ``user.info.basic`` always granted, the user picker."""
+        app = self.clients[pending.client_id]
         scopes = [
             ScopeOption(
                 name=name,
                 description=SCOPE_DESCRIPTIONS[name],
-                required=name == BASIC_SCOPE,
+                required=name == BASIC,
                 checked=name not in self.withheld_scopes,
             )
             for name in pending.scopes
@@ -1025,65 +873,49 @@ class TikTokEmulator(EmulatorServer):
             accent="#fe2c55",
         )
 
-    def _deny(self, pending: _PendingAuthorization) -> web.Response:
-        return self._redirect_error(
-            pending.redirect_uri,
-            "access_denied",
-            "The user denied the authorization request.",
-            pending.state,
-        )
+    def knows_user(self, user_id: str) -> bool:
+        """Any user of :attr:`users`."""
+        return user_id in self.users
 
-    def _grant(
-        self, pending: _PendingAuthorization, user_id: str, granted: Sequence[str]
+    def consented_scopes(
+        self, pending: PendingAuthorization, form: Mapping[str, Any]
+    ) -> tuple[str, ...]:
+        """The ticked scopes, and ``user.info.basic`` always."""
+        ticked = set(form.get("scope", ()))
+        return tuple(s for s in pending.scopes if s == BASIC or s in ticked)
+
+    def check_authorization(self, params: Mapping[str, str]) -> str | None:
+        """Nothing left to check: :meth:`authorize` did before the consent."""
+        del params
+        return None
+
+    def grant(
+        self, pending: PendingAuthorization, user_id: str, scopes: Sequence[str]
     ) -> web.Response:
-        if not granted:
-            return self._redirect_error(
-                pending.redirect_uri,
-                "access_denied",
-                "The user did not grant any permission.",
-                pending.state,
+        """A code for the granted scopes; none granted is a denial."""
+        if not scopes:
+            return self.redirect_error(
+                pending, "access_denied", "The user did not grant any permission."
             )
-        key = (pending.client_key, user_id)
-        self._consents[key] = self._consents.get(key, frozenset()) | frozenset(granted)
-        code = self.grants.issue_code(
-            client_id=pending.client_key,
-            redirect_uri=pending.redirect_uri,
-            user_id=user_id,
-            scopes=granted,
-            code_challenge=pending.code_challenge,
-            code_challenge_method=pending.code_challenge_method,
-            ttl=self.code_ttl,
-        )
-        params = [("code", code.code), ("scopes", ",".join(code.scopes))]
-        if pending.state is not None:
-            params.append(("state", pending.state))
-        logger.info("authorization granted to client %s", pending.client_key)
-        return self._redirect(pending.redirect_uri, params)
+        logger.info("authorization granted to client %s", pending.client_id)
+        return super().grant(pending, user_id, scopes)
 
-    async def _consent_submitted(self, request: web.Request) -> web.StreamResponse:
-        form = await request.post() if request.content_type == _FORM_TYPE else None
-        pending = self._pending.take(_form_text(form, "request_id")) if form else None
-        if form is None or pending is None:
-            page = message_page(
-                title="TikTok",
-                heading="This authorization request is no longer valid",
-                paragraphs=["It expired or was already answered. Start signing in again."],
-            )
-            return html_response(page, status=400)
-        decision = _form_text(form, "decision")
-        user_id = _form_text(form, "user") or self.default_user
-        if decision == "deny":
-            return self._deny(pending)
-        if decision != "approve" or user_id not in self.users:
-            page = message_page(
-                title="TikTok",
-                heading="Invalid consent form",
-                paragraphs=["Choose Authorize or Cancel, and a user from the list."],
-            )
-            return html_response(page, status=400)
-        ticked = {value for value in form.getall("scope", []) if isinstance(value, str)}
-        granted = [s for s in pending.scopes if s == BASIC_SCOPE or s in ticked]
-        return self._grant(pending, user_id, granted)
+    def callback_params(
+        self, pending: PendingAuthorization, code: AuthorizationCode
+    ) -> dict[str, str]:
+        """``code``, the granted ``scopes`` (comma-separated) and ``state``."""
+        scopes = {"scopes": ",".join(code.scopes)}
+        return {"code": code.code, **scopes, **self._state(pending.params)}
+
+    def redirect_error(
+        self,
+        pending: PendingAuthorization,
+        error: str,
+        description: str = "The user denied the authorization request.",
+    ) -> web.Response:
+        """*error* with an ``error_description`` and the ``state``."""
+        params = {"error": error, "error_description": description}
+        return self.back(pending.redirect_uri, {**params, **self._state(pending.params)})
 
     # -- token endpoint ------------------------------------------------------------------
 
@@ -1111,7 +943,8 @@ class TikTokEmulator(EmulatorServer):
             return self._oauth_error("invalid_client", "Client key or client secret is invalid.")
         return app
 
-    async def _token(self, request: web.Request) -> web.StreamResponse:
+    async def token(self, request: web.Request) -> web.StreamResponse:
+        """TikTok's token endpoint: the code, refresh and client-credentials grants."""
         form = await self._read_form(request)
         if isinstance(form, web.Response):
             return form
@@ -1143,7 +976,7 @@ class TikTokEmulator(EmulatorServer):
         return self._oauth_ok(
             {
                 "access_token": pair.access_token,
-                "expires_in": pair.expires_in(self._now()),
+                "expires_in": pair.expires_in(self.clock()),
                 "token_type": "Bearer",
             }
         )
@@ -1162,14 +995,17 @@ class TikTokEmulator(EmulatorServer):
         if found.user_id not in self.users:
             return self._oauth_error("invalid_grant", "The user of this code no longer exists.")
         self.grants.consume_code(code, client_id=app.client_key, redirect_uri=redirect_uri)
-        pair = self.grants.issue_tokens(
-            client_id=app.client_key,
-            user_id=found.user_id,
-            scopes=found.scopes,
+        return self._oauth_ok(self.token_answer(app, self.issue(app, found)))
+
+    def issue(self, client: RegisteredClient, code: AuthorizationCode) -> TokenPair:
+        """``act.``/``rft.`` tokens living :attr:`access_token_ttl`/:attr:`refresh_token_ttl`."""
+        return self.book.issue_tokens(
+            client_id=client.client_id,
+            user_id=code.user_id,
+            scopes=code.scopes,
             access_ttl=self.access_token_ttl,
             refresh_ttl=self.refresh_token_ttl,
         )
-        return self._user_token_response(pair)
 
     def _verifier_ok(self, code: AuthorizationCode, verifier: str) -> bool:
         if code.code_challenge is None:
@@ -1179,43 +1015,44 @@ class TikTokEmulator(EmulatorServer):
             and _VERIFIER_CHARS.fullmatch(verifier)
         ):
             return False
+        # Not the kit's verify_s256: TikTok's SDK verifiers of 32 characters must pass.
         digest = hashlib.sha256(verifier.encode("ascii")).digest()
+        encoded: Mapping[PkceEncoding, bytes] = {
+            "hex": digest.hex().encode(),
+            "base64url": base64.urlsafe_b64encode(digest).rstrip(b"="),
+        }
         expected = code.code_challenge.encode("utf-8")
-        return any(
-            hmac.compare_digest(_encode_challenge(digest, encoding).encode("ascii"), expected)
-            for encoding in _PKCE_ENCODINGS[self.pkce_encoding]
-        )
+        encodings = _PKCE_ENCODINGS[self.pkce_encoding]
+        return any(hmac.compare_digest(encoded[e], expected) for e in encodings)
 
     def _refresh(self, app: EmulatedApp, form: Mapping[str, str]) -> web.Response:
         refresh_token = form.get("refresh_token", "")
         if not refresh_token:
             return self._oauth_error("invalid_request", _MALFORMED)
-        result = self.grants.refresh(
+        result = self.refresh(app, refresh_token)
+        if isinstance(result, TokenFailure):
+            return self._oauth_error("invalid_grant", _REFRESH_FAILURES[result])
+        return self._oauth_ok(self.token_answer(app, result))
+
+    def refresh(self, client: RegisteredClient, refresh_token: str) -> TokenPair | TokenFailure:
+        """A new pair; the refresh token rotates unless :attr:`rotate_refresh_tokens` is off."""
+        return self.book.refresh(
             refresh_token,
-            client_id=app.client_key,
+            client_id=client.client_id,
             rotate=self.rotate_refresh_tokens,
             access_ttl=self.access_token_ttl,
             refresh_ttl=self.refresh_token_ttl,
         )
-        if isinstance(result, TokenFailure):
-            return self._oauth_error("invalid_grant", _REFRESH_FAILURES[result])
-        return self._user_token_response(result)
 
-    def _user_token_response(self, pair: TokenPair) -> web.Response:
-        now = self._now()
-        return self._oauth_ok(
-            {
-                "access_token": pair.access_token,
-                "expires_in": pair.expires_in(now),
-                "open_id": self.open_id(pair.user_id or "", pair.client_id),
-                "refresh_expires_in": pair.refresh_expires_in(now) or 0,
-                "refresh_token": pair.refresh_token,
-                "scope": ",".join(pair.scopes),
-                "token_type": "Bearer",
-            }
-        )
+    def token_answer(self, client: RegisteredClient, pair: TokenPair) -> Mapping[str, Any]:
+        """The kit's answer with the user's ``open_id`` for this app, keys sorted as TikTok's."""
+        answer = dict(super().token_answer(client, pair))
+        answer["open_id"] = self.open_id(pair.user_id or "", client.client_id)
+        answer["refresh_expires_in"] = answer.get("refresh_expires_in") or 0
+        return dict(sorted(answer.items()))
 
-    async def _revoke(self, request: web.Request) -> web.StreamResponse:
+    async def revoke(self, request: web.Request) -> web.StreamResponse:
+        """Revoke a token of the app; a revoke forgets the consent, if so configured."""
         form = await self._read_form(request)
         if isinstance(form, web.Response):
             return form
@@ -1230,12 +1067,13 @@ class TikTokEmulator(EmulatorServer):
             return self._oauth_error("invalid_request", "The token was issued to another client.")
         if self.revoke_forgets_consent and isinstance(live, AccessToken) and live.user_id:
             # TikTok removes the app from the user's connected apps: consent starts over.
-            self._consents.pop((app.client_key, live.user_id), None)
+            self.granted.pop((app.client_key, live.user_id), None)
         return self._oauth_ok({})
 
     # -- user info -----------------------------------------------------------------------
 
-    async def _user_info(self, request: web.Request) -> web.StreamResponse:
+    async def userinfo(self, request: web.Request) -> web.StreamResponse:
+        """``/v2/user/info/``: the requested ``fields`` the token's scopes allow."""
         found = self._bearer(request)
         if isinstance(found, web.Response):
             return found
@@ -1286,10 +1124,10 @@ class TikTokEmulator(EmulatorServer):
             response = self._api_error(
                 "invalid_params", f"Unknown fields: {', '.join(unknown)}.", status=400
             )
-        elif BASIC_SCOPE not in granted:
+        elif BASIC not in granted:
             response = self._api_error(
                 "scope_not_authorized",
-                f"The user did not authorize the scope required: {BASIC_SCOPE}.",
+                f"The user did not authorize the scope required: {BASIC}.",
                 status=401,
             )
         elif missing:
@@ -1322,7 +1160,8 @@ class TikTokEmulator(EmulatorServer):
 
     # -- helper pages --------------------------------------------------------------------
 
-    async def _avatar(self, request: web.Request) -> web.StreamResponse:
+    async def avatar(self, request: web.Request) -> web.StreamResponse:
+        """A user's avatar: their initials on a colour of their own."""
         user = self.users.get(request.match_info.get("user_id", self.default_user))
         if user is None:
             raise web.HTTPNotFound
@@ -1336,7 +1175,8 @@ class TikTokEmulator(EmulatorServer):
             headers={"Cache-Control": "public, max-age=3600"},
         )
 
-    async def _profile(self, request: web.Request) -> web.StreamResponse:
+    async def profile_page(self, request: web.Request) -> web.StreamResponse:
+        """A tiny profile page (the ``profile_deep_link``)."""
         username = request.match_info["username"]
         user = next((u for u in self.users.values() if u.username == username), None)
         if user is None:
@@ -1356,19 +1196,6 @@ class TikTokEmulator(EmulatorServer):
         return html_response(page)
 
 
-def _encode_challenge(digest: bytes, encoding: PkceEncoding) -> str:
-    if encoding == "hex":
-        return digest.hex()
-    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
-
-
-def _form_text(form: Mapping[str, object] | None, name: str) -> str:
-    if form is None:
-        return ""
-    value = form.get(name)
-    return value if isinstance(value, str) else ""
-
-
 _AVATAR_COLOURS: Final = ("#fe2c55", "#25f4ee", "#7b61ff", "#ff9f1c", "#2ec4b6", "#3a86ff")
 
 
@@ -1384,93 +1211,9 @@ def _avatar_svg(user: EmulatedUser, size: int) -> str:
     )
 
 
-# --------------------------------------------------------------------------------------------
-# Command line
-# --------------------------------------------------------------------------------------------
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m keyloom_tiktok.emulator",
-        description="Run a local TikTok Login Kit (OAuth v2) emulator until Ctrl-C.",
-    )
-    add_emulator_arguments(
-        parser,
-        client_id=DEFAULT_CLIENT_KEY,
-        client_secret=DEFAULT_CLIENT_SECRET,
-        client_id_option="--client-key",
-    )
-    parser.add_argument(
-        "--redirect-uri",
-        action="append",
-        default=[],
-        metavar="URI",
-        help="registered redirect URI (repeatable; desktop default: loopback wildcard ports)",
-    )
-    parser.add_argument("--app-type", choices=get_args(AppType), default="desktop")
-    parser.add_argument(
-        "--scopes",
-        default=",".join(sorted(DEFAULT_APPROVED_SCOPES)),
-        help="comma-separated scopes the app is approved for",
-    )
-    parser.add_argument("--pkce-encoding", choices=get_args(PkceMode), default="hex")
-    parser.add_argument(
-        "--no-pkce-web", action="store_true", help="do not require PKCE from web apps"
-    )
-    parser.add_argument("--no-rotation", action="store_true", help="keep refresh tokens on refresh")
-    parser.add_argument(
-        "--error-status",
-        choices=get_args(ErrorStatus),
-        default="200",
-        help="HTTP status of token and revoke errors: 200 as TikTok answers, or 4xx (RFC 6749)",
-    )
-    parser.add_argument("--access-token-ttl", type=int, default=7_200)
-    parser.add_argument("--refresh-token-ttl", type=int, default=15_552_000)
-    parser.add_argument("--user-info-rate-limit", type=int, default=600)
-    return parser
-
-
-def _from_args(args: argparse.Namespace) -> TikTokEmulator:
-    redirect_uris = args.redirect_uri
-    if not redirect_uris:
-        if args.app_type == "web":
-            raise ValueError("web apps need at least one --redirect-uri (https, not localhost)")
-        redirect_uris = list(_DEFAULT_REDIRECT_URIS)
-    app = EmulatedApp(
-        client_key=args.client_id,
-        client_secret=args.client_secret,
-        redirect_uris=redirect_uris,
-        app_type=args.app_type,
-        approved_scopes=[s for s in args.scopes.split(",") if s],
-    )
-    return TikTokEmulator(
-        clients=[app],
-        pkce_encoding=args.pkce_encoding,
-        require_pkce_web=not args.no_pkce_web,
-        rotate_refresh_tokens=not args.no_rotation,
-        error_status=args.error_status,
-        access_token_ttl=args.access_token_ttl,
-        refresh_token_ttl=args.refresh_token_ttl,
-        user_info_rate_limit=args.user_info_rate_limit,
-        **emulator_options(args),
-    )
-
-
-def _describe(emulator: TikTokEmulator) -> list[str]:
-    app = emulator.default_app
-    return [
-        f"  authorize:  {emulator.authorize_url}",
-        f"  token:      {emulator.token_url}",
-        f"  revoke:     {emulator.revoke_url}",
-        f"  user info:  {emulator.user_info_url}",
-        f"  app type:      {app.app_type}",
-        *(f"  redirect URI:  {uri}" for uri in app.redirect_uris),
-    ]
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the emulator from the command line (``python -m keyloom_tiktok.emulator``)."""
-    return emulator_main("TikTok emulator", _parser(), _from_args, _describe, argv)
+    return TikTokEmulator.main(argv)
 
 
 if __name__ == "__main__":

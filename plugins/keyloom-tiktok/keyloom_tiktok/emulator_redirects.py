@@ -1,0 +1,111 @@
+"""TikTok's redirect URI rules, as the emulated developer portal and authorize route apply them.
+
+Web apps register absolute ``https`` URIs that are not on localhost. Desktop apps register
+``http`` or ``https`` URIs on ``localhost`` or ``127.0.0.1`` with a port, where ``*`` means
+any port. Neither may have a query string or a fragment, or 512 characters or more, and an
+app registers 1 to :data:`MAX_REDIRECT_URIS`.
+"""
+
+from __future__ import annotations
+
+from typing import Final, Literal, TypeAlias
+
+import attrs
+
+__all__ = ["MAX_REDIRECT_URIS", "AppType", "redirect_matches", "redirect_uri_problem"]
+
+#: Which app types TikTok registers: web (https redirect URIs) or desktop (loopback ones).
+AppType: TypeAlias = Literal["web", "desktop"]
+#: How many redirect URIs an app may register.
+MAX_REDIRECT_URIS: Final = 10
+
+_MAX_LENGTH: Final = 512
+_DESKTOP_HOSTS: Final = frozenset({"localhost", "127.0.0.1"})
+
+
+@attrs.frozen
+class _UriParts:
+    scheme: str
+    host: str
+    port: str | None
+    path: str
+
+
+def _split_uri(uri: str) -> _UriParts | None:
+    scheme, sep, rest = uri.partition("://")
+    if not sep or not scheme:
+        return None
+    authority, slash, path = rest.partition("/")
+    if not authority or "@" in authority:
+        return None
+    if authority.startswith("["):
+        inner, bracket, after = authority.partition("]")
+        if not bracket or (after and not after.startswith(":")):
+            return None
+        host, port = inner + "]", (after[1:] if after else None)
+    else:
+        host, colon, port_text = authority.partition(":")
+        port = port_text if colon else None
+    return _UriParts(scheme, host, port, slash + path)
+
+
+def _valid_port(port: str) -> bool:
+    return port.isdigit() and 0 < int(port) < 65536
+
+
+def redirect_uri_problem(uri: str, app_type: AppType) -> str | None:
+    """Return why TikTok would refuse to register *uri* for an app of *app_type*, or ``None``.
+
+    Web apps need an absolute ``https`` URI that is not on localhost; desktop apps need
+    ``http`` or ``https`` on ``localhost`` or ``127.0.0.1`` with a port (``*`` for any). Both
+    forbid a query string or fragment and 512 characters or more.
+    """
+    if len(uri) >= _MAX_LENGTH:
+        return "must be shorter than 512 characters"
+    if "?" in uri or "#" in uri:
+        return "must be static: no query string or fragment"
+    parts = _split_uri(uri)
+    if parts is None or any(char.isspace() for char in uri):
+        return "must be an absolute URL"
+    if app_type == "web":
+        return _web_uri_problem(parts)
+    return _desktop_uri_problem(parts)
+
+
+def _web_uri_problem(parts: _UriParts) -> str | None:
+    if parts.scheme != "https":
+        return "must use https for web apps"
+    if parts.host.lower() in _DESKTOP_HOSTS:
+        return "must not be on localhost for web apps (register a desktop app instead)"
+    if parts.port is not None and not _valid_port(parts.port):
+        return "has an invalid port"
+    return None
+
+
+def _desktop_uri_problem(parts: _UriParts) -> str | None:
+    if parts.scheme not in {"http", "https"}:
+        return "must use http or https"
+    if parts.host not in _DESKTOP_HOSTS:
+        return "must be on localhost or 127.0.0.1 for desktop apps"
+    if parts.port is None:
+        return "must have a port (or * for any port) for desktop apps"
+    if parts.port != "*" and not _valid_port(parts.port):
+        return "has an invalid port"
+    return None
+
+
+def redirect_matches(registered: str, candidate: str) -> bool:
+    """Whether *candidate* matches the *registered* URI: exactly, or on any port for ``*``."""
+    if candidate == registered:
+        return True
+    pattern = _split_uri(registered)
+    if pattern is None or pattern.port != "*" or "?" in candidate or "#" in candidate:
+        return False
+    actual = _split_uri(candidate)
+    return (
+        actual is not None
+        and actual.port is not None
+        and _valid_port(actual.port)
+        and (actual.scheme, actual.host, actual.path)
+        == (pattern.scheme, pattern.host, pattern.path)
+    )
