@@ -298,6 +298,12 @@ class AuthorizationServer(EmulatorServer):
     token_prefixes: ClassVar[tuple[str, str]] = ("", "")
     #: The revocation route's HTTP method (RFC 7009: ``POST``); :meth:`revoke` handles it.
     revoke_method: ClassVar[str] = "POST"
+    #: Whether an authorization request may leave out ``redirect_uri``: the client's first
+    #: registered one is used then (RFC 6749 §3.1.2.3).
+    redirect_uri_optional: ClassVar[bool] = False
+    #: The users who may sign in, by default (:meth:`user_key` names each; the first is
+    #: :attr:`default_user`); none: only :attr:`user`.
+    default_users: ClassVar[tuple[Any, ...]] = ()
     #: Deprecated (the name in the emulators built before this server): :attr:`book`.
     grants = DeprecatedAlias("book")
     #: Deprecated: ``book.access_ttl``, the lifetime of the access tokens issued next.
@@ -312,11 +318,16 @@ class AuthorizationServer(EmulatorServer):
         *,
         clients: Iterable[RegisteredClient] | None = None,
         rate_limit: SlidingWindowLimiter | None = None,
+        users: Iterable[Any] | None = None,
+        default_user: str | None = None,
+        require_pkce: bool | None = None,
         **options: Any,
     ) -> None:
-        """Register *clients*; nothing listens until started.
+        """Register *clients* and *users*; nothing listens until started.
 
-        A keyword naming a :class:`DeprecatedAlias` of the class is set through it (and warns).
+        *users* default to :attr:`default_users`, *default_user* (a :meth:`user_key`) to the
+        first, *require_pkce* to the class's. A keyword naming a :class:`DeprecatedAlias` of
+        the class is set through it (and warns).
         """
         aliased = {k: options.pop(k) for k in list(options) if _is_alias(type(self), k)}
         options.setdefault("faults", FaultInjector())
@@ -324,7 +335,13 @@ class AuthorizationServer(EmulatorServer):
         chosen = self.default_clients() if clients is None else clients
         self.clients: dict[str, RegisteredClient] = {c.client_id: c for c in chosen}
         self.rate_limit = rate_limit
-        self.default_user = self.user["sub"]
+        chosen_users = self.default_users if users is None else users
+        self.users: dict[str, Any] = {self.user_key(user): user for user in chosen_users}
+        self.default_user = default_user or next(iter(self.users), self.user["sub"])
+        if self.users and self.default_user not in self.users:
+            raise ValueError(f"unknown default user {self.default_user!r}")
+        if require_pkce is not None:
+            self.require_pkce = require_pkce
         access_prefix, refresh_prefix = self.token_prefixes
         self.book = GrantBook(
             clock=self.clock,
@@ -533,9 +550,14 @@ class AuthorizationServer(EmulatorServer):
         return limited
 
     def redirect_uri(self, client: RegisteredClient, params: Mapping[str, str]) -> str:
-        """Where an authorization request's answer goes: its ``redirect_uri``."""
-        del client
-        return params.get("redirect_uri", "")
+        """Where an authorization request's answer goes: its ``redirect_uri``.
+
+        Without one, the client's first registered URI if :attr:`redirect_uri_optional`.
+        """
+        given = params.get("redirect_uri", "")
+        if given or not self.redirect_uri_optional:
+            return given
+        return next(iter(getattr(client, "redirect_uris", ())), "")
 
     def refused(self, params: Mapping[str, str]) -> web.Response | None:
         """An error page, never a redirect, for an unknown client or redirect URI."""
@@ -587,12 +609,22 @@ class AuthorizationServer(EmulatorServer):
         )
 
     def user_options(self) -> list[UserOption]:
-        """The consent page's user picker (none: the one :attr:`user` signs in)."""
-        return []
+        """The consent page's user picker: :attr:`users` (none: :attr:`user` signs in)."""
+        return [UserOption(key, self.user_label(user)) for key, user in self.users.items()]
 
     def knows_user(self, user_id: str) -> bool:
         """Whether *user_id* may sign in (the consent page's picker is checked against it)."""
-        return user_id == self.default_user
+        return user_id in self.users if self.users else user_id == self.default_user
+
+    @staticmethod
+    def user_key(user: Any) -> str:
+        """The id :attr:`users` knows *user* by, and codes and tokens record: its ``id``."""
+        return str(getattr(user, "id", user))
+
+    @staticmethod
+    def user_label(user: Any) -> str:
+        """How the consent page's picker shows *user*."""
+        return str(user)
 
     def consented_scopes(
         self, pending: PendingAuthorization, form: Mapping[str, Any]

@@ -26,7 +26,6 @@ from keyloom_core.testing.authserver import (
     deprecated_module_names,
 )
 from keyloom_core.testing.emulator import AccessToken, AuthorizationCode, TokenFailure, TokenPair
-from keyloom_core.testing.emulator import UserOption as _Option
 from keyloom_github import IMPLIED_SCOPES as _IMPLIED
 from keyloom_github import SCOPES, SPEC
 
@@ -153,11 +152,17 @@ DEFAULT_USERS: Final = (
 
 
 class GitHubEmulator(AuthorizationServer):
-    """GitHub on 127.0.0.1; ``users`` and ``default_user`` (a login) may change as it runs."""
+    """GitHub on 127.0.0.1; ``users`` and ``default_user`` (a login) may change as it runs.
+
+    The constructor's options are :class:`AuthorizationServer`'s (``users``, ``default_user``,
+    ``require_pkce``, ``consent``...).
+    """
 
     spec = SPEC
     builtin_client = (DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET)
     default_redirect_uris = ("http://127.0.0.1/", "http://localhost/")  # any port and path
+    redirect_uri_optional = True
+    default_users = DEFAULT_USERS
     api_paths = frozenset({"/login/oauth/access_token", "/user", "/user/emails"})
     error_status, require_pkce, require_response_type = 200, False, False
     remember_consent, partial_consent = True, False
@@ -169,22 +174,6 @@ class GitHubEmulator(AuthorizationServer):
     access_ttl, refresh_ttl = 8 * 3600, 184 * 86_400  # expiring tokens
     token_prefixes = ("ghu_", "ghr_")
     revoke_method = "DELETE"
-
-    def __init__(
-        self,
-        *,
-        users: Iterable[EmulatedUser] = DEFAULT_USERS,
-        default_user: str | None = None,
-        require_pkce: bool = False,
-        **options: Any,
-    ) -> None:
-        """Register *users*; *options* are :class:`AuthorizationServer`'s."""
-        super().__init__(**options)
-        self.users = {user.login: user for user in users}
-        self.default_user = default_user or next(iter(self.users))
-        self.require_pkce = require_pkce
-        if self.default_user not in self.users:
-            raise ValueError(f"unknown default user {self.default_user!r}")
 
     @classmethod
     def make_client(
@@ -240,10 +229,6 @@ class GitHubEmulator(AuthorizationServer):
         """Split on spaces and commas, then :func:`normalise_scopes`."""
         return normalise_scopes(raw.replace(",", " ").split())
 
-    def redirect_uri(self, client: Any, params: Mapping[str, str]) -> str:
-        """GitHub defaults to the first callback URL."""
-        return params.get("redirect_uri") or client.callback_urls[0]
-
     def refused(self, params: Mapping[str, str]) -> web.Response | None:
         """An unknown client gets a page; a callback mismatch goes to the registered one."""
         app = self.clients.get(params.get("client_id", ""))
@@ -252,13 +237,15 @@ class GitHubEmulator(AuthorizationServer):
         error = {"error": "redirect_uri_mismatch", **self._state(params)}
         return self.back(getattr(app, "callback_urls", [""])[0], error)
 
-    def user_options(self) -> list[_Option]:
-        """Every user may be picked on the consent page."""
-        return [_Option(u.login, u.name or u.login) for u in self.users.values()]
+    @staticmethod
+    def user_key(user: EmulatedUser) -> str:
+        """A user is known by their login."""
+        return user.login
 
-    def knows_user(self, user_id: str) -> bool:
-        """Any user of :attr:`users`."""
-        return user_id in self.users
+    @staticmethod
+    def user_label(user: EmulatedUser) -> str:
+        """The display name, or the login."""
+        return user.name or user.login
 
     def issue(self, client: Any, code: AuthorizationCode) -> TokenPair:
         """Expiring ``ghu_`` / ``ghr_`` pairs, or classic ``gho_`` tokens that never expire."""
