@@ -294,7 +294,7 @@ class AuthorizationServer(EmulatorServer):
     partial_consent: ClassVar[bool] = True
     #: Refresh token lifetime in seconds.
     refresh_ttl: ClassVar[float] = 31_536_000.0
-    #: The prefixes of access and refresh token values (e.g. ``("gho_", "ghr_")``).
+    #: The prefixes of access and refresh token values (e.g. ``("at_", "rt_")``).
     token_prefixes: ClassVar[tuple[str, str]] = ("", "")
     #: The revocation route's HTTP method (RFC 7009: ``POST``); :meth:`revoke` handles it.
     revoke_method: ClassVar[str] = "POST"
@@ -516,7 +516,7 @@ class AuthorizationServer(EmulatorServer):
         """Whether *path* is the token, profile or revocation route or in :attr:`api_paths`.
 
         Faults and the rate limit apply there. A ``{name}`` segment of a route (a spec URL
-        such as ``/applications/{client_id}/token``) matches any value.
+        such as ``/apps/{client_id}/token``) matches any value.
         """
         routes = [p for k, p in self.routes.items() if p and k != "authorize"]
         return super().is_api_path(path) or any(_matches(p, path) for p in routes)

@@ -79,7 +79,9 @@ def _tuple(values: Iterable[str]) -> tuple[str, ...]:
 class EmulatedOAuthApp(Client):
     """An OAuth app; *expiring_tokens* for a GitHub App's expiring tokens and refresh tokens."""
 
-    redirect_uris: tuple[str, ...] = attrs.field(alias="callback_urls", converter=_tuple)
+    redirect_uris: tuple[str, ...] = attrs.field(
+        alias="callback_urls", converter=_tuple, validator=attrs.validators.min_len(1)
+    )
     expiring_tokens: bool = False
 
     @property
@@ -164,14 +166,18 @@ class GitHubEmulator(AuthorizationServer):
     redirect_uri_optional = True
     default_users = DEFAULT_USERS
     api_paths = frozenset({"/login/oauth/access_token", "/user", "/user/emails"})
-    error_status, require_pkce, require_response_type = 200, False, False
-    remember_consent, partial_consent = True, False
+    error_status = 200
+    require_pkce = False
+    require_response_type = False
+    remember_consent = True
+    partial_consent = False
     default_grant_type = "authorization_code"
     consent_path = "/login/oauth/authorize/consent"
     invalid_client_error = "incorrect_client_credentials"
     invalid_grant_error = "bad_verification_code"
     invalid_refresh_error = "bad_refresh_token"
-    access_ttl, refresh_ttl = 8 * 3600, 184 * 86_400  # expiring tokens
+    access_ttl = 8 * 3600  # expiring tokens
+    refresh_ttl = 184 * 86_400
     token_prefixes = ("ghu_", "ghr_")
     revoke_method = "DELETE"
 

@@ -459,6 +459,8 @@ def test_implied_scopes_keeps_its_old_shape() -> None:
 
 def test_an_app_s_callback_urls_are_its_redirect_uris() -> None:
     assert APP.callback_urls == APP.redirect_uris == (REDIRECT,)
+    with pytest.raises(ValueError, match=r"callback_urls|redirect_uris"):
+        EmulatedOAuthApp(client_id="a", client_secret="b", callback_urls=[])
     assert attrs.evolve(APP, callback_urls=["http://x.test/cb"]).callback_urls == (
         "http://x.test/cb",
     )
