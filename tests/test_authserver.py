@@ -432,10 +432,6 @@ def test_a_deprecated_alias_and_keyword_warn_and_name_the_replacement() -> None:
     assert server.book.refresh_ttl == 99
     with pytest.warns(DeprecationWarning, match=r"AppStyleEmulator\.old_name is deprecated"):
         assert server.old_name == 99
-    with pytest.warns(
-        DeprecationWarning, match=r"AppStyleEmulator\.grants is deprecated; use book$"
-    ):
-        assert server.grants is server.book
     assert isinstance(AppStyleEmulator.old_name, DeprecatedAlias)
 
 

@@ -304,14 +304,6 @@ class AuthorizationServer(EmulatorServer):
     #: The users who may sign in, by default (:meth:`user_key` names each; the first is
     #: :attr:`default_user`); none: only :attr:`user`.
     default_users: ClassVar[tuple[Any, ...]] = ()
-    #: Deprecated (the name in the emulators built before this server): :attr:`book`.
-    grants = DeprecatedAlias("book")
-    #: Deprecated: ``book.access_ttl``, the lifetime of the access tokens issued next.
-    access_token_ttl = DeprecatedAlias("book.access_ttl")
-    #: Deprecated: ``book.refresh_ttl``, the lifetime of the refresh tokens issued next.
-    refresh_token_ttl = DeprecatedAlias("book.refresh_ttl")
-    #: Deprecated: ``book.code_ttl``, the lifetime of the codes issued next.
-    code_ttl = DeprecatedAlias("book.code_ttl")
 
     def __init__(
         self,

@@ -334,7 +334,11 @@ class GitHubEmulator(AuthorizationServer):
         self.book.revoke(found.token, client_id=app.client_id)
         return web.Response(status=204)
 
-    # Its name before the kit had profile_url:
+    # The names this emulator had before it was built on the kit:
+    grants = DeprecatedAlias("book")
+    access_token_ttl = DeprecatedAlias("book.access_ttl")
+    refresh_token_ttl = DeprecatedAlias("book.refresh_ttl")
+    code_ttl = DeprecatedAlias("book.code_ttl")
     user_url = DeprecatedAlias("profile_url")
 
 
