@@ -9,11 +9,20 @@ from typing import ClassVar
 from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
+import attrs
 import pytest
 
 from keyloom_core import ProviderSpec, configure_provider, hookimpl
 from keyloom_core.pkce import new_code_verifier, s256_challenge
-from keyloom_core.testing.authserver import AVATAR_PATH, CONSENT_PATH, AuthorizationServer, Client
+from keyloom_core.testing.authserver import (
+    AVATAR_PATH,
+    CONSENT_PATH,
+    AuthorizationServer,
+    Client,
+    DeprecatedAlias,
+    PendingAuthorization,
+    deprecated_module_names,
+)
 from keyloom_core.testing.conformance import CHECKS, ConformanceTarget, run_conformance
 from keyloom_core.testing.emulator import AuthorizationCode, ManualClock, SlidingWindowLimiter
 
@@ -360,5 +369,75 @@ def test_a_subclass_adds_its_own_command_line_options() -> None:
     args = parser.parse_args(["--expiring-tokens", "--callback-url", "http://127.0.0.1/cb"])
     assert args.redirect_uri == ["http://127.0.0.1/cb"]
     assert GitHubEmulator.client_options(args) == {"expiring_tokens": True}
-    app = GitHubEmulator.make_client("id", "secret", args.redirect_uri, **GitHubEmulator.client_options(args))
+    app = GitHubEmulator.make_client(
+        "id", "secret", args.redirect_uri, **GitHubEmulator.client_options(args)
+    )
     assert app.expiring_tokens
+
+
+# -- options for servers like GitHub's, and the deprecated names ----------------------------
+
+
+class AppStyleEmulator(AuthorizationServer):
+    """Every option a GitHub-style server sets, away from its default."""
+
+    spec = attrs.evolve(PLAIN, revoke_url="https://plain.example/apps/{client_id}/token")
+    api_paths = frozenset({"/api/extra"})
+    default_redirect_uris = ("http://127.0.0.1/a/", "http://localhost/b/")
+    require_response_type = False
+    partial_consent = False
+    refresh_ttl = 1234.0
+    token_prefixes = ("at_", "rt_")
+    revoke_method = "DELETE"
+    old_name = DeprecatedAlias("book.refresh_ttl")
+
+
+async def test_the_options_of_an_app_style_server() -> None:
+    server = AppStyleEmulator(consent="form")
+    assert server.default_app.redirect_uris == ("http://127.0.0.1/a/", "http://localhost/b/")
+    assert (server.book.refresh_ttl, server.book.access_prefix) == (1234.0, "at_")
+    assert server.is_api_path("/apps/any-client/token/")
+    assert server.is_api_path("/api/extra")
+    assert not server.is_api_path("/apps/a/b/token")
+    pending = PendingAuthorization(
+        request_id="r",
+        client_id="c",
+        redirect_uri=REDIRECT,
+        scopes=("a", "b"),
+        params={},
+        expires_at=0,
+    )
+    assert server.consented_scopes(pending, {"scope": ["a"]}) == ("a", "b")  # all or nothing
+    assert (
+        server.check_authorization({"code_challenge": "x", "code_challenge_method": "S256"}) is None
+    )
+    assert (
+        server.check_authorization(
+            {"response_type": "token", "code_challenge": "x", "code_challenge_method": "S256"}
+        )
+        == "invalid_request"
+    )
+    async with server, aiohttp.ClientSession() as http:
+        path = "/apps/" + server.default_client_id() + "/token"
+        async with http.post(server.url_for(path)) as response:
+            assert response.status == 405  # revocation is a DELETE here
+        assert server.profile_url == server.url_for("/api/userinfo")
+
+
+def test_a_deprecated_alias_and_keyword_warn_and_name_the_replacement() -> None:
+    with pytest.warns(
+        DeprecationWarning, match=r"AppStyleEmulator\.old_name is deprecated; use book\.refresh_ttl"
+    ):
+        server = AppStyleEmulator(old_name=99)
+    assert server.book.refresh_ttl == 99
+    with pytest.warns(DeprecationWarning, match=r"AppStyleEmulator\.old_name is deprecated"):
+        assert server.old_name == 99
+    assert isinstance(AppStyleEmulator.old_name, DeprecatedAlias)
+
+
+def test_deprecated_module_names() -> None:
+    getattr_ = deprecated_module_names("pkg.mod", {"OLD": ("pkg.NEW", 42)})
+    with pytest.warns(DeprecationWarning, match=r"^pkg\.mod\.OLD is deprecated; use pkg\.NEW$"):
+        assert getattr_("OLD") == 42
+    with pytest.raises(AttributeError, match=r"module 'pkg\.mod' has no attribute 'NOPE'"):
+        getattr_("NOPE")

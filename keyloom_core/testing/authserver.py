@@ -34,11 +34,15 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
+import functools
 import hmac
 import inspect
+import operator
+import re
 import secrets
-from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar, Final, Protocol
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Protocol, final
 from urllib.parse import quote, urlencode, urlsplit
 
 import attrs
@@ -77,8 +81,10 @@ __all__ = [
     "DEFAULT_CALLBACK",
     "AuthorizationServer",
     "Client",
+    "DeprecatedAlias",
     "PendingAuthorization",
     "RegisteredClient",
+    "deprecated_module_names",
 ]
 
 #: Where the consent form posts its answer.
@@ -165,6 +171,78 @@ def _path(url: str | None) -> str | None:
     return urlsplit(url).path or "/" if url else None
 
 
+def _matches(route: str, path: str) -> bool:
+    """Whether *path* is *route*, whose ``{name}`` segments match any value."""
+    parts = ("[^/]+" if p[:1] == "{" else re.escape(p) for p in route.rstrip("/").split("/"))
+    return re.fullmatch("/".join(parts), path.rstrip("/")) is not None
+
+
+# -- deprecated names ----------------------------------------------------------------------
+
+
+@final
+class DeprecatedAlias:
+    """An attribute's old name: reading or setting it warns and uses *target* instead.
+
+    ``grants = DeprecatedAlias("book")`` in a class body keeps ``server.grants`` working; a
+    dotted *target* (``"book.access_ttl"``) reaches into an attribute. The
+    :class:`DeprecationWarning` names the replacement. :class:`AuthorizationServer`'s
+    constructor also accepts the old name as a keyword.
+
+    :param target: The attribute (path) that replaces the old name.
+    """
+
+    def __init__(self, target: str) -> None:
+        """Forward to *target*."""
+        self.target = target
+        self.name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        """Remember the old name, for the warning."""
+        self.name = name
+
+    def _warn(self, instance: object) -> None:
+        message = f"{type(instance).__name__}.{self.name} is deprecated; use {self.target}"
+        warnings.warn(message, DeprecationWarning, stacklevel=3)
+
+    def __get__(self, instance: object | None, owner: type | None = None) -> Any:
+        """The target's value (the alias itself on the class)."""
+        if instance is None:
+            return self
+        self._warn(instance)
+        return operator.attrgetter(self.target)(instance)
+
+    def __set__(self, instance: object, value: object) -> None:
+        """Set the target."""
+        self._warn(instance)
+        head, _, last = self.target.rpartition(".")
+        setattr(operator.attrgetter(head)(instance) if head else instance, last, value)
+
+
+def _is_alias(cls: type, name: str) -> bool:
+    return isinstance(inspect.getattr_static(cls, name, None), DeprecatedAlias)
+
+
+def deprecated_module_names(
+    module: str, names: Mapping[str, tuple[str, object]]
+) -> Callable[[str], Any]:
+    """A module ``__getattr__`` that serves old names with a :class:`DeprecationWarning`.
+
+    ``__getattr__ = deprecated_module_names(__name__, {"TOKEN_PATH": ("SPEC.token_url",
+    "/oauth/token")})``: each old name maps to the replacement the warning names and the
+    value it still gives. Other names raise :class:`AttributeError`.
+    """
+
+    def getattr_(name: str) -> Any:
+        if name not in names:
+            raise AttributeError(f"module {module!r} has no attribute {name!r}")
+        new, value = names[name]
+        warnings.warn(f"{module}.{name} is deprecated; use {new}", DeprecationWarning, stacklevel=2)
+        return value
+
+    return getattr_
+
+
 class AuthorizationServer(EmulatorServer):
     """A fake RFC 6749 / 7636 / 7009 authorization server speaking :attr:`spec`'s dialect.
 
@@ -202,30 +280,70 @@ class AuthorizationServer(EmulatorServer):
     builtin_client: ClassVar[tuple[str, str] | None] = None
     #: The grant of a token request without ``grant_type`` (``None``: refused).
     default_grant_type: ClassVar[str | None] = None
-    #: Whether authorization requests must carry a PKCE challenge.
-    require_pkce: ClassVar[bool] = True
+    #: Whether authorization requests must carry a PKCE challenge (an instance may change it).
+    require_pkce: bool = True
     #: Where the consent page posts its answer.
     consent_path: ClassVar[str] = CONSENT_PATH
     #: Whether a user who already granted every requested scope skips the consent page.
     remember_consent: ClassVar[bool] = False
     #: Seconds an authorization request waits for the consent page's answer.
     consent_ttl: float = 600.0
+    #: The built-in client's registered redirect URIs.
+    default_redirect_uris: ClassVar[tuple[str, ...]] = (DEFAULT_CALLBACK,)
+    #: Whether authorization requests must say ``response_type=code`` (else it is implied).
+    require_response_type: ClassVar[bool] = True
+    #: Whether the consent page lets the user untick requested scopes (else all or nothing).
+    partial_consent: ClassVar[bool] = True
+    #: Refresh token lifetime in seconds.
+    refresh_ttl: ClassVar[float] = 31_536_000.0
+    #: The prefixes of access and refresh token values (e.g. ``("at_", "rt_")``).
+    token_prefixes: ClassVar[tuple[str, str]] = ("", "")
+    #: The revocation route's HTTP method (RFC 7009: ``POST``); :meth:`revoke` handles it.
+    revoke_method: ClassVar[str] = "POST"
+    #: Whether an authorization request may leave out ``redirect_uri``: the client's first
+    #: registered one is used then (RFC 6749 §3.1.2.3).
+    redirect_uri_optional: ClassVar[bool] = False
+    #: The users who may sign in, by default (:meth:`user_key` names each; the first is
+    #: :attr:`default_user`); none: only :attr:`user`.
+    default_users: ClassVar[tuple[Any, ...]] = ()
 
     def __init__(
         self,
         *,
         clients: Iterable[RegisteredClient] | None = None,
         rate_limit: SlidingWindowLimiter | None = None,
+        users: Iterable[Any] | None = None,
+        default_user: str | None = None,
+        require_pkce: bool | None = None,
         **options: Any,
     ) -> None:
-        """Register *clients*; nothing listens until started."""
+        """Register *clients* and *users*; nothing listens until started.
+
+        *users* default to :attr:`default_users`, *default_user* (a :meth:`user_key`) to the
+        first, *require_pkce* to the class's. A keyword naming a :class:`DeprecatedAlias` of
+        the class is set through it (and warns).
+        """
+        aliased = {k: options.pop(k) for k in list(options) if _is_alias(type(self), k)}
         options.setdefault("faults", FaultInjector())
         super().__init__(**options)
         chosen = self.default_clients() if clients is None else clients
         self.clients: dict[str, RegisteredClient] = {c.client_id: c for c in chosen}
         self.rate_limit = rate_limit
-        self.default_user = self.user["sub"]
-        self.book = GrantBook(clock=self.clock, access_ttl=self.access_ttl)
+        chosen_users = self.default_users if users is None else users
+        self.users: dict[str, Any] = {self.user_key(user): user for user in chosen_users}
+        self.default_user = default_user or next(iter(self.users), self.user["sub"])
+        if self.users and self.default_user not in self.users:
+            raise ValueError(f"unknown default user {self.default_user!r}")
+        if require_pkce is not None:
+            self.require_pkce = require_pkce
+        access_prefix, refresh_prefix = self.token_prefixes
+        self.book = GrantBook(
+            clock=self.clock,
+            access_ttl=self.access_ttl,
+            refresh_ttl=self.refresh_ttl,
+            access_prefix=access_prefix,
+            refresh_prefix=refresh_prefix,
+        )
         self.pending = PendingRequests[PendingAuthorization](self.clock)
         self.granted: dict[tuple[str, str], frozenset[str]] = {}
         spec = self.spec
@@ -235,6 +353,8 @@ class AuthorizationServer(EmulatorServer):
             "profile": _path(spec.profile_url),
             "revoke": _path(spec.revoke_url),
         }
+        for name, value in aliased.items():
+            setattr(self, name, value)
 
     # -- the conformance convention and the clients ---------------------------------------
 
@@ -257,12 +377,9 @@ class AuthorizationServer(EmulatorServer):
 
     @classmethod
     def default_clients(cls) -> list[RegisteredClient]:
-        """The built-in client, with :data:`DEFAULT_CALLBACK` registered."""
-        return [
-            cls.make_client(
-                cls.default_client_id(), cls.default_client_secret(), [DEFAULT_CALLBACK]
-            )
-        ]
+        """The built-in client, with :attr:`default_redirect_uris` registered."""
+        uris = list(cls.default_redirect_uris)
+        return [cls.make_client(cls.default_client_id(), cls.default_client_secret(), uris)]
 
     @classmethod
     def for_client(
@@ -304,6 +421,16 @@ class AuthorizationServer(EmulatorServer):
         """Absolute URL of the token route (only while started)."""
         return self.url_for(self.routes["token"] or "/")
 
+    @property
+    def profile_url(self) -> str:
+        """Absolute URL of the profile route (only while started)."""
+        return self.url_for(self.routes["profile"] or "/")
+
+    @property
+    def default_app(self) -> Any:
+        """The first registered client (typed ``Any``: a subclass's client type)."""
+        return next(iter(self.clients.values()))
+
     # -- quirks a subclass may override ---------------------------------------------------
 
     def requested_scopes(self, raw: str) -> tuple[str, ...]:
@@ -313,13 +440,14 @@ class AuthorizationServer(EmulatorServer):
     def check_authorization(self, params: Mapping[str, str]) -> str | None:
         """Return an RFC 6749 §4.1.2.1 error code for an approved request, or ``None``.
 
-        ``response_type=code``; an S256 PKCE challenge, if sent (required unless
-        :attr:`require_pkce` is false).
+        ``response_type=code`` (implied if absent, unless :attr:`require_response_type`); an
+        S256 PKCE challenge, if sent (required unless :attr:`require_pkce` is false).
         """
         challenge = params.get("code_challenge")
         if challenge and params.get("code_challenge_method") != "S256":
             return "invalid_request"
-        if (self.require_pkce and not challenge) or params.get("response_type") != "code":
+        implied = "" if self.require_response_type else "code"
+        if (self.require_pkce and not challenge) or params.get("response_type", implied) != "code":
             return "invalid_request"
         return None
 
@@ -379,17 +507,21 @@ class AuthorizationServer(EmulatorServer):
     # -- routes --------------------------------------------------------------------------
 
     def is_api_path(self, path: str) -> bool:
-        """Whether *path* is the token, profile or revocation route (where faults apply)."""
-        paths = {p.rstrip("/") for k, p in self.routes.items() if p and k != "authorize"}
-        return path.rstrip("/") in paths
+        """Whether *path* is the token, profile or revocation route or in :attr:`api_paths`.
+
+        Faults and the rate limit apply there. A ``{name}`` segment of a route (a spec URL
+        such as ``/apps/{client_id}/token``) matches any value.
+        """
+        routes = [p for k, p in self.routes.items() if p and k != "authorize"]
+        return super().is_api_path(path) or any(_matches(p, path) for p in routes)
 
     def add_routes(self, app: web.Application) -> None:
         """The spec's routes, the consent form's answer and the avatar."""
-        add = {
+        add: dict[str, tuple[Callable[[str, Handler], object], Handler]] = {
             "authorize": (app.router.add_get, self.authorize),
             "token": (app.router.add_post, self.token),
             "profile": (app.router.add_get, self.userinfo),
-            "revoke": (app.router.add_post, self.revoke),
+            "revoke": (functools.partial(app.router.add_route, self.revoke_method), self.revoke),
         }
         for name, path in self.routes.items():
             if path is not None:
@@ -412,9 +544,14 @@ class AuthorizationServer(EmulatorServer):
         return limited
 
     def redirect_uri(self, client: RegisteredClient, params: Mapping[str, str]) -> str:
-        """Where an authorization request's answer goes: its ``redirect_uri``."""
-        del client
-        return params.get("redirect_uri", "")
+        """Where an authorization request's answer goes: its ``redirect_uri``.
+
+        Without one, the client's first registered URI if :attr:`redirect_uri_optional`.
+        """
+        given = params.get("redirect_uri", "")
+        if given or not self.redirect_uri_optional:
+            return given
+        return next(iter(getattr(client, "redirect_uris", ())), "")
 
     def refused(self, params: Mapping[str, str]) -> web.Response | None:
         """An error page, never a redirect, for an unknown client or redirect URI."""
@@ -463,7 +600,7 @@ class AuthorizationServer(EmulatorServer):
         return consent_page(
             app_name=getattr(client, "name", pending.client_id),
             action=self.consent_path,
-            scopes=[ScopeOption(name) for name in pending.scopes],
+            scopes=[ScopeOption(s, required=not self.partial_consent) for s in pending.scopes],
             hidden={"request_id": pending.request_id},
             provider_name=self.spec.name,
             users=self.user_options(),
@@ -471,18 +608,28 @@ class AuthorizationServer(EmulatorServer):
         )
 
     def user_options(self) -> list[UserOption]:
-        """The consent page's user picker (none: the one :attr:`user` signs in)."""
-        return []
+        """The consent page's user picker: :attr:`users` (none: :attr:`user` signs in)."""
+        return [UserOption(key, self.user_label(user)) for key, user in self.users.items()]
 
     def knows_user(self, user_id: str) -> bool:
         """Whether *user_id* may sign in (the consent page's picker is checked against it)."""
-        return user_id == self.default_user
+        return user_id in self.users if self.users else user_id == self.default_user
+
+    @staticmethod
+    def user_key(user: Any) -> str:
+        """The id :attr:`users` knows *user* by, and codes and tokens record: its ``id``."""
+        return str(getattr(user, "id", user))
+
+    @staticmethod
+    def user_label(user: Any) -> str:
+        """How the consent page's picker shows *user*."""
+        return str(user)
 
     def consented_scopes(
         self, pending: PendingAuthorization, form: Mapping[str, Any]
     ) -> tuple[str, ...]:
-        """The scopes the consent page's answer grants: the requested ones left ticked."""
-        ticked = set(form.get("scope", ()))
+        """The scopes the answer grants: those left ticked (all, unless :attr:`partial_consent`)."""
+        ticked = set(form.get("scope", ())) if self.partial_consent else set(pending.scopes)
         return tuple(s for s in pending.scopes if s in ticked)
 
     async def consent_answer(self, request: web.Request) -> web.StreamResponse:

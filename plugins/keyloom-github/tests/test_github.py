@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import parse_qs, parse_qsl, urlsplit
 
 import aiohttp
 import anyio
+import attrs
 import pytest
 from keyloom_github import SPEC, github
 from keyloom_github.emulator import (
@@ -336,3 +339,128 @@ async def test_cli_runs_until_sigterm() -> None:
         process.send_signal(signal.SIGTERM)
         with anyio.fail_after(20):
             assert await process.wait() == 0
+
+
+# -- the names the emulator had before it was built on the kit ------------------------------
+
+
+def test_grants_and_token_lifetimes_are_the_book_s() -> None:
+    emulator = GitHubEmulator()
+    with pytest.warns(DeprecationWarning, match=r"GitHubEmulator\.grants is deprecated; use book$"):
+        assert emulator.grants is emulator.book
+    lifetimes = {"access_token_ttl": 28_800, "refresh_token_ttl": 15_897_600, "code_ttl": 600}
+    for name, value in lifetimes.items():
+        new = f"book.{name.replace('_token', '')}"
+        with pytest.warns(DeprecationWarning, match=rf"GitHubEmulator\.{name} .*use {new}"):
+            assert getattr(emulator, name) == value
+        with pytest.warns(DeprecationWarning, match=name):
+            setattr(emulator, name, 5)
+    assert (emulator.book.access_ttl, emulator.book.refresh_ttl, emulator.book.code_ttl) == (
+        5,
+        5,
+        5,
+    )
+
+
+async def test_the_old_constructor_keywords_still_work() -> None:
+    app = attrs.evolve(APP, expiring_tokens=True)
+    with pytest.warns(
+        DeprecationWarning, match=r"(access|refresh)_token_ttl is deprecated; use book"
+    ):
+        emulator = GitHubEmulator(
+            clients=[app], consent="approve", access_token_ttl=120, refresh_token_ttl=900
+        )
+    async with emulator:
+        result = await login(emulator)
+    assert result.tokens.expires_at is not None
+    assert 100 < result.tokens.expires_at - time.time() <= 120
+    assert result.tokens.refresh_expires_at is not None
+    assert 880 < result.tokens.refresh_expires_at - time.time() <= 900
+
+
+async def test_require_pkce_and_default_user_are_constructor_options() -> None:
+    with pytest.raises(ValueError, match="unknown default user 'nobody'"):
+        GitHubEmulator(default_user="nobody")
+    emulator = GitHubEmulator(default_user="unverified-dev", require_pkce=True)
+    assert emulator.default_user == "unverified-dev"
+    params = {"client_id": DEFAULT_CLIENT_ID, "redirect_uri": "http://127.0.0.1:5/cb", "state": "s"}
+    emulator.consent = "approve"
+    async with emulator, aiohttp.ClientSession() as http:
+        assert emulator.expected_profile(DEFAULT_CLIENT_ID, ["user:email"])["email"] is None
+        url = emulator.authorize_url
+        async with http.get(url, params=params, allow_redirects=False) as response:
+            query = dict(parse_qsl(urlsplit(response.headers["Location"]).query))
+    assert query == {"error": "invalid_request", "state": "s"}  # no PKCE challenge
+
+
+async def test_users_keep_their_profile_fields() -> None:
+    user = EmulatedUser(
+        id=9,
+        login="full-profile",
+        name="Full Profile",
+        emails=(EmulatedEmail(email="full@example.test", primary=True, visibility="public"),),
+        bio="Bio",
+        company="@keyloom",
+        location="Loopback",
+        public_repos=8,
+        followers=42,
+        following=7,
+    )
+    assert user.public_email == "full@example.test"
+    with pytest.raises(ValueError, match="login"):
+        EmulatedUser(id=1, login="not a login!")
+    async with GitHubEmulator(clients=[APP], users=[user], consent="approve") as emulator:
+        result = await login(emulator)
+        assert result.profile.raw["avatar_url"] == emulator.avatar_url(user)
+    fields = ("bio", "company", "location", "public_repos", "followers", "following")
+    assert {k: result.profile.raw[k] for k in fields} == {
+        "bio": "Bio",
+        "company": "@keyloom",
+        "location": "Loopback",
+        "public_repos": 8,
+        "followers": 42,
+        "following": 7,
+    }
+    assert result.profile.raw["login"] == "full-profile"
+    assert result.profile.raw["email"] == "full@example.test"
+
+
+async def test_user_url_revoke_url_and_api_paths(emulator: GitHubEmulator) -> None:
+    with pytest.warns(DeprecationWarning, match=r"user_url is deprecated; use profile_url"):
+        assert emulator.user_url == emulator.url_for("/user") == emulator.profile_url
+    result = await login(emulator)
+    url = emulator.revoke_url(APP.client_id)
+    assert url == emulator.url_for(f"/applications/{APP.client_id}/token")
+    assert emulator.is_api_path(urlsplit(url).path)
+    assert GitHubEmulator.api_paths >= {"/user", "/user/emails"}
+    basic = base64.b64encode(f"{APP.client_id}:{APP.client_secret}".encode()).decode()
+    auth = {"Authorization": f"Basic {basic}"}
+    body = {"access_token": result.tokens.access_token}
+    async with aiohttp.ClientSession() as http:
+        assert emulator.faults is not None
+        emulator.faults.queue("503")
+        async with http.delete(url, json=body, headers=auth) as response:
+            assert response.status == 503  # faults apply to revocation
+        async with http.delete(url, json=body, headers=auth) as response:
+            assert response.status == 204
+
+
+def test_implied_scopes_keeps_its_old_shape() -> None:
+    from keyloom_github import IMPLIED_SCOPES
+    from keyloom_github import emulator as module
+
+    with pytest.warns(
+        DeprecationWarning, match=r"IMPLIED_SCOPES is deprecated; use keyloom_github"
+    ):
+        old = module.IMPLIED_SCOPES
+    assert old["user"] == frozenset({"read:user", "user:email", "user:follow"})
+    assert set(old) == set(IMPLIED_SCOPES)
+
+
+def test_an_app_s_callback_urls_are_its_redirect_uris() -> None:
+    assert APP.callback_urls == APP.redirect_uris == (REDIRECT,)
+    with pytest.raises(ValueError, match=r"callback_urls|redirect_uris"):
+        EmulatedOAuthApp(client_id="a", client_secret="b", callback_urls=[])
+    assert attrs.evolve(APP, callback_urls=["http://x.test/cb"]).callback_urls == (
+        "http://x.test/cb",
+    )
