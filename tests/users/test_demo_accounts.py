@@ -63,7 +63,12 @@ async def _get(http: aiohttp.ClientSession, url: str) -> Any:
 
 
 async def _unlink(
-    site: DemoSite, http: aiohttp.ClientSession, provider: str, account_id: str, *, csrf: bool = True
+    site: DemoSite,
+    http: aiohttp.ClientSession,
+    provider: str,
+    account_id: str,
+    *,
+    csrf: bool = True,
 ) -> tuple[int, dict[str, Any]]:
     headers = {}
     if csrf:
