@@ -1,7 +1,9 @@
 """``keyloom demo --check``: one sign-in through the demo as a browser would do it.
 
 It follows every redirect itself, fills the emulator's consent form (keeping the ticked
-scopes, pressing the approve button), lands on the dashboard and signs out again.
+scopes, pressing the approve button), lands on the dashboard and signs out again. With a
+linkable provider installed it then links that provider's account to the signed-in user
+and unlinks it (:func:`link_once`).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import aiohttp
 
 from ..errors import KeyloomError
 
-__all__ = ["consent", "sign_in_once"]
+__all__ = ["consent", "link_once", "sign_in_once"]
 
 
 class _FormReader(HTMLParser):
@@ -88,3 +90,34 @@ async def sign_in_once(site_url: str, provider_id: str) -> tuple[str, list[str]]
                 msg = f"sign-out answered HTTP {out.status}"
                 raise DemoCheckError(msg)
         return (name.group(1) if name else "?"), scopes
+
+
+async def link_once(site_url: str, provider_id: str, other_id: str) -> int:
+    """Sign in with *provider_id*, link *other_id*, unlink it; the accounts seen linked."""
+    jar = aiohttp.CookieJar(unsafe=True)
+    async with aiohttp.ClientSession(cookie_jar=jar) as http:
+        auth = f"{site_url}/api/auth"
+        for start in (
+            f"{auth}/oauth/{provider_id}/start?callbackUrl=/dashboard",
+            f"{auth}/oauth/{other_id}/start?link=1&callbackUrl=/dashboard",
+        ):
+            status, path, _ = await consent(http, start)
+            if path != "/dashboard" or status != 200:
+                msg = f"expected the dashboard, got HTTP {status} at {path}"
+                raise DemoCheckError(msg)
+        async with http.get(f"{auth}/accounts") as answer:
+            accounts = (await answer.json()).get("accounts", [])
+        linked = {a["provider"]: a for a in accounts}
+        if set(linked) != {provider_id, other_id} or len({a["userId"] for a in accounts}) != 1:
+            msg = f"expected one user with two linked accounts, got {sorted(linked)}"
+            raise DemoCheckError(msg)
+        async with http.get(f"{auth}/csrf") as csrf:
+            token = (await csrf.json())["csrfToken"]
+        query = {"provider": other_id, "providerAccountId": linked[other_id]["providerAccountId"]}
+        async with http.post(
+            f"{auth}/accounts/unlink", params=query, headers={"x-keyloom-csrf": token}
+        ) as unlinked:
+            if unlinked.status != 200:
+                msg = f"unlinking answered HTTP {unlinked.status}"
+                raise DemoCheckError(msg)
+        return len(accounts)

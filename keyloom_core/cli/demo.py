@@ -55,7 +55,7 @@ from ..users import MemoryAdapter
 from ..web import CSRF_HEADER
 from ..web.aiohttp import KEYLOOM_HANDLER, current_session, setup_keyloom
 from ..web.sessions import check_csrf
-from ._democheck import sign_in_once
+from ._democheck import link_once, sign_in_once
 from ._demopage import (
     ACCOUNTS_SCRIPT,
     EVERYWHERE_SCRIPT,
@@ -415,7 +415,13 @@ async def _check(args: argparse.Namespace) -> int:
         store=args.store,
     ) as site:
         name, scopes = await sign_in_once(site.url, site.provider_id)
-    print(f"demo check passed: signed in as {name!r} with scopes {', '.join(scopes)}")
+        linked = [
+            f"linked {site.keyloom.provider(other).spec.name} and unlinked it"
+            for other in site.linkable
+            if await link_once(site.url, site.provider_id, other)
+        ]
+    done = "; ".join([f"signed in as {name!r} with scopes {', '.join(scopes)}", *linked])
+    print(f"demo check passed: {done}")
     return 0
 
 

@@ -195,3 +195,12 @@ async def test_a_session_whose_user_is_gone_is_signed_out(
         assert answer.status == 200
         assert answer.url.path == "/"
         assert "id=signin" in await answer.text()
+
+
+def test_demo_check_links_and_unlinks_github(capsys: pytest.CaptureFixture[str]) -> None:
+    from keyloom_core.cli import main
+
+    assert main(["demo", "--check", "--port", "0", "--store", "memory://"]) == 0
+    out = capsys.readouterr().out
+    assert "demo check passed: signed in as 'Emulated Creator'" in out
+    assert "linked GitHub and unlinked it" in out
