@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.orm import aliased
 
 from keyloom_core.store import StoreUnavailableError
 from keyloom_core.users import (
@@ -95,6 +96,9 @@ async def create_tables(engine: AsyncEngine) -> None:
 
 class SQLAlchemyAdapter:
     """A :class:`keyloom_core.users.Adapter` on SQLAlchemy 2.0's asyncio engine.
+
+    It has the optional atomic unlink (:class:`keyloom_core.users.AtomicUnlinkAdapter`):
+    :meth:`unlink_account_unless_last`.
 
     :param database: a URL (``sqlite+aiosqlite:///app.db``,
         ``postgresql+asyncpg://user:password@host/db``) or an app's own ``AsyncEngine``
@@ -276,6 +280,9 @@ class SQLAlchemyAdapter:
         SQLite the adapter's transactions hold the write lock from ``BEGIN IMMEDIATE``),
         then reads the user's accounts and deletes the one. Two concurrent unlinks of a
         user's two accounts run one after the other: the second finds the last account.
+        The ``DELETE`` itself keeps the condition (another account of the user exists),
+        so that an app's own SQLite engine, which reads outside the transaction unless
+        set up as the adapter's, still never removes the last account.
 
         :raises AccountNotFoundError: the user has no such account (nothing changes).
         :raises LastAccountError: it is the user's last account (nothing changes).
@@ -297,7 +304,18 @@ class SQLAlchemyAdapter:
                 if len(held) == 1:
                     msg = "this is the only account left to sign in with"
                     raise LastAccountError(msg, provider_id=provider)
-                await session.execute(delete(AccountRow).where(AccountRow.id == found.id))
+                other = aliased(AccountRow)
+                gone = await session.execute(
+                    delete(AccountRow).where(
+                        AccountRow.id == found.id,
+                        select(other.id)
+                        .where(other.user_id == user_id, other.id != found.id)
+                        .exists(),
+                    )
+                )
+                if not getattr(gone, "rowcount", 0):  # a concurrent unlink took the other
+                    msg = "this is the only account left to sign in with"
+                    raise LastAccountError(msg, provider_id=provider)
                 return _account(found)
         except _UNAVAILABLE as exc:
             raise self._unavailable(exc) from None
