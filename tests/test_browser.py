@@ -95,8 +95,13 @@ async def test_sign_in_untick_optional_scope_and_sign_out(site, page) -> None:
     assert shot.stat().st_size > 1000
 
     session = await page.evaluate("fetch('/api/auth/session').then(r => r.json())")
-    assert session["user"]["id"] == open_id
+    assert session["user"]["id"] == await page.inner_text("#user-id")
     assert session["user"]["email"] is None
+    # the one linked account: listed from GET /accounts, its unlink button disabled
+    await page.wait_for_selector("#account-list[data-count='1']")
+    only = page.locator("#account-list li.account")
+    assert await only.get_attribute("data-account") == open_id
+    assert await only.locator("button.unlink").is_disabled()
 
     await page.click("#signout")
     await page.wait_for_url(f"{site.url}/")
@@ -237,3 +242,50 @@ async def test_sign_out_everywhere_ends_the_other_browsers_session(site) -> None
             assert second.url == f"{site.url}/"
         finally:
             await browser.close()
+
+
+async def test_link_github_see_two_accounts_and_unlink_one(site, page) -> None:
+    pytest.importorskip("keyloom_github")
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    await page.goto(f"{site.url}/")
+    await page.click("#signin")
+    await page.click("form button.approve")
+    await page.wait_for_url(f"{site.url}/dashboard")
+    user_id = await page.inner_text("#user-id")
+    await page.wait_for_selector("#account-list[data-count='1']")
+    assert await page.locator("#account-list li.account").get_attribute("data-provider") == (
+        "tiktok"
+    )
+
+    # link GitHub: the embedded GitHub emulator's consent page, then back to the dashboard
+    link = page.locator("#link-github")
+    assert await link.inner_text() == "Link GitHub"
+    await link.click()
+    await page.wait_for_selector("form button.approve")
+    assert "GitHub" in await page.content()
+    await page.click("form button.approve")
+    await page.wait_for_url(f"{site.url}/dashboard")
+    assert await page.inner_text("#user-id") == user_id  # the same user
+    assert await page.inner_text("#signed-in-with") == "Signed in with GitHub"
+    await page.wait_for_selector("#account-list[data-count='2']")
+    rows = page.locator("#account-list li.account")
+    assert sorted(await rows.evaluate_all("rows => rows.map(r => r.dataset.provider)")) == [
+        "github",
+        "tiktok",
+    ]
+    assert await page.locator("#link-github").is_hidden()  # linked already
+    assert await page.locator("#tt-stats").count() == 1  # the TikTok part stays
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=str(ARTIFACTS / "dashboard-linked.png"), full_page=True)
+
+    # unlink GitHub: one account left, its button disabled, "Link GitHub" offered again
+    await page.click("#account-list li[data-provider=github] button.unlink")
+    await page.wait_for_selector("#account-list[data-count='1']")
+    assert await rows.get_attribute("data-provider") == "tiktok"
+    assert await rows.locator("button.unlink").is_disabled()
+    assert await page.locator("#link-github").is_visible()
+    assert await page.locator("#accounts-note").is_hidden()
+    accounts = await page.evaluate("fetch('/api/auth/accounts').then(r => r.json())")
+    assert [a["provider"] for a in accounts["accounts"]] == ["tiktok"]
+    assert errors == []

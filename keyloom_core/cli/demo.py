@@ -13,6 +13,15 @@ Sessions are server-side, in the embedded SQLite store: a file in the per-user d
 (``memory://``, ``sqlite:///path.db``, ``redis://…``). The dashboard lists the signed-in
 user's sessions and offers "Sign out everywhere" (``keyloom.sessions.revoke_all``).
 
+Users and their linked accounts live in a :class:`~keyloom_core.users.MemoryAdapter`, like
+the sign-ins' tokens (which are in memory too: a user kept across restarts would have
+accounts without tokens). The dashboard lists the user's linked accounts (``GET
+/api/auth/accounts``) with an "Unlink" button each (a CSRF-protected ``POST
+/api/auth/accounts/unlink``; the last account's is disabled), and a "Link …" button for
+each other provider of :data:`LINKABLE` that is installed (``/oauth/{id}/start?link=1``):
+against its emulator too in emulator mode, and in provider mode when its
+``{env_prefix}_CLIENT_ID`` / ``_CLIENT_SECRET`` are set.
+
 A provider's plugin module (``ProviderSpec.plugin``) may offer ``demo_dashboard(*, keyloom,
 tokens, provider_id, emulator)`` returning a :class:`DemoDashboard`: its routes are added to
 the demo app and its section to the signed-in page, with the sign-ins' tokens kept by a
@@ -42,18 +51,30 @@ from .._config import define_keyloom
 from .._plugins import PluginRegistry, RegisteredProvider
 from ..errors import ConfigurationError, KeyloomError
 from ..store import open_store
+from ..users import MemoryAdapter
 from ..web import CSRF_HEADER
 from ..web.aiohttp import KEYLOOM_HANDLER, current_session, setup_keyloom
 from ..web.sessions import check_csrf
-from ._democheck import sign_in_once
+from ._democheck import link_once, sign_in_once
+from ._demopage import (
+    ACCOUNTS_SCRIPT,
+    EVERYWHERE_SCRIPT,
+    SIGN_IN_SCRIPT,
+    SIGN_OUT_SCRIPT,
+    accounts_html,
+    page_html,
+    profile_html,
+)
 
 if TYPE_CHECKING:
     from .._keyloom import Keyloom
+    from ..models import Provider
     from ..tokens import TokenManager
     from ..web import Session
 
 __all__ = [
     "DEFAULT_PROVIDER",
+    "LINKABLE",
     "DemoDashboard",
     "DemoSite",
     "add_arguments",
@@ -68,67 +89,8 @@ DEMO_SCOPES = {"tiktok": ("user.info.basic", "user.info.profile", "user.info.sta
 #: Scopes the demo adds against the emulator only: at the real provider they need products
 #: and an app review that a newcomer's app does not have yet.
 EMULATOR_SCOPES = {"tiktok": ("video.list", "video.upload", "video.publish")}
-
-_STYLE = """
-:root{color-scheme:light dark;--ink:#161823;--paper:#fff;--muted:#6b6e78;--line:#e3e3e6;
---accent:#fe2c55;--accent2:#25f4ee}
-@media (prefers-color-scheme:dark){
-:root{--ink:#f1f1f2;--paper:#121212;--muted:#a0a3ab;--line:#2c2c30}}
-*{box-sizing:border-box}
-body{margin:0;font:16px/1.5 system-ui,-apple-system,"Segoe UI",sans-serif;
-color:var(--ink);background:var(--paper);display:grid;place-items:center;min-height:100vh}
-main{width:min(440px,92vw);padding:2rem;border:1px solid var(--line);border-radius:16px}
-h1{font-size:1.4rem;margin:0 0 .25rem}p.lead{color:var(--muted);margin:0 0 1.5rem}
-button{all:unset;box-sizing:border-box;width:100%;text-align:center;cursor:pointer;
-padding:.8rem 1rem;
-border-radius:10px;background:var(--ink);color:var(--paper);font-weight:600;
-box-shadow:-2px -2px 0 var(--accent2),2px 2px 0 var(--accent)}
-button[disabled]{opacity:.7;cursor:progress}
-button.secondary{background:transparent;color:var(--ink);border:1px solid var(--line);
-box-shadow:none}
-.profile{display:flex;gap:1rem;align-items:center;margin-bottom:1.25rem}
-.profile img{width:72px;height:72px;border-radius:50%;border:2px solid var(--line)}
-dl{display:grid;grid-template-columns:auto 1fr;gap:.35rem 1rem;margin:0 0 1.5rem}
-dt{color:var(--muted)}dd{margin:0;overflow-wrap:anywhere}code{font-size:.85rem}
-.chip{display:inline-block;padding:.1rem .5rem;margin:0 .25rem .25rem 0;border-radius:99px;
-border:1px solid var(--line);font-size:.8rem}.chip.off{opacity:.5;text-decoration:line-through}
-.mode{margin-top:1.5rem;font-size:.8rem;color:var(--muted);overflow-wrap:anywhere}
-"""
-
-_SIGN_IN_SCRIPT = """
-document.getElementById("signin").addEventListener("click", (event) => {
-  const button = event.currentTarget;
-  button.disabled = true;
-  button.textContent = "Connecting\\u2026";
-  const params = new URLSearchParams({callbackUrl: "/dashboard"});
-  window.location.assign(`${BASE}/oauth/${PROVIDER}/start?${params}`);
-});
-"""
-
-_SIGN_OUT_SCRIPT = """
-document.getElementById("signout").addEventListener("click", async (event) => {
-  const button = event.currentTarget;
-  button.disabled = true;
-  button.textContent = "Signing out\\u2026";
-  const csrf = await (await fetch(`${BASE}/csrf`, {credentials: "same-origin"})).json();
-  await fetch(`${BASE}/logout`, {method: "POST", credentials: "same-origin",
-    headers: {"x-keyloom-csrf": csrf.csrfToken}});
-  window.location.assign("/");
-});
-"""
-
-
-_EVERYWHERE_SCRIPT = """
-document.getElementById("everywhere").addEventListener("click", async (event) => {
-  const button = event.currentTarget;
-  button.disabled = true;
-  button.textContent = "Signing out everywhere\\u2026";
-  const csrf = await (await fetch(`${BASE}/csrf`, {credentials: "same-origin"})).json();
-  await fetch("/signout-everywhere", {method: "POST", credentials: "same-origin",
-    headers: {"x-keyloom-csrf": csrf.csrfToken}});
-  window.location.assign("/");
-});
-"""
+#: Providers the signed-in page offers to link, when their plugin is installed.
+LINKABLE = ("tiktok", "github")
 
 
 def default_store_url() -> str:
@@ -176,18 +138,6 @@ def _demo_dashboard(registered: RegisteredProvider, **parts: Any) -> DemoDashboa
     return factory(**parts) if callable(factory) else None
 
 
-def _page(
-    title: str, body: str, script: str, base_path: str, provider_id: str, style: str = ""
-) -> str:
-    return (
-        "<!doctype html><html lang=en><head><meta charset=utf-8>"
-        '<meta name=viewport content="width=device-width,initial-scale=1">'
-        f"<title>{html.escape(title)}</title><style>{_STYLE}{style}</style></head>"
-        f"<body><main>{body}</main><script>const BASE = {base_path!r};"
-        f"const PROVIDER = {provider_id!r};{script}</script></body></html>"
-    )
-
-
 @attrs.frozen
 class DemoSite:
     """The demo's running parts.
@@ -199,6 +149,7 @@ class DemoSite:
         keyloom: The Keyloom instance serving it.
         emulator_url: The emulator's URL in emulator mode.
         store: The store URL (sessions, used states, rate limits).
+        linkable: The providers the signed-in page offers to link (:data:`LINKABLE`).
     """
 
     url: str
@@ -207,10 +158,24 @@ class DemoSite:
     keyloom: Keyloom
     emulator_url: str | None
     store: str = "memory://"
+    linkable: tuple[str, ...] = ()
+
+
+async def _signed_in(keyloom: Keyloom, request: web.Request) -> Session | None:
+    """The request's session, if its user still exists (the demo keeps users in memory)."""
+    session = await current_session(request)
+    if session is None or keyloom.users is None:
+        return session
+    return session if await keyloom.users.get(session.user_id) is not None else None
 
 
 def _build_app(
-    keyloom: Keyloom, provider_id: str, *, emulated: bool, extension: DemoDashboard | None = None
+    keyloom: Keyloom,
+    provider_id: str,
+    *,
+    emulated: bool,
+    extension: DemoDashboard | None = None,
+    linkable: tuple[str, ...] = (),
 ) -> web.Application:
     provider = keyloom.provider(provider_id)
     name = html.escape(provider.spec.name)
@@ -222,48 +187,34 @@ def _build_app(
     )
 
     def page(title: str, body: str, script: str, style: str = "") -> web.Response:
-        text = _page(title, body, script, keyloom.base_path, provider_id, style)
+        text = page_html(title, body, script, keyloom.base_path, provider_id, style)
         return web.Response(text=text, content_type="text/html")
 
     @routes.get("/")
     async def index(request: web.Request) -> web.StreamResponse:
-        if await current_session(request) is not None:
+        if await _signed_in(keyloom, request) is not None:
             raise web.HTTPFound("/dashboard")
         body = (
             f"<h1>Keyloom demo</h1><p class=lead>Sign in with your {name} account.</p>"
             f"<button id=signin type=button>Sign in with {name}</button>" + footer
         )
-        return page("Sign in", body, _SIGN_IN_SCRIPT)
+        return page("Sign in", body, SIGN_IN_SCRIPT)
 
     @routes.get("/dashboard")
     async def dashboard(request: web.Request) -> web.StreamResponse:
-        session = await current_session(request)
+        session = await _signed_in(keyloom, request)
         if session is None:
             raise web.HTTPFound("/")
-        user = session.user
         others = len(await keyloom.sessions.list(session.user_id)) - 1
-        count = f"and {others} other browser{'s' * (others != 1)}" if others else "only here"
-        granted = sorted(session.scopes)
-        declined = sorted(set(provider.scopes) - set(granted))
-        chips = "".join(f"<span class=chip>{html.escape(s)}</span>" for s in granted) + "".join(
-            f"<span class='chip off' title='declined'>{html.escape(s)}</span>" for s in declined
-        )
-        image = user.get("image")
-        avatar = f'<img src="{html.escape(image)}" alt="avatar">' if image else ""
-        display = html.escape(str(user.get("name") or f"{provider.spec.name} user"))
         body = (
-            f"<div class=profile>{avatar}<div><h1 id=display-name>{display}</h1>"
-            f"<p class=lead>Signed in with {name}</p></div></div>"
-            "<dl><dt>Account id</dt>"
-            f"<dd><code id=account-id>{html.escape(session.provider_account_id)}</code></dd>"
-            f"<dt>Scopes</dt><dd id=scopes>{chips}</dd>"
-            f"<dt>Signed in</dt><dd id=sessions>{count}</dd></dl>"
+            profile_html(keyloom, session, provider, others)
+            + accounts_html(keyloom, linkable)
             + (await extension.section(request, session) if extension else "")
             + "<button id=signout type=button class=secondary>Sign out</button>"
             "<p></p><button id=everywhere type=button class=secondary>"
             "Sign out everywhere</button>" + footer
         )
-        scripts = _SIGN_OUT_SCRIPT + _EVERYWHERE_SCRIPT
+        scripts = SIGN_OUT_SCRIPT + EVERYWHERE_SCRIPT + ACCOUNTS_SCRIPT
         if extension is None:
             return page("Dashboard", body, scripts)
         return page("Dashboard", body, scripts + extension.script, extension.style)
@@ -327,45 +278,38 @@ async def demo_site(
 
     *store* is a store URL; by default the SQLite file of :func:`default_store_url`.
     """
-    registered = _registered(PluginRegistry(), provider_id)
+    registry = PluginRegistry()
+    registered = _registered(registry, provider_id)
     spec = registered.spec
-    use_emulator = emulator if emulator is not None else not os.environ.get(
-        f"{spec.env_prefix}_CLIENT_ID"
+    use_emulator = (
+        emulator if emulator is not None else not os.environ.get(f"{spec.env_prefix}_CLIENT_ID")
     )
-    scopes = DEMO_SCOPES.get(provider_id, tuple(sorted(spec.default_scopes)))
-    if use_emulator:
-        scopes = (*scopes, *EMULATOR_SCOPES.get(provider_id, ()))
     port = port or _free_port(host)
     base_url = f"http://{host}:{port}"
     secret = os.environ.get("KEYLOOM_SECRET") or secrets.token_urlsafe(32)
     async with AsyncExitStack() as stack:
-        emulator_url, emu = None, None
-        if use_emulator:
-            client_id, client_secret = "demo-client", secrets.token_urlsafe(24)
-            emu = _emulator_class(registered).for_client(
-                client_id=client_id,
-                client_secret=client_secret,
-                redirect_uris=[f"{base_url}/api/auth/oauth/{provider_id}/callback"],
-                scopes=scopes,
+        provider, emu = await _provider(registered, use_emulator, base_url, stack)
+        others = [
+            await _provider(registry.providers[other], use_emulator, base_url, stack)
+            for other in LINKABLE
+            if other != provider_id
+            and other in registry.providers
+            and (
+                registry.providers[other].spec.emulator
+                if use_emulator
+                else os.environ.get(f"{registry.providers[other].spec.env_prefix}_CLIENT_ID")
             )
-            await stack.enter_async_context(emu)
-            emulator_url = emu.url
-            provider = registered.factory(
-                client_id=client_id,
-                client_secret=client_secret,
-                scopes=scopes,
-                endpoint_origin=emulator_url,
-            )
-        else:
-            provider = registered.factory(scopes=scopes)
+        ]
+        linkable = tuple(other.id for other, _ in others)
         store_url = store or default_store_url()
         tokens = _token_manager()
         keyloom = define_keyloom(
-            providers=[provider],
+            providers=[provider, *(other for other, _ in others)],
             secret=secret,
             base_url=base_url,
             store=open_store(store_url),
             plugins=[tokens.plugin] if tokens else [],
+            adapter=MemoryAdapter(),
         )
         dashboard = None
         if tokens is not None:
@@ -373,7 +317,9 @@ async def demo_site(
             dashboard = _demo_dashboard(
                 registered, keyloom=keyloom, tokens=tokens, provider_id=provider_id, emulator=emu
             )
-        app = _build_app(keyloom, provider_id, emulated=use_emulator, extension=dashboard)
+        app = _build_app(
+            keyloom, provider_id, emulated=use_emulator, extension=dashboard, linkable=linkable
+        )
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
@@ -383,9 +329,36 @@ async def demo_site(
             mode="emulator" if use_emulator else provider_id,
             provider_id=provider_id,
             keyloom=keyloom,
-            emulator_url=emulator_url,
+            emulator_url=emu.url if emu is not None else None,
             store=store_url,
+            linkable=linkable,
         )
+
+
+async def _provider(
+    registered: RegisteredProvider, emulated: bool, base_url: str, stack: AsyncExitStack
+) -> tuple[Provider, Any]:
+    """The demo's configured provider, and its emulator (started on *stack*) if *emulated*."""
+    spec = registered.spec
+    scopes = DEMO_SCOPES.get(spec.id, tuple(sorted(spec.default_scopes)))
+    if not emulated:
+        return registered.factory(scopes=scopes), None
+    scopes = (*scopes, *EMULATOR_SCOPES.get(spec.id, ()))
+    client_id, client_secret = "demo-client", secrets.token_urlsafe(24)
+    emu = _emulator_class(registered).for_client(
+        client_id=client_id,
+        client_secret=client_secret,
+        redirect_uris=[f"{base_url}/api/auth/oauth/{spec.id}/callback"],
+        scopes=scopes,
+    )
+    await stack.enter_async_context(emu)
+    provider = registered.factory(
+        client_id=client_id,
+        client_secret=client_secret,
+        scopes=scopes,
+        endpoint_origin=emu.url,
+    )
+    return provider, emu
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -426,6 +399,8 @@ async def _serve(args: argparse.Namespace) -> int:
             print(f"Mode: {provider.spec.name} (credentials from {prefix}_CLIENT_ID / _SECRET)")
         print(f"Redirect URI: {site.keyloom.redirect_uri(provider)}")
         print(f"Sessions: server-side in {site.store}")
+        names = ", ".join(site.keyloom.provider(p).spec.name for p in site.linkable)
+        print(f"Users and linked accounts: in memory (linkable: {names or 'none installed'})")
         print("Press Ctrl+C to stop.", flush=True)
         await anyio.sleep_forever()
     return 0
@@ -440,7 +415,13 @@ async def _check(args: argparse.Namespace) -> int:
         store=args.store,
     ) as site:
         name, scopes = await sign_in_once(site.url, site.provider_id)
-    print(f"demo check passed: signed in as {name!r} with scopes {', '.join(scopes)}")
+        linked = [
+            f"linked {site.keyloom.provider(other).spec.name} and unlinked it"
+            for other in site.linkable
+            if await link_once(site.url, site.provider_id, other)
+        ]
+    done = "; ".join([f"signed in as {name!r} with scopes {', '.join(scopes)}", *linked])
+    print(f"demo check passed: {done}")
     return 0
 
 

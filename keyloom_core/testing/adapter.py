@@ -19,12 +19,19 @@ case-insensitive and finds the oldest user; an account belongs to at most one us
 (:class:`~keyloom_core.users.AccountConflictError`, nothing changes), linking again
 updates it; unlinking and deleting remove exactly what they say; concurrent first links
 of one account leave it with one user.
+
+The optional ``unlink_account_unless_last``
+(:class:`~keyloom_core.users.AtomicUnlinkAdapter`) is checked when the adapter has it,
+and skipped otherwise: it refuses another user's account and the last one, and of two
+unlinks of a two-account user's accounts at once exactly one succeeds (run
+:data:`UNLINK_RACE_RUNS` times).
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import anyio
 import pytest
@@ -32,6 +39,8 @@ import pytest
 from keyloom_core.users import (
     Account,
     AccountConflictError,
+    AccountNotFoundError,
+    LastAccountError,
     User,
     UserNotFoundError,
     new_user_id,
@@ -40,7 +49,12 @@ from keyloom_core.users import (
 if TYPE_CHECKING:
     from keyloom_core.users import Adapter
 
-__all__ = ["AdapterContract"]
+__all__ = ["UNLINK_RACE_RUNS", "AdapterContract"]
+
+#: How many times the concurrent-unlink race runs (a fresh user each time).
+UNLINK_RACE_RUNS: Final = 50
+
+_Unlink = Callable[[str, str, str], Awaitable[Account]]
 
 _T0 = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
 
@@ -63,6 +77,15 @@ def _user(**changes: object) -> User:
     }
     values.update(changes)
     return User(**values)  # type: ignore[arg-type]
+
+
+def _atomic_unlink(adapter: Adapter) -> _Unlink:
+    """The adapter's ``unlink_account_unless_last``; the test is skipped without it."""
+    method = getattr(adapter, "unlink_account_unless_last", None)
+    if not callable(method):
+        pytest.skip("the adapter has no unlink_account_unless_last (optional)")
+    unlink: _Unlink = method
+    return unlink
 
 
 @pytest.mark.anyio
@@ -195,3 +218,61 @@ class AdapterContract:
         _check(len(lost) == len(users) - 1)
         holder = await adapter.get_user_by_account("alpha", "race")
         _check(holder is not None and holder.id == won[0])
+
+    async def test_unlink_unless_last(self, adapter: Adapter) -> None:
+        """The atomic unlink removes the user's account, refuses others' and the last one."""
+        unlink = _atomic_unlink(adapter)
+        user = await adapter.create_user(_user())
+        other = await adapter.create_user(_user())
+        first = await adapter.link_account(Account(user.id, "alpha", "1", {"read"}, 1.5e9))
+        await adapter.link_account(Account(user.id, "beta", "1"))
+        await adapter.link_account(Account(other.id, "alpha", "2"))
+        with pytest.raises(AccountNotFoundError):
+            await unlink(user.id, "alpha", "2")  # another user's
+        with pytest.raises(AccountNotFoundError):
+            await unlink(user.id, "gamma", "1")  # nobody's
+        _check(await unlink(user.id, "alpha", "1") == first)
+        _check([a.key for a in await adapter.list_accounts(user.id)] == [("beta", "1")])
+        with pytest.raises(LastAccountError) as caught:
+            await unlink(user.id, "beta", "1")
+        _check(caught.value.status == 409, "LastAccountError answers 409")
+        _check([a.key for a in await adapter.list_accounts(user.id)] == [("beta", "1")])
+        _check([a.key for a in await adapter.list_accounts(other.id)] == [("alpha", "2")])
+
+    async def test_concurrent_unlinks_keep_one_account(self, adapter: Adapter) -> None:
+        """Two unlinks of a two-account user's accounts at once: exactly one succeeds.
+
+        The other gets :class:`LastAccountError`; the user keeps that other account.
+        """
+        unlink = _atomic_unlink(adapter)
+        for run in range(UNLINK_RACE_RUNS):
+            user = await adapter.create_user(_user())
+            for provider in ("alpha", "beta"):
+                await adapter.link_account(Account(user.id, provider, f"race-{run}"))
+            done, refused = await _unlink_both_at_once(unlink, user.id, f"race-{run}")
+            _check(len(done) == 1, f"run {run}: {len(done)} of 2 concurrent unlinks succeeded")
+            _check(len(refused) == 1, f"run {run}: the other unlink was not refused")
+            left = [a.provider for a in await adapter.list_accounts(user.id)]
+            _check(left == refused, f"run {run}: the user kept {left}, expected {refused}")
+
+
+async def _unlink_both_at_once(
+    unlink: _Unlink, user_id: str, account_id: str
+) -> tuple[list[str], list[str]]:
+    """Unlink the user's ``alpha`` and ``beta`` accounts at once: (unlinked, refused)."""
+    done: list[str] = []
+    refused: list[str] = []
+
+    async def one(provider: str) -> None:
+        try:
+            await unlink(user_id, provider, account_id)
+        except LastAccountError:
+            refused.append(provider)
+        else:
+            done.append(provider)
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(one, "alpha")
+            tasks.start_soon(one, "beta")
+    return done, refused

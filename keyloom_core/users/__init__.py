@@ -8,13 +8,15 @@ the provider's profile).
 - :class:`User`, :class:`Account`: attrs values, in the JavaScript Keyloom data model
   (``to_json``: ``emailVerified``, ``createdAt``, ``updatedAt``, ``providerAccountId``).
 - :class:`Adapter`: where users and accounts live; :class:`MemoryAdapter` for tests.
+  :class:`AtomicUnlinkAdapter`: the optional ``unlink_account_unless_last`` that makes
+  "never unlink the last account" hold under concurrent unlinks.
 - :class:`Users` (``keyloom.users``): the sign-in and linking rules, documented in
   :mod:`keyloom_core.users._rules` and the README, enforced by the core.
 """
 
 from __future__ import annotations
 
-from ._adapter import Adapter, MemoryAdapter
+from ._adapter import Adapter, AtomicUnlinkAdapter, MemoryAdapter
 from ._errors import (
     AccountConflictError,
     AccountNotFoundError,
@@ -31,6 +33,7 @@ __all__ = [
     "AccountConflictError",
     "AccountNotFoundError",
     "Adapter",
+    "AtomicUnlinkAdapter",
     "LastAccountError",
     "LinkingError",
     "MemoryAdapter",

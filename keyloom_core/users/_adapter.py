@@ -7,10 +7,15 @@ from typing import Protocol, runtime_checkable
 
 import anyio
 
-from ._errors import AccountConflictError, UserNotFoundError
+from ._errors import (
+    AccountConflictError,
+    AccountNotFoundError,
+    LastAccountError,
+    UserNotFoundError,
+)
 from ._model import Account, User
 
-__all__ = ["Adapter", "MemoryAdapter"]
+__all__ = ["Adapter", "AtomicUnlinkAdapter", "MemoryAdapter"]
 
 
 @runtime_checkable
@@ -68,6 +73,32 @@ class Adapter(Protocol):
 
     async def aclose(self) -> None:
         """Release connections (reopened on next use)."""
+        ...
+
+
+@runtime_checkable
+class AtomicUnlinkAdapter(Adapter, Protocol):
+    """An :class:`Adapter` that can refuse to unlink a user's last account atomically.
+
+    The method is optional: an adapter without it still works, and
+    :meth:`keyloom_core.users.Users.unlink` falls back to checking the user's accounts
+    and then unlinking (one unlink at a time per user in a process, re-checked after the
+    unlink and undone if it left the user with none). Only this method makes two unlinks
+    of a user's two accounts at once, from two processes, end with exactly one unlinked.
+    """
+
+    async def unlink_account_unless_last(
+        self, user_id: str, provider: str, provider_account_id: str
+    ) -> Account:
+        """Unlink the user's account, unless it is the user's last one; return it.
+
+        The check and the removal are one atomic step (one transaction that locks the
+        user's row, or one conditional statement): of two concurrent calls for a user's
+        two accounts, exactly one succeeds.
+
+        :raises AccountNotFoundError: the user has no such account (nothing changes).
+        :raises LastAccountError: it is the user's last account (nothing changes).
+        """
         ...
 
 
@@ -142,6 +173,21 @@ class MemoryAdapter:
         """Remove the account's link."""
         async with self._lock:
             return self._accounts.pop((provider, provider_account_id), None) is not None
+
+    async def unlink_account_unless_last(
+        self, user_id: str, provider: str, provider_account_id: str
+    ) -> Account:
+        """Unlink the user's account unless it is the last one (under the adapter's lock)."""
+        async with self._lock:
+            found = self._accounts.get((provider, provider_account_id))
+            if found is None or found.user_id != user_id:
+                msg = "no such account is linked to this user"
+                raise AccountNotFoundError(msg, provider_id=provider)
+            if not any(a.user_id == user_id and a is not found for a in self._accounts.values()):
+                msg = "this is the only account left to sign in with"
+                raise LastAccountError(msg, provider_id=provider)
+            del self._accounts[found.key]
+        return found
 
     async def list_accounts(self, user_id: str) -> Sequence[Account]:
         """The user's accounts."""

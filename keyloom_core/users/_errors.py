@@ -34,6 +34,7 @@ class LastAccountError(LinkingError):
 
     code = "last_account"
     status = 409
+    default_hint = "Link another account first, or delete the user."
 
 
 class AccountNotFoundError(LinkingError, LookupError):

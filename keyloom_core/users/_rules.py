@@ -26,7 +26,13 @@ With an adapter (``define_keyloom(adapter=...)``), ``complete_login`` asks
    (its plugin always leaves ``email`` empty and ``email_verified`` false).
 6. **Unlinking the last account is refused** (:class:`LastAccountError`, 409): the user
    would have no way to sign in. Unlinking removes the account's stored tokens and
-   revokes them at the provider.
+   revokes them at the provider. The check and the unlink are one atomic step in the
+   adapter (:meth:`~keyloom_core.users.AtomicUnlinkAdapter.unlink_account_unless_last`):
+   two unlinks of a two-account user's accounts at once unlink exactly one. An adapter
+   without that method gets a fallback: the rules unlink one account at a time per user
+   in a process, check the accounts left afterwards and link the account back if none is
+   left (two processes racing may then both be refused, but never leave the user with
+   no account once both are done).
 7. **Deleting a user** ends its server-side sessions, removes it and its accounts, deletes
    the tokens of every account and revokes them at the providers (``user_deleted``).
 8. **Two first logins of the same account at once create one user**: the adapter's unique
@@ -45,6 +51,7 @@ from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
+import anyio
 import attrs
 
 from ..errors import ConfigurationError
@@ -76,6 +83,7 @@ __all__ = [
 log = logging.getLogger("keyloom.users")
 
 _ATTEMPTS = 3  # a lost race makes the account known; a third try never needs to happen
+_UNLINK_STRIPES = 64  # locks of the fallback unlink, shared by user ids of equal hash
 
 
 class _TokenOwner(Protocol):
@@ -120,6 +128,9 @@ class Users:
         self._hooks = hooks
         self._sessions = sessions
         self.adapter = adapter
+        # the fallback unlink of adapters without unlink_account_unless_last: one at a time
+        # per user (striped: a bounded number of locks whatever the number of users)
+        self._unlink_locks = [anyio.Lock() for _ in range(_UNLINK_STRIPES)]
         self.link_by_email: bool | frozenset[str] = (
             link_by_email if isinstance(link_by_email, bool) else frozenset(link_by_email)
         )
@@ -265,21 +276,37 @@ class Users:
         :raises AccountNotFoundError: the user has no such account.
         :raises LastAccountError: it is the user's last account.
         """
-        accounts = await self.adapter.list_accounts(user_id)
-        found = next((a for a in accounts if a.key == (provider, provider_account_id)), None)
-        if found is None:
-            msg = "no such account is linked to this user"
-            raise AccountNotFoundError(msg, provider_id=provider)
-        if len(accounts) == 1:
-            msg = "this is the only account left to sign in with"
-            raise LastAccountError(
-                msg, provider_id=provider, hint="Link another account first, or delete the user."
-            )
-        await self.adapter.unlink_account(provider, provider_account_id)
+        atomic = getattr(self.adapter, "unlink_account_unless_last", None)
+        if callable(atomic):
+            found: Account = await atomic(user_id, provider, provider_account_id)
+        else:
+            found = await self._unlink_checked(user_id, provider, provider_account_id)
         await self._forget_tokens(found)
         user = await self.adapter.get_user(user_id)
         if user is not None:
             await self._emit("account_unlinked", user=user, account=found)
+        return found
+
+    async def _unlink_checked(
+        self, user_id: str, provider: str, provider_account_id: str
+    ) -> Account:
+        """Rule 6 for an adapter without ``unlink_account_unless_last`` (the fallback)."""
+        lock = self._unlink_locks[hash(user_id) % _UNLINK_STRIPES]
+        async with lock:
+            accounts = await self.adapter.list_accounts(user_id)
+            key = (provider, provider_account_id)
+            found = next((a for a in accounts if a.key == key), None)
+            if found is None:
+                msg = "no such account is linked to this user"
+                raise AccountNotFoundError(msg, provider_id=provider)
+            if len(accounts) == 1:
+                msg = "this is the only account left to sign in with"
+                raise LastAccountError(msg, provider_id=provider)
+            await self.adapter.unlink_account(provider, provider_account_id)
+            if not await self.adapter.list_accounts(user_id):  # another process's unlink
+                await self.adapter.link_account(found)
+                msg = "this was the only account left to sign in with"
+                raise LastAccountError(msg, provider_id=provider)
         return found
 
     async def delete(self, user_id: str) -> bool:

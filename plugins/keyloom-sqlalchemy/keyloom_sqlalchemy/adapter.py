@@ -15,9 +15,17 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.orm import aliased
 
 from keyloom_core.store import StoreUnavailableError
-from keyloom_core.users import Account, AccountConflictError, User, UserNotFoundError
+from keyloom_core.users import (
+    Account,
+    AccountConflictError,
+    AccountNotFoundError,
+    LastAccountError,
+    User,
+    UserNotFoundError,
+)
 
 from .models import AccountRow, UserRow, metadata
 
@@ -88,6 +96,9 @@ async def create_tables(engine: AsyncEngine) -> None:
 
 class SQLAlchemyAdapter:
     """A :class:`keyloom_core.users.Adapter` on SQLAlchemy 2.0's asyncio engine.
+
+    It has the optional atomic unlink (:class:`keyloom_core.users.AtomicUnlinkAdapter`):
+    :meth:`unlink_account_unless_last`.
 
     :param database: a URL (``sqlite+aiosqlite:///app.db``,
         ``postgresql+asyncpg://user:password@host/db``) or an app's own ``AsyncEngine``
@@ -258,6 +269,56 @@ class SQLAlchemyAdapter:
         except _UNAVAILABLE as exc:
             raise self._unavailable(exc) from None
         return bool(getattr(result, "rowcount", 0))
+
+    async def unlink_account_unless_last(
+        self, user_id: str, provider: str, provider_account_id: str
+    ) -> Account:
+        """Unlink the user's account unless it is the user's last one; return it.
+
+        One transaction: it locks the user's row first (``SELECT … FOR NO KEY UPDATE`` on
+        PostgreSQL, which concurrent inserts of the user's accounts do not wait for; on
+        SQLite the adapter's transactions hold the write lock from ``BEGIN IMMEDIATE``),
+        then reads the user's accounts and deletes the one. Two concurrent unlinks of a
+        user's two accounts run one after the other: the second finds the last account.
+        The ``DELETE`` itself keeps the condition (another account of the user exists),
+        so that an app's own SQLite engine, which reads outside the transaction unless
+        set up as the adapter's, still never removes the last account.
+
+        :raises AccountNotFoundError: the user has no such account (nothing changes).
+        :raises LastAccountError: it is the user's last account (nothing changes).
+        """
+        try:
+            async with self._session() as session, session.begin():
+                await session.execute(
+                    select(UserRow.id).where(UserRow.id == user_id).with_for_update(key_share=True)
+                )
+                rows = (
+                    await session.execute(select(AccountRow).where(AccountRow.user_id == user_id))
+                ).scalars()
+                held = list(rows)
+                key = (provider, provider_account_id)
+                found = next((r for r in held if (r.provider, r.provider_account_id) == key), None)
+                if found is None:
+                    msg = "no such account is linked to this user"
+                    raise AccountNotFoundError(msg, provider_id=provider)
+                if len(held) == 1:
+                    msg = "this is the only account left to sign in with"
+                    raise LastAccountError(msg, provider_id=provider)
+                other = aliased(AccountRow)
+                gone = await session.execute(
+                    delete(AccountRow).where(
+                        AccountRow.id == found.id,
+                        select(other.id)
+                        .where(other.user_id == user_id, other.id != found.id)
+                        .exists(),
+                    )
+                )
+                if not getattr(gone, "rowcount", 0):  # a concurrent unlink took the other
+                    msg = "this is the only account left to sign in with"
+                    raise LastAccountError(msg, provider_id=provider)
+                return _account(found)
+        except _UNAVAILABLE as exc:
+            raise self._unavailable(exc) from None
 
     async def list_accounts(self, user_id: str) -> Sequence[Account]:
         """The user's accounts, by provider then account id."""

@@ -5,7 +5,8 @@ finds it, calls it with the running parts (``keyloom``, ``tokens``, ``provider_i
 ``emulator``); the :class:`TikTokDashboard` it returns adds its routes to the demo app and
 its section to the signed-in page.
 
-Routes (JSON, for the signed-in TikTok account of the request's session):
+Routes (JSON, for the TikTok account of the request's session: the one it signed in with,
+or, with a users adapter, the TikTok account linked to its user):
 
 ========  ==============================  ===============================================
 ``GET``   ``/demo/tiktok/stats``          profile and stats (``user.info.stats``)
@@ -333,21 +334,43 @@ class TikTokDashboard:
 
     def api(self, session: Session) -> TikTokAPI:
         """The API client for the session's account."""
+        return self._api(session.provider_account_id)
+
+    def _api(self, account_id: str) -> TikTokAPI:
         return TikTokAPI.for_account(
-            self.keyloom, self.tokens, session.provider_account_id, provider_id=self.provider_id
+            self.keyloom, self.tokens, account_id, provider_id=self.provider_id
         )
+
+    async def account(self, session: Session) -> tuple[str, frozenset[str]] | None:
+        """The session's TikTok account id and granted scopes, or ``None``.
+
+        The account the session signed in with, else (with a users adapter) the TikTok
+        account linked to the session's user: a user who signed in with TikTok and then
+        linked another provider keeps the TikTok dashboard.
+        """
+        if session.provider_id == self.provider_id:
+            return session.provider_account_id, session.scopes
+        users = self.keyloom.users
+        if users is None:
+            return None
+        for linked in await users.accounts(session.user_id):
+            if linked.provider == self.provider_id:
+                return linked.provider_account_id, linked.scope
+        return None
 
     # -- the page ----------------------------------------------------------------------
 
     async def section(self, request: web.Request, session: Session) -> str:
         """The dashboard's HTML: stats, videos and chart, upload form (escaped)."""
         del request
-        if session.provider_id != self.provider_id:
+        found = await self.account(session)
+        if found is None:
             return ""
-        api = self.api(session)
+        account_id, granted = found
+        api = self._api(account_id)
         parts = ["<section id=tiktok>", await self._stats_html(api)]
         parts.append(await self._videos_html(api))
-        parts.append(self._upload_html(session.scopes))
+        parts.append(self._upload_html(granted))
         parts.append("</section>")
         return "".join(parts)
 
@@ -459,7 +482,8 @@ class TikTokDashboard:
     ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def route(request: web.Request) -> web.StreamResponse:
             session = await current_session(request)
-            if session is None or session.provider_id != self.provider_id:
+            found = await self.account(session) if session is not None else None
+            if session is None or found is None:
                 msg = "Sign in with TikTok first."
                 return _error_response(DemoRequestError(401, "not_signed_in", msg))
             if request.method == "POST" and not self._csrf_ok(request, session):
@@ -467,7 +491,7 @@ class TikTokDashboard:
                 return _error_response(DemoRequestError(403, "csrf", msg))
             try:
                 try:
-                    body = await handler(request, self.api(session))
+                    body = await handler(request, self._api(found[0]))
                 except (KeyloomError, ValueError) as exc:
                     raise _friendly(exc) from exc
             except DemoRequestError as error:
