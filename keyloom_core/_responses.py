@@ -27,14 +27,16 @@ def raise_for_error(
 ) -> None:
     """Raise *error* if *data* (a parsed body) is an RFC 6749 §5.2 error or the status failed.
 
-    ``invalid_grant`` on a refresh raises :class:`ReauthenticationRequiredError`. The
+    ``invalid_grant`` on a refresh raises :class:`ReauthenticationRequiredError`, and so
+    does a code of the provider's ``reauth_errors``. The
     provider's ``error``, ``error_description`` and ``log_id`` are kept on the exception.
     """
     code = data.get("error")
     if response.ok and not code:
         return
     cls = error
-    if code == "invalid_grant" and issubclass(error, TokenRefreshError):
+    dead = code == "invalid_grant" or code in provider.spec.reauth_errors
+    if dead and issubclass(error, TokenRefreshError):
         cls = ReauthenticationRequiredError
     description = clip(data.get("error_description")) or clip(data.get("message"))
     raise cls(

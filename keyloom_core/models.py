@@ -6,7 +6,7 @@ import math
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import attrs
@@ -63,6 +63,18 @@ def _names(value: Iterable[str]) -> frozenset[str]:
     return frozenset(value)
 
 
+#: The profile fields a provider may read from fields of other names (see ``profile_fields``).
+PROFILE_ALIASES: Final = frozenset({"id", "name", "image"})
+
+
+def _aliases(value: Mapping[str, str] | Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+    pairs = tuple(sorted(dict(value).items()))
+    if unknown := sorted(k for k, _ in pairs if k not in PROFILE_ALIASES):
+        msg = f"profile_fields can name {', '.join(sorted(PROFILE_ALIASES))}, not {unknown}"
+        raise ValueError(msg)
+    return pairs
+
+
 def _algorithms(value: Iterable[str]) -> tuple[str, ...]:
     return (value,) if isinstance(value, str) else tuple(value)
 
@@ -112,6 +124,14 @@ class ProviderSpec:
         id_token_algorithms: The JWS algorithms accepted on ID tokens (never ``none``).
         login_params: Per-login authorization parameters an app may pass to
             ``begin_login`` (and the start route forwards), e.g. ``prompt``.
+        reauth_errors: Refresh error codes that, besides RFC 6749's ``invalid_grant``, mean
+            the refresh token is dead: the refresh raises
+            :class:`~keyloom_core.errors.ReauthenticationRequiredError` for them too.
+        profile_fields: For the built-in ``fetch_profile``, the user-info fields to read
+            when the standard one is missing or empty, by profile field (``id``, ``name``,
+            ``image``): ``{"name": "username", "image": "avatar"}`` reads ``username``
+            when there is no ``name``. Never the e-mail, whose verification the provider
+            must assert.
     """
 
     id: str = attrs.field(validator=attrs.validators.matches_re(PROVIDER_ID_PATTERN))
@@ -142,6 +162,8 @@ class ProviderSpec:
         default=("RS256", "PS256", "ES256", "EdDSA"), converter=_algorithms
     )
     login_params: frozenset[str] = attrs.field(default=frozenset(), converter=_names)
+    reauth_errors: frozenset[str] = attrs.field(default=frozenset(), converter=_names)
+    profile_fields: tuple[tuple[str, str], ...] = attrs.field(default=(), converter=_aliases)
 
     @id_token_algorithms.validator
     def _check_algorithms(self, _: object, value: tuple[str, ...]) -> None:

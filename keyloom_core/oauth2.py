@@ -196,6 +196,8 @@ async def _revoke(
 async def fetch_profile(provider: Provider, tokens: TokenSet, http: HttpClient) -> Profile | None:
     """Read an OpenID-Connect-like user-info document (``sub``/``id``, ``name``, ``picture``).
 
+    Where one is missing, the field the spec's ``profile_fields`` names is read instead.
+
     A provider with other field names reads ``profile.raw`` in its own ``fetch_profile``.
     For an OpenID login: the ID token's claims, completed by UserInfo (same ``sub``).
     """
@@ -213,7 +215,12 @@ async def fetch_profile(provider: Provider, tokens: TokenSet, http: HttpClient) 
     )
     data = response.json_object(ProfileError, provider.id)
     raise_for_error(response, data, provider, ProfileError)
-    subject = data.get("sub", data.get("id"))
+    aliases = dict(provider.spec.profile_fields)
+
+    def field(name: str, standard: object) -> object:
+        return standard if standard not in (None, "") else data.get(aliases.get(name, ""))
+
+    subject = field("id", data.get("sub", data.get("id")))
     if not isinstance(subject, (str, int)) or isinstance(subject, bool) or subject == "":
         msg = f"{provider.spec.name} profile has no user id"
         raise ProfileError(msg, provider_id=provider.id)
@@ -221,9 +228,9 @@ async def fetch_profile(provider: Provider, tokens: TokenSet, http: HttpClient) 
     return Profile(
         provider_id=provider.id,
         id=str(subject),
-        name=clip(data.get("name")),
+        name=clip(field("name", data.get("name"))),
         email=clip(data.get("email")) if verified else None,
         email_verified=verified,
-        image=clip(data.get("picture"), 2048),
+        image=clip(field("image", data.get("picture")), 2048),
         raw=data,
     )

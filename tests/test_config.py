@@ -273,3 +273,11 @@ def test_settings_that_were_attributes_still_read_with_a_warning(spec: ProviderS
     with pytest.warns(DeprecationWarning, match=r"keyloom\.settings\.session"):
         assert keyloom.session is None
     assert keyloom.settings.state_guard is guard
+
+
+def test_profile_fields_name_only_id_name_and_image(spec: ProviderSpec) -> None:
+    aliased = attrs.evolve(spec, profile_fields={"name": "username", "image": "avatar"})
+    assert dict(aliased.profile_fields) == {"name": "username", "image": "avatar"}
+    assert hash(aliased)  # still a frozen, hashable value
+    with pytest.raises(ValueError, match=r"not \['email'\]"):
+        attrs.evolve(spec, profile_fields={"email": "mail"})  # its verification is asserted

@@ -1,13 +1,15 @@
 """Sign in with GitHub (OAuth apps, and GitHub Apps with expiring user tokens) for Keyloom.
 
 The core's RFC 6749 hooks build the authorization URL, exchange the code (reading GitHub's
-errors, sent with HTTP 200), refresh and read ``/user``. This plugin adds GitHub's scope
-rules, its name for a dead refresh token, the e-mail of ``/user/emails`` and revocation.
+errors, sent with HTTP 200), refresh (``bad_refresh_token`` means sign in again) and read
+``/user`` (``login`` and ``avatar_url`` where ``name`` or ``picture`` is missing). This
+plugin adds GitHub's scope rules, the e-mail of ``/user/emails`` and revocation.
 """
 
 from __future__ import annotations
 
 import base64
+import warnings
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
@@ -19,9 +21,7 @@ from keyloom_core import (
     ProfileError,
     Provider,
     ProviderSpec,
-    ReauthenticationRequiredError,
     RevokeError,
-    TokenRefreshError,
     TokenSet,
     configure_provider,
     hookimpl,
@@ -55,6 +55,8 @@ SPEC = ProviderSpec(
     known_scopes=SCOPES,
     default_scopes="read:user user:email",
     refresh_expires_field="refresh_token_expires_in",
+    reauth_errors={"bad_refresh_token"},  # GitHub's invalid_grant
+    profile_fields={"name": "login", "image": "avatar_url"},
     emulator="keyloom_github.emulator:GitHubEmulator",
     plugin="keyloom_github",
 )
@@ -82,23 +84,6 @@ def validate_scopes(provider: Provider) -> None:
 
 
 @hookimpl
-async def refresh_token(provider: Provider, tokens: TokenSet, http: HttpClient) -> TokenSet | None:
-    """The core's refresh; GitHub's ``bad_refresh_token`` is RFC 6749's ``invalid_grant``."""
-    try:
-        return await oauth2.refresh_token(provider, tokens, http)
-    except TokenRefreshError as exc:
-        if exc.error != "bad_refresh_token":
-            raise
-        raise ReauthenticationRequiredError(
-            exc.message,
-            provider_id=provider.id,
-            error=exc.error,
-            description=exc.description,
-            http_status=exc.http_status,
-        ) from exc
-
-
-@hookimpl
 async def revoke_token(provider: Provider, tokens: TokenSet, http: HttpClient) -> bool:
     """``DELETE`` the token, authenticated as the app (basic auth); GitHub answers 204."""
     url = (provider.spec.revoke_url or "").replace("{client_id}", quote(provider.client_id))
@@ -119,13 +104,6 @@ async def fetch_profile(provider: Provider, tokens: TokenSet, http: HttpClient) 
     profile = await oauth2.fetch_profile(provider, tokens, http)
     if profile is None:
         return None
-    login, avatar = profile.raw.get("login"), profile.raw.get("avatar_url")
-    profile = profile.with_overrides(  # GitHub's names for a display name and a picture
-        {
-            "name": profile.name or (login if isinstance(login, str) else None),
-            "image": profile.image or (avatar[:2048] if isinstance(avatar, str) else None),
-        }
-    )
     granted = provider.scopes if tokens.scopes is None else tokens.scopes
     if not {"user", "user:email"} & granted:
         return profile
@@ -139,3 +117,12 @@ async def fetch_profile(provider: Provider, tokens: TokenSet, http: HttpClient) 
         if isinstance(email, str) and row.get("primary") is True and row.get("verified") is True:
             return profile.with_overrides({"email": email, "email_verified": True})
     return profile
+
+
+def __getattr__(name: str) -> Any:
+    if name == "refresh_token":  # the core's refresh reads SPEC.reauth_errors now
+        msg = "keyloom_github.refresh_token is deprecated: use keyloom_core.oauth2.refresh_token"
+        warnings.warn(msg, DeprecationWarning, stacklevel=2)
+        return oauth2.refresh_token
+    msg = f"module {__name__!r} has no attribute {name!r}"
+    raise AttributeError(msg)

@@ -464,3 +464,13 @@ def test_an_app_s_callback_urls_are_its_redirect_uris() -> None:
     assert attrs.evolve(APP, callback_urls=["http://x.test/cb"]).callback_urls == (
         "http://x.test/cb",
     )
+
+
+def test_the_plugin_refresh_hook_name_still_imports_with_a_warning() -> None:
+    import keyloom_github
+
+    from keyloom_core import oauth2
+
+    with pytest.warns(DeprecationWarning, match=r"keyloom_core\.oauth2\.refresh_token"):
+        assert keyloom_github.refresh_token is oauth2.refresh_token
+    assert "refresh_token" not in dir(keyloom_github)  # so no second refresh hook
