@@ -20,15 +20,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from keyloom_core import Profile, ProviderSpec, TokenSet, configure_provider, define_keyloom
 from keyloom_core.users import User, Users
 
 from .adapter import SQLAlchemyAdapter
-from .models import UserRow
+from .models import UserRow, metadata
 
-__all__ = ["count_users", "postgres_server", "race_first_logins"]
+__all__ = ["count_users", "postgres_server", "race_first_logins", "reset_store_tables"]
 
 
 def _binary(name: str) -> str | None:
@@ -131,3 +132,11 @@ async def count_users(adapter: SQLAlchemyAdapter) -> int:
         return int(await connection.scalar(select(func.count()).select_from(UserRow)) or 0)
 
 
+
+
+async def reset_store_tables(engine: AsyncEngine) -> None:
+    """Empty the shared store's tables (``keyloom_store_*``), every namespace."""
+    async with engine.begin() as connection:
+        for table in reversed(metadata.sorted_tables):
+            if table.name.startswith("keyloom_store_"):
+                await connection.execute(delete(table))

@@ -1,0 +1,333 @@
+"""Keyloom's shared store in SQL: PostgreSQL for many machines without Redis (or SQLite)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Final, TypeVar
+
+from sqlalchemy import ColumnElement, Table, case, delete, select, tuple_, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from keyloom_core.store import SessionRecord, StoreUnavailableError
+
+from ._sql import FAILURES, autocommit, insert, store_engine
+from .models import (
+    StoreCounterRow,
+    StoreSessionRow,
+    StoreStateRow,
+    StoreTokenLockRow,
+    StoreTokenRow,
+)
+
+if TYPE_CHECKING:
+    from keyloom_core.tokens import TokenStore
+
+__all__ = ["SQLAlchemyStore"]
+
+log = logging.getLogger("keyloom.sqlalchemy")
+
+T = TypeVar("T")
+
+_STATES: Final[Table] = StoreStateRow.__table__  # type: ignore[assignment]
+_SESSIONS: Final[Table] = StoreSessionRow.__table__  # type: ignore[assignment]
+_COUNTERS: Final[Table] = StoreCounterRow.__table__  # type: ignore[assignment]
+_TOKENS: Final[Table] = StoreTokenRow.__table__  # type: ignore[assignment]
+_LOCKS: Final[Table] = StoreTokenLockRow.__table__  # type: ignore[assignment]
+
+
+def _ends(expires_at: Any, last_seen_at: Any, idle_ttl: Any) -> ColumnElement[float]:
+    """The earlier of the absolute and the idle end, in SQL (``LEAST`` is not in SQLite)."""
+    idle_end = last_seen_at + idle_ttl
+    return case((expires_at < idle_end, expires_at), else_=idle_end)
+
+
+class SQLAlchemyStore:
+    """A :class:`~keyloom_core.store.Store` in PostgreSQL (or SQLite), on SQLAlchemy's asyncio.
+
+    Every process and every machine of an app that reaches the database shares its used
+    login states, server-side sessions, rate-limit counters and (:meth:`token_store`)
+    encrypted tokens: a deployment with PostgreSQL and no Redis runs on many machines::
+
+        from keyloom_sqlalchemy import SQLAlchemyStore
+
+        keyloom = define_keyloom(
+            providers=["tiktok"],
+            store=SQLAlchemyStore("postgresql+asyncpg://app@db/app"),
+        )
+
+    The tables (``keyloom_store_*``, in :data:`keyloom_sqlalchemy.metadata`) must exist:
+    ``keyloom db init URL``, :func:`~keyloom_sqlalchemy.create_tables`, or the app's own
+    migrations. Every operation is one statement, atomic by itself, run outside any
+    transaction (one round trip):
+
+    - a login state is recorded by ``INSERT … ON CONFLICT DO UPDATE … WHERE expired
+      RETURNING``: of any number of concurrent uses, on any machines, exactly one gets a
+      row back;
+    - a rate-limit hit is one ``INSERT … ON CONFLICT DO UPDATE … RETURNING`` (the row lock
+      serialises concurrent hits; none is lost);
+    - renewing a session is an ``UPDATE`` of an existing row: it never recreates a session
+      that a logout or ``revoke_all`` deleted, on whichever machine;
+    - reads filter out what has ended, so expiry needs no clean-up to be correct; once a
+      minute per process, the next call also deletes up to *purge_batch* ended rows of each
+      table, by index (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so processes purging at
+      once neither wait for nor deadlock with each other).
+
+    Expiry uses each process's clock, as every Keyloom store does: keep the machines' clocks
+    synchronised (NTP). Database failures raise
+    :class:`~keyloom_core.store.StoreUnavailableError` (``503``); nothing secret (no URL,
+    no key, no session id) is in its message.
+
+    :param database: a URL (``postgresql+asyncpg://user:password@host/db``,
+        ``sqlite+aiosqlite:///keyloom.db``; the store owns that engine and :meth:`aclose`
+        disposes of it) or an app's ``AsyncEngine`` (shared pool; the app disposes of it).
+    :param namespace: the app's namespace, so several apps may share one database.
+    :param clock: the time source.
+    :param purge_every: seconds between two purges by this process.
+    :param purge_batch: the most rows of each table one purge deletes.
+    """
+
+    def __init__(
+        self,
+        database: str | AsyncEngine,
+        *,
+        namespace: str = "app",
+        clock: Callable[[], float] = time.time,
+        purge_every: float = 60.0,
+        purge_batch: int = 1000,
+    ) -> None:
+        self._owned = isinstance(database, str)
+        self.engine = store_engine(database) if isinstance(database, str) else database
+        self._auto = autocommit(self.engine)
+        self.namespace = namespace
+        self._clock = clock
+        self._purge_every = purge_every
+        self._purge_batch = purge_batch
+        self._next_purge = 0.0
+
+    def __repr__(self) -> str:
+        return f"SQLAlchemyStore({self.engine.dialect.name}, namespace={self.namespace!r})"
+
+    async def __aenter__(self) -> SQLAlchemyStore:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    @property
+    def dialect(self) -> str:
+        """The database's dialect name (``"postgresql"`` or ``"sqlite"``)."""
+        return str(self.engine.dialect.name)
+
+    # -- running one statement --------------------------------------------------------------
+
+    async def _run(self, fn: Callable[[AsyncConnection], Awaitable[T]], *, purge: bool = False) -> T:
+        try:
+            async with self._auto.connect() as conn:
+                if purge:
+                    await self._maybe_purge(conn)
+                result = await fn(conn)
+                await conn.commit()  # a no-op in autocommit, unless a listener began one
+                return result
+        except FAILURES as exc:
+            log.warning("keyloom-sqlalchemy: the store failed: %s", type(exc).__name__)
+            msg = f"the SQL store failed: {type(exc).__name__}"
+            raise StoreUnavailableError(msg) from None
+
+    async def _maybe_purge(self, conn: AsyncConnection) -> None:
+        now = self._clock()
+        if now < self._next_purge:
+            return
+        self._next_purge = now + self._purge_every
+        try:
+            await self._purge(conn, now)
+        except FAILURES as exc:  # housekeeping never fails a request; the next one retries
+            log.warning("keyloom-sqlalchemy: the purge failed: %s", type(exc).__name__)
+
+    async def purge(self, now: float | None = None) -> int:
+        """Delete up to *purge_batch* ended rows of each table; how many were deleted.
+
+        The store calls it itself once per *purge_every* seconds of use; a periodic job may
+        call it too. Ended rows are never read as live in between.
+        """
+        when = self._clock() if now is None else now
+        return await self._run(lambda conn: self._purge(conn, when))
+
+    async def _purge(self, conn: AsyncConnection, now: float) -> int:
+        ended: list[tuple[Table, ColumnElement[bool]]] = [
+            (_STATES, _STATES.c.expires_at <= now),
+            (_COUNTERS, _COUNTERS.c.reset_at <= now),
+            (_SESSIONS, _SESSIONS.c.ends_at <= now),
+            (_LOCKS, _LOCKS.c.expires_at <= now),
+            # as Redis does: an account's tokens go a minute after its refresh token ends
+            (_TOKENS, _TOKENS.c.refresh_expires_at <= now - 60.0),
+        ]
+        deleted = 0
+        for table, condition in ended:
+            key = tuple_(*table.primary_key.columns)
+            batch = (
+                select(*table.primary_key.columns)
+                .where(condition)
+                .limit(self._purge_batch)
+                .with_for_update(skip_locked=True)
+            )
+            result = await conn.execute(delete(table).where(key.in_(batch)))
+            deleted += max(0, result.rowcount)
+        return deleted
+
+    # -- login states ------------------------------------------------------------------------
+
+    async def use_once(self, key: str, expires_at: float) -> bool:
+        """Record *key*; ``False`` if it was used and has not expired (exactly one wins)."""
+        now = self._clock()
+        stmt = insert(self.engine, _STATES).values(ns=self.namespace, key=key, expires_at=expires_at)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[_STATES.c.ns, _STATES.c.key],
+            set_={"expires_at": stmt.excluded.expires_at},
+            where=_STATES.c.expires_at <= now,
+        ).returning(_STATES.c.key)
+
+        async def use(conn: AsyncConnection) -> bool:
+            return (await conn.execute(stmt)).first() is not None
+
+        return await self._run(use, purge=True)
+
+    # -- sessions ----------------------------------------------------------------------------
+
+    def _session(self, session_id: str) -> ColumnElement[bool]:
+        return (_SESSIONS.c.ns == self.namespace) & (_SESSIONS.c.id == session_id)
+
+    async def create_session(self, record: SessionRecord) -> None:
+        """Write *record* (one statement)."""
+        values = {
+            "user_id": record.user_id,
+            "record": record.to_json(),
+            "created_at": record.created_at,
+            "expires_at": record.expires_at,
+            "last_seen_at": record.last_seen_at,
+            "idle_ttl": record.idle_ttl,
+            "ends_at": record.valid_until,
+        }
+        stmt = insert(self.engine, _SESSIONS).values(ns=self.namespace, id=record.id, **values)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[_SESSIONS.c.ns, _SESSIONS.c.id],
+            set_={name: stmt.excluded[name] for name in values},
+        )
+
+        async def create(conn: AsyncConnection) -> None:
+            await conn.execute(stmt)
+
+        await self._run(create, purge=True)
+
+    async def get_session(self, session_id: str) -> SessionRecord | None:
+        """The live record, or ``None`` (one read by primary key)."""
+        now = self._clock()
+        stmt = select(_SESSIONS.c.record, _SESSIONS.c.last_seen_at).where(
+            self._session(session_id),
+            _SESSIONS.c.expires_at > now,
+            _SESSIONS.c.last_seen_at + _SESSIONS.c.idle_ttl > now,
+        )
+
+        async def get(conn: AsyncConnection) -> tuple[str, float] | None:
+            row = (await conn.execute(stmt)).first()
+            return None if row is None else (str(row[0]), float(row[1]))
+
+        found = await self._run(get)
+        return None if found is None else SessionRecord.from_json(found[0], last_seen_at=found[1])
+
+    async def touch_session(self, session_id: str, last_seen_at: float) -> bool:
+        """Move the last use; ``False`` if the session is gone (never recreates it)."""
+        stmt = (
+            update(_SESSIONS)
+            .where(self._session(session_id))
+            .values(
+                last_seen_at=last_seen_at,
+                ends_at=_ends(_SESSIONS.c.expires_at, last_seen_at, _SESSIONS.c.idle_ttl),
+            )
+            .returning(_SESSIONS.c.id)
+        )
+
+        async def touch(conn: AsyncConnection) -> bool:
+            return (await conn.execute(stmt)).first() is not None
+
+        return await self._run(touch)
+
+    async def delete_session(self, session_id: str) -> bool:
+        """Delete the session; ``True`` if one was deleted."""
+        stmt = delete(_SESSIONS).where(self._session(session_id)).returning(_SESSIONS.c.id)
+
+        async def remove(conn: AsyncConnection) -> bool:
+            return (await conn.execute(stmt)).first() is not None
+
+        return await self._run(remove)
+
+    async def list_sessions(self, user_id: str) -> Sequence[SessionRecord]:
+        """The user's live sessions, oldest first."""
+        now = self._clock()
+        stmt = (
+            select(_SESSIONS.c.record, _SESSIONS.c.last_seen_at)
+            .where(
+                _SESSIONS.c.ns == self.namespace,
+                _SESSIONS.c.user_id == user_id,
+                _SESSIONS.c.expires_at > now,
+                _SESSIONS.c.last_seen_at + _SESSIONS.c.idle_ttl > now,
+            )
+            .order_by(_SESSIONS.c.created_at, _SESSIONS.c.id)
+        )
+
+        async def rows(conn: AsyncConnection) -> list[tuple[str, float]]:
+            return [(str(r[0]), float(r[1])) for r in await conn.execute(stmt)]
+
+        return [SessionRecord.from_json(t, last_seen_at=s) for t, s in await self._run(rows)]
+
+    async def delete_user_sessions(self, user_id: str) -> int:
+        """Delete every session of the user (one statement); how many were deleted."""
+        stmt = (
+            delete(_SESSIONS)
+            .where(_SESSIONS.c.ns == self.namespace, _SESSIONS.c.user_id == user_id)
+            .returning(_SESSIONS.c.id)
+        )
+
+        async def remove(conn: AsyncConnection) -> int:
+            return len((await conn.execute(stmt)).all())
+
+        return await self._run(remove)
+
+    # -- rate limits -------------------------------------------------------------------------
+
+    async def hit(self, key: str, window: float, amount: int = 1) -> tuple[int, float]:
+        """Count *amount* events in *key*'s fixed window (one atomic upsert)."""
+        now = self._clock()
+        stmt = insert(self.engine, _COUNTERS).values(
+            ns=self.namespace, key=key, hits=amount, reset_at=now + window
+        )
+        over = _COUNTERS.c.reset_at <= now
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[_COUNTERS.c.ns, _COUNTERS.c.key],
+            set_={
+                "hits": case((over, stmt.excluded.hits), else_=_COUNTERS.c.hits + stmt.excluded.hits),
+                "reset_at": case((over, stmt.excluded.reset_at), else_=_COUNTERS.c.reset_at),
+            },
+        ).returning(_COUNTERS.c.hits, _COUNTERS.c.reset_at)
+
+        async def count(conn: AsyncConnection) -> tuple[int, float]:
+            row = (await conn.execute(stmt)).one()
+            return int(row[0]), float(row[1])
+
+        return await self._run(count, purge=True)
+
+    # -- tokens, and the end -----------------------------------------------------------------
+
+    def token_store(self, *, secret: str, old_secrets: Sequence[str] = ()) -> TokenStore:
+        """A :class:`~keyloom_sqlalchemy.SQLAlchemyTokenStore` on this engine and namespace."""
+        from .tokens import SQLAlchemyTokenStore  # noqa: PLC0415 - needs 'cryptography'
+
+        return SQLAlchemyTokenStore(
+            self.engine, secret=secret, old_secrets=old_secrets, namespace=self.namespace
+        )
+
+    async def aclose(self) -> None:
+        """Dispose of the engine's connections if the store made it (it reconnects if used)."""
+        if self._owned:
+            await self.engine.dispose()
