@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Final
 
 from sqlalchemy import Table, event
@@ -22,15 +23,19 @@ DIALECTS: Final = frozenset({"postgresql", "sqlite"})
 FAILURES: Final = (SQLAlchemyError, OSError, TimeoutError)
 
 
-def store_engine(url: str, *, busy_timeout: float = 10.0) -> AsyncEngine:
+def store_engine(
+    url: str, options: Mapping[str, Any] | None = None, *, busy_timeout: float = 10.0
+) -> AsyncEngine:
     """An engine for the store from a URL (``postgresql+asyncpg://…``, ``sqlite+aiosqlite://…``).
 
     PostgreSQL: connections time out after 5 s, statements after 10 s, and a request waits
     at most 5 s for a pooled connection. SQLite: WAL, and a write waits up to
-    *busy_timeout* seconds for another process's.
+    *busy_timeout* seconds for another process's. *options* go to ``create_async_engine``
+    (``pool_size``, ``max_overflow``…) over these defaults.
     """
+    extra = dict(options or {})
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, connect_args={"timeout": busy_timeout})
+        engine = create_async_engine(url, **{"connect_args": {"timeout": busy_timeout}, **extra})
 
         @event.listens_for(engine.sync_engine, "connect")
         def _connect(dbapi_connection: Any, _record: object) -> None:
@@ -39,14 +44,10 @@ def store_engine(url: str, *, busy_timeout: float = 10.0) -> AsyncEngine:
             cursor.close()
 
         return engine
-    return create_async_engine(
-        url,
-        pool_timeout=5.0,
-        pool_recycle=1800,
-        connect_args={"timeout": 5.0, "command_timeout": 10.0}
-        if url.startswith("postgresql+asyncpg")
-        else {},
-    )
+    defaults: dict[str, Any] = {"pool_timeout": 5.0, "pool_recycle": 1800}
+    if url.startswith("postgresql+asyncpg"):
+        defaults["connect_args"] = {"timeout": 5.0, "command_timeout": 10.0}
+    return create_async_engine(url, **{**defaults, **extra})
 
 
 def autocommit(engine: AsyncEngine) -> AsyncEngine:

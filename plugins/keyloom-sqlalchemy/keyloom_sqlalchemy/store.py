@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from sqlalchemy import ColumnElement, Table, case, delete, select, tuple_, update
@@ -86,6 +86,10 @@ class SQLAlchemyStore:
     :param clock: the time source.
     :param purge_every: seconds between two purges by this process.
     :param purge_batch: the most rows of each table one purge deletes.
+    :param engine_options: for a URL, options of ``create_async_engine`` over the store's
+        defaults, e.g. ``{"pool_size": 5, "max_overflow": 5}``: each process holds up to
+        ``pool_size + max_overflow`` connections (5 + 10 by default), and all of them
+        together must stay under the server's ``max_connections``.
     """
 
     def __init__(
@@ -96,9 +100,12 @@ class SQLAlchemyStore:
         clock: Callable[[], float] = time.time,
         purge_every: float = 60.0,
         purge_batch: int = 1000,
+        engine_options: Mapping[str, Any] | None = None,
     ) -> None:
         self._owned = isinstance(database, str)
-        self.engine = store_engine(database) if isinstance(database, str) else database
+        self.engine = (
+            store_engine(database, engine_options) if isinstance(database, str) else database
+        )
         self._auto = autocommit(self.engine)
         self.namespace = namespace
         self._clock = clock
@@ -122,7 +129,9 @@ class SQLAlchemyStore:
 
     # -- running one statement --------------------------------------------------------------
 
-    async def _run(self, fn: Callable[[AsyncConnection], Awaitable[T]], *, purge: bool = False) -> T:
+    async def _run(
+        self, fn: Callable[[AsyncConnection], Awaitable[T]], *, purge: bool = False
+    ) -> T:
         try:
             async with self._auto.connect() as conn:
                 if purge:
@@ -181,10 +190,10 @@ class SQLAlchemyStore:
     async def use_once(self, key: str, expires_at: float) -> bool:
         """Record *key*; ``False`` if it was used and has not expired (exactly one wins)."""
         now = self._clock()
-        stmt = insert(self.engine, _STATES).values(ns=self.namespace, key=key, expires_at=expires_at)
-        stmt = stmt.on_conflict_do_update(
+        row = insert(self.engine, _STATES).values(ns=self.namespace, key=key, expires_at=expires_at)
+        stmt = row.on_conflict_do_update(
             index_elements=[_STATES.c.ns, _STATES.c.key],
-            set_={"expires_at": stmt.excluded.expires_at},
+            set_={"expires_at": row.excluded.expires_at},
             where=_STATES.c.expires_at <= now,
         ).returning(_STATES.c.key)
 
@@ -299,15 +308,15 @@ class SQLAlchemyStore:
     async def hit(self, key: str, window: float, amount: int = 1) -> tuple[int, float]:
         """Count *amount* events in *key*'s fixed window (one atomic upsert)."""
         now = self._clock()
-        stmt = insert(self.engine, _COUNTERS).values(
+        row = insert(self.engine, _COUNTERS).values(
             ns=self.namespace, key=key, hits=amount, reset_at=now + window
         )
         over = _COUNTERS.c.reset_at <= now
-        stmt = stmt.on_conflict_do_update(
+        stmt = row.on_conflict_do_update(
             index_elements=[_COUNTERS.c.ns, _COUNTERS.c.key],
             set_={
-                "hits": case((over, stmt.excluded.hits), else_=_COUNTERS.c.hits + stmt.excluded.hits),
-                "reset_at": case((over, stmt.excluded.reset_at), else_=_COUNTERS.c.reset_at),
+                "hits": case((over, row.excluded.hits), else_=_COUNTERS.c.hits + row.excluded.hits),
+                "reset_at": case((over, row.excluded.reset_at), else_=_COUNTERS.c.reset_at),
             },
         ).returning(_COUNTERS.c.hits, _COUNTERS.c.reset_at)
 

@@ -11,14 +11,15 @@ import logging
 import random
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import TYPE_CHECKING, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import anyio
 import attrs
 from sqlalchemy import ColumnElement, Table, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.sql.dml import ReturningInsert, ReturningUpdate
 
 from keyloom_core.tokens import (
     StoredGrant,
@@ -48,7 +49,7 @@ _PUT_BACKOFF: Final = 0.002  # seconds, doubled per attempt up to 64 times
 class SQLAlchemyTokenStore:
     """A :class:`~keyloom_core.tokens.TokenStore` in PostgreSQL (or SQLite).
 
-    Usually made by :meth:`SQLAlchemyStore.token_store() <keyloom_sqlalchemy.SQLAlchemyStore.token_store>`,
+    Usually made by :meth:`keyloom_sqlalchemy.SQLAlchemyStore.token_store`,
     on the store's engine and namespace. Tokens are encrypted (AES-256-GCM, see
     :class:`~keyloom_core.tokens.TokenCipher`), bound to the provider, the account and the
     version they are stored under, so a value written back over a newer one does not
@@ -68,6 +69,7 @@ class SQLAlchemyTokenStore:
     :param old_secrets: previous secrets, still accepted for reading.
     :param namespace: the app's namespace.
     :param clock: the time source of ``updated_at`` and of lock leases.
+    :param engine_options: for a URL, options of ``create_async_engine``.
     """
 
     def __init__(
@@ -78,9 +80,12 @@ class SQLAlchemyTokenStore:
         old_secrets: Sequence[str] = (),
         namespace: str = "app",
         clock: Callable[[], float] = time.time,
+        engine_options: Mapping[str, Any] | None = None,
     ) -> None:
         self._owned = isinstance(database, str)
-        self.engine = store_engine(database) if isinstance(database, str) else database
+        self.engine = (
+            store_engine(database, engine_options) if isinstance(database, str) else database
+        )
         self._auto = autocommit(self.engine)
         self._cipher = TokenCipher(secret, old_secrets)
         self.namespace = namespace
@@ -167,13 +172,12 @@ class SQLAlchemyTokenStore:
             if written is not None:
                 return written
             # another writer of this account won the race: back off (full jitter), retry
-            await anyio.sleep(random.uniform(0, _PUT_BACKOFF * 2 ** min(attempt, 6)))  # noqa: S311
+            await anyio.sleep(random.uniform(0, _PUT_BACKOFF * 2 ** min(attempt, 6)))
         msg = "the token entry kept changing while it was being written"
         raise TokenStoreError(msg, provider_id=provider_id, account_id=account_id)
 
     async def _write(self, grant: StoredGrant, expected: int) -> StoredGrant | None:
-        """Write *grant* as version ``expected + 1`` if version *expected* is stored (``0``:
-        nothing is)."""  # noqa: D205
+        """Write *grant* as version ``expected + 1`` over version *expected* (``0``: none)."""
         written = attrs.evolve(grant, version=expected + 1)
         provider_id, account_id = grant.provider_id, grant.account_id
         values = {
@@ -181,6 +185,7 @@ class SQLAlchemyTokenStore:
             "payload": self._cipher.seal(written),
             "refresh_expires_at": grant.tokens.refresh_expires_at,
         }
+        stmt: ReturningInsert[tuple[int]] | ReturningUpdate[tuple[int]]
         if expected == 0:
             stmt = (
                 insert(self.engine, _TOKENS)
@@ -205,10 +210,10 @@ class SQLAlchemyTokenStore:
         self, provider_id: str, account_id: str, *, if_version: int | None = None
     ) -> bool:
         """Remove the entry (only version *if_version*, when given)."""
-        stmt = delete(_TOKENS).where(self._row(_TOKENS, provider_id, account_id))
+        doomed = delete(_TOKENS).where(self._row(_TOKENS, provider_id, account_id))
         if if_version is not None:
-            stmt = stmt.where(_TOKENS.c.version == if_version)
-        stmt = stmt.returning(_TOKENS.c.version)
+            doomed = doomed.where(_TOKENS.c.version == if_version)
+        stmt = doomed.returning(_TOKENS.c.version)
 
         async def remove(conn: AsyncConnection) -> bool:
             return (await conn.execute(stmt)).first() is not None
@@ -229,16 +234,16 @@ class SQLAlchemyTokenStore:
 
         async def take(conn: AsyncConnection) -> bool:
             now = self._clock()
-            stmt = insert(self.engine, _LOCKS).values(
+            row = insert(self.engine, _LOCKS).values(
                 ns=self.namespace,
                 provider=provider_id,
                 account=account_id,
                 owner=owner,
                 expires_at=now + ttl,
             )
-            stmt = stmt.on_conflict_do_update(
+            stmt = row.on_conflict_do_update(
                 index_elements=list(_LOCKS.primary_key.columns),
-                set_={"owner": stmt.excluded.owner, "expires_at": stmt.excluded.expires_at},
+                set_={"owner": row.excluded.owner, "expires_at": row.excluded.expires_at},
                 where=_LOCKS.c.expires_at <= now,
             ).returning(_LOCKS.c.owner)
             return (await conn.execute(stmt)).first() is not None

@@ -50,7 +50,9 @@ def postgres_url() -> Iterator[str]:
     pytest.importorskip("asyncpg", reason="asyncpg is not installed (the postgresql extra)")
     with postgres_server() as url:
         if url is None:
-            pytest.skip("PostgreSQL is not installed here (initdb/pg_ctl): apt-get install postgresql")
+            pytest.skip(
+                "PostgreSQL is not installed here (initdb/pg_ctl): apt-get install postgresql"
+            )
         yield url
 
 

@@ -67,7 +67,9 @@ def postgres_url() -> Iterator[str]:
     pytest.importorskip("asyncpg", reason="asyncpg is not installed (the postgresql extra)")
     with postgres_server() as url:
         if url is None:
-            pytest.skip("PostgreSQL is not installed here (initdb/pg_ctl): apt-get install postgresql")
+            pytest.skip(
+                "PostgreSQL is not installed here (initdb/pg_ctl): apt-get install postgresql"
+            )
         yield url
 
 
@@ -139,7 +141,7 @@ async def test_an_older_value_written_back_does_not_decrypt(database: str) -> No
             old = (await conn.execute(select(table.c.payload))).scalar_one()
         assert await store.put("tiktok", "a", tokens(2), scopes=(), if_version=1) is not None
         async with store.engine.begin() as conn:  # an attacker restores the old ciphertext
-            await conn.execute(update(table).values(payload=old))
+            await conn.execute(update(StoreTokenRow).values(payload=old))
         with pytest.raises(TokenDecryptionError):
             await store.get("tiktok", "a")
 
