@@ -105,13 +105,17 @@ class SQLAlchemyTokenStore:
         fn: Callable[[AsyncConnection], Awaitable[T]],
         provider_id: str | None,
         account_id: str | None,
+        *,
+        locked: bool = False,
     ) -> T:
+        """Run *fn* on a connection: autocommit, or in one transaction when *locked*."""
         try:
-            async with self._auto.connect() as conn:
+            async with (self.engine if locked else self._auto).connect() as conn:
                 result = await fn(conn)
-                await conn.commit()  # a no-op in autocommit, unless a listener began one
+                await conn.commit()  # in autocommit a no-op, unless a listener began one
                 return result
         except FAILURES as exc:
+            log.warning("keyloom-sqlalchemy: the token store failed: %r", exc.__cause__ or exc)
             msg = f"the SQL token store failed: {type(exc).__name__}"
             raise TokenStoreError(msg, provider_id=provider_id, account_id=account_id) from None
 
@@ -162,22 +166,52 @@ class SQLAlchemyTokenStore:
         grant = StoredGrant.new(provider_id, account_id, tokens, scopes, 0, now=self._clock())
         if if_version is not None:
             return await self._write(grant, if_version) if if_version >= 1 else None
-        version = select(_TOKENS.c.version).where(self._row(_TOKENS, provider_id, account_id))
         for attempt in range(_PUT_ATTEMPTS):
-
-            async def current(conn: AsyncConnection) -> int:
-                return int((await conn.scalar(version)) or 0)
-
-            written = await self._write(grant, await self._run(current, provider_id, account_id))
+            locked = self.engine.dialect.name != "sqlite"  # SQLite: BEGIN IMMEDIATE, below
+            written = await self._run(
+                lambda conn: self._replace(conn, grant), provider_id, account_id, locked=locked
+            )
             if written is not None:
                 return written
-            # another writer of this account won the race: back off (full jitter), retry
+            # another first write of this account won the insert: back off (jitter), retry
             await anyio.sleep(random.uniform(0, _PUT_BACKOFF * 2 ** min(attempt, 6)))
         msg = "the token entry kept changing while it was being written"
         raise TokenStoreError(msg, provider_id=provider_id, account_id=account_id)
 
+    async def _replace(self, conn: AsyncConnection, grant: StoredGrant) -> StoredGrant | None:
+        """Write *grant* over whatever version is stored, holding the row meanwhile.
+
+        One short transaction: the version is read with the row locked (``SELECT … FOR
+        UPDATE`` on PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite), so concurrent writers of
+        one account queue instead of retrying. ``None`` when another first write inserted
+        the row meanwhile (the caller retries, then over that row).
+        """
+        row = self._row(_TOKENS, grant.provider_id, grant.account_id)
+        read = select(_TOKENS.c.version).where(row).with_for_update()
+        if self.engine.dialect.name != "sqlite":  # in a transaction already (see put)
+            return await self._write_on(conn, grant, int(await conn.scalar(read) or 0))
+        await conn.exec_driver_sql("BEGIN IMMEDIATE")
+        try:
+            written = await self._write_on(conn, grant, int(await conn.scalar(read) or 0))
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await conn.exec_driver_sql("ROLLBACK")
+            raise
+        await conn.exec_driver_sql("COMMIT")
+        return written
+
     async def _write(self, grant: StoredGrant, expected: int) -> StoredGrant | None:
         """Write *grant* as version ``expected + 1`` over version *expected* (``0``: none)."""
+        return await self._run(
+            lambda conn: self._write_on(conn, grant, expected),
+            grant.provider_id,
+            grant.account_id,
+        )
+
+    async def _write_on(
+        self, conn: AsyncConnection, grant: StoredGrant, expected: int
+    ) -> StoredGrant | None:
+        """One statement: *grant* as version ``expected + 1`` over *expected* (``0``: none)."""
         written = attrs.evolve(grant, version=expected + 1)
         provider_id, account_id = grant.provider_id, grant.account_id
         values = {
@@ -201,10 +235,7 @@ class SQLAlchemyTokenStore:
                 .returning(_TOKENS.c.version)
             )
 
-        async def write(conn: AsyncConnection) -> bool:
-            return (await conn.execute(stmt)).first() is not None
-
-        return written if await self._run(write, provider_id, account_id) else None
+        return written if (await conn.execute(stmt)).first() is not None else None
 
     async def delete(
         self, provider_id: str, account_id: str, *, if_version: int | None = None
