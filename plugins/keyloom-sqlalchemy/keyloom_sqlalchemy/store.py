@@ -7,7 +7,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-from sqlalchemy import ColumnElement, Table, case, delete, select, tuple_, update
+from sqlalchemy import ColumnElement, Float, Table, bindparam, case, delete, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from keyloom_core.store import SessionRecord, StoreUnavailableError
@@ -41,6 +41,63 @@ def _ends(expires_at: Any, last_seen_at: Any, idle_ttl: Any) -> ColumnElement[fl
     """The earlier of the absolute and the idle end, in SQL (``LEAST`` is not in SQLite)."""
     idle_end = last_seen_at + idle_ttl
     return case((expires_at < idle_end, expires_at), else_=idle_end)
+
+
+class _Statements:
+    """The store's statements, built once per store (with bound parameters, so SQLAlchemy
+    compiles each once and every call only binds values)."""  # noqa: D205, D209
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        p = bindparam
+        states = insert(engine, _STATES).values(ns=p("p_ns"), key=p("p_key"), expires_at=p("p_at"))
+        self.use_once = states.on_conflict_do_update(
+            index_elements=[_STATES.c.ns, _STATES.c.key],
+            set_={"expires_at": states.excluded.expires_at},
+            where=_STATES.c.expires_at <= p("p_now", type_=Float()),
+        ).returning(_STATES.c.key)
+
+        columns = [c.name for c in _SESSIONS.columns]
+        sessions = insert(engine, _SESSIONS).values({name: p(f"p_{name}") for name in columns})
+        self.create_session = sessions.on_conflict_do_update(
+            index_elements=[_SESSIONS.c.ns, _SESSIONS.c.id],
+            set_={n: sessions.excluded[n] for n in columns if n not in {"ns", "id"}},
+        )
+        one = (_SESSIONS.c.ns == p("p_ns")) & (_SESSIONS.c.id == p("p_id"))
+        live = (_SESSIONS.c.expires_at > p("p_now", type_=Float())) & (
+            _SESSIONS.c.last_seen_at + _SESSIONS.c.idle_ttl > p("p_now", type_=Float())
+        )
+        self.get_session = select(_SESSIONS.c.record, _SESSIONS.c.last_seen_at).where(one, live)
+        seen = p("p_seen", type_=Float())
+        self.touch_session = (
+            update(_SESSIONS)
+            .where(one)
+            .values(
+                last_seen_at=seen,
+                ends_at=_ends(_SESSIONS.c.expires_at, seen, _SESSIONS.c.idle_ttl),
+            )
+            .returning(_SESSIONS.c.id)
+        )
+        self.delete_session = delete(_SESSIONS).where(one).returning(_SESSIONS.c.id)
+        users = (_SESSIONS.c.ns == p("p_ns")) & (_SESSIONS.c.user_id == p("p_user_id"))
+        self.list_sessions = (
+            select(_SESSIONS.c.record, _SESSIONS.c.last_seen_at)
+            .where(users, live)
+            .order_by(_SESSIONS.c.created_at, _SESSIONS.c.id)
+        )
+        self.delete_user_sessions = delete(_SESSIONS).where(users).returning(_SESSIONS.c.id)
+
+        counters = insert(engine, _COUNTERS).values(
+            ns=p("p_ns"), key=p("p_key"), hits=p("p_n"), reset_at=p("p_reset")
+        )
+        over = _COUNTERS.c.reset_at <= p("p_now", type_=Float())
+        added = _COUNTERS.c.hits + counters.excluded.hits
+        self.hit = counters.on_conflict_do_update(
+            index_elements=[_COUNTERS.c.ns, _COUNTERS.c.key],
+            set_={
+                "hits": case((over, counters.excluded.hits), else_=added),
+                "reset_at": case((over, counters.excluded.reset_at), else_=_COUNTERS.c.reset_at),
+            },
+        ).returning(_COUNTERS.c.hits, _COUNTERS.c.reset_at)
 
 
 class SQLAlchemyStore:
@@ -107,6 +164,7 @@ class SQLAlchemyStore:
             store_engine(database, engine_options) if isinstance(database, str) else database
         )
         self._auto = autocommit(self.engine)
+        self._sql = _Statements(self.engine)
         self.namespace = namespace
         self._clock = clock
         self._purge_every = purge_every
@@ -130,14 +188,19 @@ class SQLAlchemyStore:
     # -- running one statement --------------------------------------------------------------
 
     async def _run(
-        self, fn: Callable[[AsyncConnection], Awaitable[T]], *, purge: bool = False
+        self,
+        fn: Callable[[AsyncConnection], Awaitable[T]],
+        *,
+        purge: bool = False,
+        commit: bool = True,
     ) -> T:
         try:
             async with self._auto.connect() as conn:
                 if purge:
                     await self._maybe_purge(conn)
                 result = await fn(conn)
-                await conn.commit()  # a no-op in autocommit, unless a listener began one
+                if commit:  # a no-op in autocommit, unless a listener began a transaction
+                    await conn.commit()
                 return result
         except FAILURES as exc:
             log.warning("keyloom-sqlalchemy: the store failed: %s", type(exc).__name__)
@@ -189,117 +252,80 @@ class SQLAlchemyStore:
 
     async def use_once(self, key: str, expires_at: float) -> bool:
         """Record *key*; ``False`` if it was used and has not expired (exactly one wins)."""
-        now = self._clock()
-        row = insert(self.engine, _STATES).values(ns=self.namespace, key=key, expires_at=expires_at)
-        stmt = row.on_conflict_do_update(
-            index_elements=[_STATES.c.ns, _STATES.c.key],
-            set_={"expires_at": row.excluded.expires_at},
-            where=_STATES.c.expires_at <= now,
-        ).returning(_STATES.c.key)
+        params = {"p_ns": self.namespace, "p_key": key, "p_at": expires_at, "p_now": self._clock()}
 
         async def use(conn: AsyncConnection) -> bool:
-            return (await conn.execute(stmt)).first() is not None
+            return (await conn.execute(self._sql.use_once, params)).first() is not None
 
         return await self._run(use, purge=True)
 
     # -- sessions ----------------------------------------------------------------------------
 
-    def _session(self, session_id: str) -> ColumnElement[bool]:
-        return (_SESSIONS.c.ns == self.namespace) & (_SESSIONS.c.id == session_id)
-
     async def create_session(self, record: SessionRecord) -> None:
         """Write *record* (one statement)."""
-        values = {
-            "user_id": record.user_id,
-            "record": record.to_json(),
-            "created_at": record.created_at,
-            "expires_at": record.expires_at,
-            "last_seen_at": record.last_seen_at,
-            "idle_ttl": record.idle_ttl,
-            "ends_at": record.valid_until,
+        params = {
+            "p_ns": self.namespace,
+            "p_id": record.id,
+            "p_user_id": record.user_id,
+            "p_record": record.to_json(),
+            "p_created_at": record.created_at,
+            "p_expires_at": record.expires_at,
+            "p_last_seen_at": record.last_seen_at,
+            "p_idle_ttl": record.idle_ttl,
+            "p_ends_at": record.valid_until,
         }
-        stmt = insert(self.engine, _SESSIONS).values(ns=self.namespace, id=record.id, **values)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[_SESSIONS.c.ns, _SESSIONS.c.id],
-            set_={name: stmt.excluded[name] for name in values},
-        )
 
         async def create(conn: AsyncConnection) -> None:
-            await conn.execute(stmt)
+            await conn.execute(self._sql.create_session, params)
 
         await self._run(create, purge=True)
 
     async def get_session(self, session_id: str) -> SessionRecord | None:
         """The live record, or ``None`` (one read by primary key)."""
-        now = self._clock()
-        stmt = select(_SESSIONS.c.record, _SESSIONS.c.last_seen_at).where(
-            self._session(session_id),
-            _SESSIONS.c.expires_at > now,
-            _SESSIONS.c.last_seen_at + _SESSIONS.c.idle_ttl > now,
-        )
+        params = {"p_ns": self.namespace, "p_id": session_id, "p_now": self._clock()}
 
         async def get(conn: AsyncConnection) -> tuple[str, float] | None:
-            row = (await conn.execute(stmt)).first()
+            row = (await conn.execute(self._sql.get_session, params)).first()
             return None if row is None else (str(row[0]), float(row[1]))
 
-        found = await self._run(get)
+        found = await self._run(get, commit=False)
         return None if found is None else SessionRecord.from_json(found[0], last_seen_at=found[1])
 
     async def touch_session(self, session_id: str, last_seen_at: float) -> bool:
         """Move the last use; ``False`` if the session is gone (never recreates it)."""
-        stmt = (
-            update(_SESSIONS)
-            .where(self._session(session_id))
-            .values(
-                last_seen_at=last_seen_at,
-                ends_at=_ends(_SESSIONS.c.expires_at, last_seen_at, _SESSIONS.c.idle_ttl),
-            )
-            .returning(_SESSIONS.c.id)
-        )
+        params = {"p_ns": self.namespace, "p_id": session_id, "p_seen": last_seen_at}
 
         async def touch(conn: AsyncConnection) -> bool:
-            return (await conn.execute(stmt)).first() is not None
+            return (await conn.execute(self._sql.touch_session, params)).first() is not None
 
         return await self._run(touch)
 
     async def delete_session(self, session_id: str) -> bool:
         """Delete the session; ``True`` if one was deleted."""
-        stmt = delete(_SESSIONS).where(self._session(session_id)).returning(_SESSIONS.c.id)
+        params = {"p_ns": self.namespace, "p_id": session_id}
 
         async def remove(conn: AsyncConnection) -> bool:
-            return (await conn.execute(stmt)).first() is not None
+            return (await conn.execute(self._sql.delete_session, params)).first() is not None
 
         return await self._run(remove)
 
     async def list_sessions(self, user_id: str) -> Sequence[SessionRecord]:
         """The user's live sessions, oldest first."""
-        now = self._clock()
-        stmt = (
-            select(_SESSIONS.c.record, _SESSIONS.c.last_seen_at)
-            .where(
-                _SESSIONS.c.ns == self.namespace,
-                _SESSIONS.c.user_id == user_id,
-                _SESSIONS.c.expires_at > now,
-                _SESSIONS.c.last_seen_at + _SESSIONS.c.idle_ttl > now,
-            )
-            .order_by(_SESSIONS.c.created_at, _SESSIONS.c.id)
-        )
+        params = {"p_ns": self.namespace, "p_user_id": user_id, "p_now": self._clock()}
 
         async def rows(conn: AsyncConnection) -> list[tuple[str, float]]:
-            return [(str(r[0]), float(r[1])) for r in await conn.execute(stmt)]
+            found = await conn.execute(self._sql.list_sessions, params)
+            return [(str(r[0]), float(r[1])) for r in found]
 
-        return [SessionRecord.from_json(t, last_seen_at=s) for t, s in await self._run(rows)]
+        listed = await self._run(rows, commit=False)
+        return [SessionRecord.from_json(t, last_seen_at=s) for t, s in listed]
 
     async def delete_user_sessions(self, user_id: str) -> int:
         """Delete every session of the user (one statement); how many were deleted."""
-        stmt = (
-            delete(_SESSIONS)
-            .where(_SESSIONS.c.ns == self.namespace, _SESSIONS.c.user_id == user_id)
-            .returning(_SESSIONS.c.id)
-        )
+        params = {"p_ns": self.namespace, "p_user_id": user_id}
 
         async def remove(conn: AsyncConnection) -> int:
-            return len((await conn.execute(stmt)).all())
+            return len((await conn.execute(self._sql.delete_user_sessions, params)).all())
 
         return await self._run(remove)
 
@@ -308,20 +334,16 @@ class SQLAlchemyStore:
     async def hit(self, key: str, window: float, amount: int = 1) -> tuple[int, float]:
         """Count *amount* events in *key*'s fixed window (one atomic upsert)."""
         now = self._clock()
-        row = insert(self.engine, _COUNTERS).values(
-            ns=self.namespace, key=key, hits=amount, reset_at=now + window
-        )
-        over = _COUNTERS.c.reset_at <= now
-        stmt = row.on_conflict_do_update(
-            index_elements=[_COUNTERS.c.ns, _COUNTERS.c.key],
-            set_={
-                "hits": case((over, row.excluded.hits), else_=_COUNTERS.c.hits + row.excluded.hits),
-                "reset_at": case((over, row.excluded.reset_at), else_=_COUNTERS.c.reset_at),
-            },
-        ).returning(_COUNTERS.c.hits, _COUNTERS.c.reset_at)
+        params = {
+            "p_ns": self.namespace,
+            "p_key": key,
+            "p_n": amount,
+            "p_reset": now + window,
+            "p_now": now,
+        }
 
         async def count(conn: AsyncConnection) -> tuple[int, float]:
-            row = (await conn.execute(stmt)).one()
+            row = (await conn.execute(self._sql.hit, params)).one()
             return int(row[0]), float(row[1])
 
         return await self._run(count, purge=True)
