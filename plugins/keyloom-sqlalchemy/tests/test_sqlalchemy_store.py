@@ -22,7 +22,7 @@ from keyloom_sqlalchemy import (
     create_tables,
     metadata,
 )
-from keyloom_sqlalchemy.testing import SPEC, postgres_server, reset_store_tables
+from keyloom_sqlalchemy.testing import SPEC, postgres_process, postgres_server, reset_store_tables
 from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -264,3 +264,43 @@ def test_db_init_creates_the_store_tables(tmp_path: Path) -> None:
             await engine.dispose()
 
     assert store_tables <= anyio.run(tables)
+
+
+@pytest.mark.postgres
+async def test_postgres_restarted_gives_typed_503_then_recovers_without_a_new_store() -> None:
+    pytest.importorskip("asyncpg", reason="asyncpg is not installed (the postgresql extra)")
+    with postgres_process() as server:
+        if server is None:
+            pytest.skip("PostgreSQL is not installed here (initdb/pg_ctl)")
+        async with SQLAlchemyStore(server.url) as store:
+            await create_tables(store.engine)
+            registry = SessionRegistry(store, absolute_ttl=3600, idle_ttl=600, touch_interval=60)
+            record = await registry.create(
+                user={"id": "u1"}, provider_id="p", provider_account_id="a", scopes=[]
+            )
+            assert await store.use_once("before", time.time() + 60)
+            server.stop()  # the pooled connections die with it
+            with anyio.fail_after(60):
+                for call in (
+                    registry.get(record.id),
+                    store.use_once("during", time.time() + 60),
+                    store.hit("k", 60),
+                ):
+                    with pytest.raises(StoreUnavailableError) as caught:
+                        await call
+                    assert caught.value.status == 503
+            server.start()
+            # Back: the first calls may meet connections of the old server (each one is a
+            # typed 503 and drops the pool); then everything works, state intact.
+            recovered = None
+            with anyio.fail_after(60):
+                for _ in range(20):  # bounded
+                    try:
+                        recovered = await registry.get(record.id)
+                        break
+                    except StoreUnavailableError:
+                        await anyio.sleep(0.1)
+            assert recovered is not None
+            assert recovered.id == record.id
+            assert not await store.use_once("before", time.time() + 60)  # still used
+            assert await store.use_once("after", time.time() + 60)
