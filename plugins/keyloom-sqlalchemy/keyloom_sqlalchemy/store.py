@@ -44,8 +44,7 @@ def _ends(expires_at: Any, last_seen_at: Any, idle_ttl: Any) -> ColumnElement[fl
 
 
 class _Statements:
-    """The store's statements, built once per store (with bound parameters, so SQLAlchemy
-    compiles each once and every call only binds values)."""  # noqa: D205, D209
+    """The store's statements, built once: SQLAlchemy compiles each once, calls bind values."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         p = bindparam
