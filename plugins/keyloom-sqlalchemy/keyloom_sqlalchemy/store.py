@@ -126,7 +126,7 @@ class SQLAlchemyStore:
     - renewing a session is an ``UPDATE`` of an existing row: it never recreates a session
       that a logout or ``revoke_all`` deleted, on whichever machine;
     - reads filter out what has ended, so expiry needs no clean-up to be correct; once a
-      minute per process, the next call also deletes up to *purge_batch* ended rows of each
+      minute per process, the next write also deletes up to *purge_batch* ended rows of each
       table, by index (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so processes purging at
       once neither wait for nor deadlock with each other).
 
