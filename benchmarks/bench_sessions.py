@@ -2,8 +2,10 @@
 
 Runs ``AuthHandler.load_session`` (what ``current_session`` of both adapters awaits) on a
 valid session cookie for stateless cookies and for server-side sessions on memory,
-SQLite (a file in a temporary folder) and Redis (a ``redis-server`` on a free 127.0.0.1
-port, or ``--redis-url``). The touch interval is longer than the run, so every call is
+SQLite (a file in a temporary folder), Redis (a ``redis-server`` on a free 127.0.0.1
+port, or ``--redis-url``) and, with ``keyloom-sqlalchemy`` and asyncpg installed, PostgreSQL
+through ``SQLAlchemyStore`` (a server started on 127.0.0.1 when PostgreSQL's ``initdb`` is
+installed, or ``--postgres-url``; skipped, saying why, otherwise). The touch interval is longer than the run, so every call is
 exactly one store read, as in steady state. Run standalone:
 ``python benchmarks/bench_sessions.py`` (add ``--quick`` for a short run).
 """
@@ -164,7 +166,32 @@ async def first_reads(iterations: int) -> tuple[dict[str, float], dict[str, floa
     return _stats(samples), _stats(floor)
 
 
-async def run(iterations: int, redis_url: str | None, folder: Path) -> list[tuple[str, Any]]:
+async def postgres_row(url: str, iterations: int) -> dict[str, float]:
+    """``current_session`` on a :class:`keyloom_sqlalchemy.SQLAlchemyStore` in PostgreSQL."""
+    from keyloom_sqlalchemy import SQLAlchemyStore, create_tables
+
+    store = SQLAlchemyStore(url)
+    await create_tables(store.engine)
+    return await measure(store, iterations)
+
+
+def postgres_url(stack: contextlib.ExitStack, given: str | None) -> str | None:
+    """A PostgreSQL for the SQL store's row, or ``None`` (saying why)."""
+    try:
+        import asyncpg  # noqa: F401
+        from keyloom_sqlalchemy.testing import postgres_server
+    except ImportError:
+        print("sqlalchemy + PostgreSQL: skipped (keyloom-sqlalchemy or asyncpg not installed)")
+        return None
+    url = given or stack.enter_context(postgres_server())
+    if url is None:
+        print("sqlalchemy + PostgreSQL: skipped (no initdb/pg_ctl, no --postgres-url)")
+    return url
+
+
+async def run(
+    iterations: int, redis_url: str | None, folder: Path, pg_url: str | None = None
+) -> list[tuple[str, Any]]:
     from keyloom_core.store import SQLiteStore
 
     first, floor = await first_reads(iterations)
@@ -182,6 +209,8 @@ async def run(iterations: int, redis_url: str | None, folder: Path) -> list[tupl
             print("redis: skipped (pip install 'keyloom-core[redis]')")
         else:
             rows.append(("redis", await measure(RedisStore(redis_url), iterations)))
+    if pg_url is not None:
+        rows.append(("sqlalchemy + postgresql", await postgres_row(pg_url, iterations)))
     return rows
 
 
@@ -190,23 +219,25 @@ def main() -> int:
     parser.add_argument("--iterations", type=int, default=5000, help="sequential calls per store")
     parser.add_argument("--quick", action="store_true", help="500 calls per store")
     parser.add_argument("--redis-url", help="use this Redis instead of starting redis-server")
+    parser.add_argument("--postgres-url", help="an existing PostgreSQL (postgresql+asyncpg://…)")
     args = parser.parse_args()
     iterations = 500 if args.quick else max(10, min(args.iterations, 100_000))
     with tempfile.TemporaryDirectory(prefix="keyloom-bench-") as tmp:
         folder = Path(tmp)
         with contextlib.ExitStack() as stack:
             url = args.redis_url or stack.enter_context(redis_server(folder))
-            rows = anyio.run(run, iterations, url, folder)
+            pg_url = postgres_url(stack, args.postgres_url)
+            rows = anyio.run(run, iterations, url, folder, pg_url)
     print(
         f"current_session() on a valid cookie: {iterations} sequential calls per store, "
         f"then {CONCURRENCY} concurrent tasks (one store read per call)"
     )
     print(
-        f"{'sessions':<22} {'mean µs':>9} {'p50 µs':>9} {'p99 µs':>9} {'calls/s (concurrent)':>22}"
+        f"{'sessions':<24} {'mean µs':>9} {'p50 µs':>9} {'p99 µs':>9} {'calls/s (concurrent)':>22}"
     )
     for name, row in rows:
         print(
-            f"{name:<22} {row['mean']:>9.1f} {row['p50']:>9.1f} {row['p99']:>9.1f} "
+            f"{name:<24} {row['mean']:>9.1f} {row['p50']:>9.1f} {row['p99']:>9.1f} "
             + ("" if math.isnan(row["concurrent"]) else f"{row['concurrent']:>22,.0f}")
         )
     return 0

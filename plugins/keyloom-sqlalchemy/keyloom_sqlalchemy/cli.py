@@ -25,7 +25,8 @@ def _say(stream: TextIO, text: str) -> None:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="keyloom db", description="Keyloom's user and account tables."
+        prog="keyloom db",
+        description="Keyloom's tables: users, accounts and the shared store.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
     init = commands.add_parser("init", help="create the tables if they do not exist")

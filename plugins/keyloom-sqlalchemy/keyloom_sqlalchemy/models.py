@@ -1,8 +1,11 @@
-"""Plain declarative models of Keyloom's users and accounts, for an app's own migrations.
+"""Plain declarative models of Keyloom's tables, for an app's own migrations.
 
-The tables live in their own :data:`metadata` (``keyloom_users``, ``keyloom_accounts``);
-include it in Alembic's ``target_metadata`` (a list is accepted) to have them migrated with
-the app's tables, or run ``keyloom db init`` for an app without migrations.
+The tables live in their own :data:`metadata`: users and accounts (``keyloom_users``,
+``keyloom_accounts``) and the shared store (``keyloom_store_*``: used login states,
+sessions, rate-limit counters, encrypted tokens and refresh locks; see
+:class:`~keyloom_sqlalchemy.SQLAlchemyStore`). Include it in Alembic's
+``target_metadata`` (a list is accepted) to have them migrated with the app's tables, or
+run ``keyloom db init`` for an app without migrations.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from sqlalchemy import (
     Float,
     ForeignKey,
     Index,
+    Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -24,7 +29,18 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-__all__ = ["AccountRow", "KeyloomBase", "UTCDateTime", "UserRow", "metadata"]
+__all__ = [
+    "AccountRow",
+    "KeyloomBase",
+    "StoreCounterRow",
+    "StoreSessionRow",
+    "StoreStateRow",
+    "StoreTokenLockRow",
+    "StoreTokenRow",
+    "UTCDateTime",
+    "UserRow",
+    "metadata",
+]
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -95,3 +111,76 @@ class AccountRow(KeyloomBase):
     provider_account_id: Mapped[str] = mapped_column(String(255))
     scope: Mapped[str] = mapped_column(Text, default="")
     expires_at: Mapped[float | None] = mapped_column(Float)
+
+
+# -- the shared store (SQLAlchemyStore): every row carries the app's namespace --------------
+# Times are epoch seconds (double precision), as the other stores keep them; every table has
+# an index on the time its rows end at, so the periodic purge deletes a bounded batch by index.
+
+
+class StoreStateRow(KeyloomBase):
+    """A login state's nonce, recorded as used until its state expires."""
+
+    __tablename__ = "keyloom_store_states"
+
+    ns: Mapped[str] = mapped_column(Text, primary_key=True)
+    key: Mapped[str] = mapped_column(Text, primary_key=True)
+    expires_at: Mapped[float] = mapped_column(Float, index=True)
+
+
+class StoreSessionRow(KeyloomBase):
+    """A server-side session (:class:`keyloom_core.store.SessionRecord`).
+
+    ``record`` is the record as JSON; the times beside it are what reads filter on.
+    ``ends_at`` is the earlier of the absolute and the idle end (kept by every touch),
+    for the purge.
+    """
+
+    __tablename__ = "keyloom_store_sessions"
+    __table_args__ = (Index("ix_keyloom_store_sessions_user", "ns", "user_id"),)
+
+    ns: Mapped[str] = mapped_column(Text, primary_key=True)
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    user_id: Mapped[str] = mapped_column(Text)
+    record: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float] = mapped_column(Float)
+    last_seen_at: Mapped[float] = mapped_column(Float)
+    idle_ttl: Mapped[float] = mapped_column(Float)
+    ends_at: Mapped[float] = mapped_column(Float, index=True)
+
+
+class StoreCounterRow(KeyloomBase):
+    """A rate-limit counter: *hits* in the fixed window that ends at *reset_at*."""
+
+    __tablename__ = "keyloom_store_counters"
+
+    ns: Mapped[str] = mapped_column(Text, primary_key=True)
+    key: Mapped[str] = mapped_column(Text, primary_key=True)
+    hits: Mapped[int] = mapped_column(Integer)
+    reset_at: Mapped[float] = mapped_column(Float, index=True)
+
+
+class StoreTokenRow(KeyloomBase):
+    """One account's tokens: AES-256-GCM encrypted, bound to provider, account and version."""
+
+    __tablename__ = "keyloom_store_tokens"
+
+    ns: Mapped[str] = mapped_column(Text, primary_key=True)
+    provider: Mapped[str] = mapped_column(Text, primary_key=True)
+    account: Mapped[str] = mapped_column(Text, primary_key=True)
+    version: Mapped[int] = mapped_column(Integer)
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    refresh_expires_at: Mapped[float | None] = mapped_column(Float, index=True)
+
+
+class StoreTokenLockRow(KeyloomBase):
+    """One account's refresh lock: a lease held by *owner* until *expires_at*."""
+
+    __tablename__ = "keyloom_store_token_locks"
+
+    ns: Mapped[str] = mapped_column(Text, primary_key=True)
+    provider: Mapped[str] = mapped_column(Text, primary_key=True)
+    account: Mapped[str] = mapped_column(Text, primary_key=True)
+    owner: Mapped[str] = mapped_column(Text)
+    expires_at: Mapped[float] = mapped_column(Float, index=True)

@@ -4,7 +4,8 @@ r"""Test helpers: a throwaway PostgreSQL server, and two first sign-ins of one a
 127.0.0.1 port with trust authentication (loopback only), yields its URL, then stops it and
 removes the folder; it yields ``None`` when PostgreSQL's binaries (Debian's ``postgresql``
 package) are not installed. As root, the server runs as the ``postgres`` user (PostgreSQL
-refuses to run as root).
+refuses to run as root). :func:`postgres_process` yields the :class:`PostgresServer`
+itself, which a test may stop and start again (an outage).
 """
 
 from __future__ import annotations
@@ -20,15 +21,23 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from keyloom_core import Profile, ProviderSpec, TokenSet, configure_provider, define_keyloom
 from keyloom_core.users import User, Users
 
 from .adapter import SQLAlchemyAdapter
-from .models import UserRow
+from .models import UserRow, metadata
 
-__all__ = ["count_users", "postgres_server", "race_first_logins"]
+__all__ = [
+    "PostgresServer",
+    "count_users",
+    "postgres_process",
+    "postgres_server",
+    "race_first_logins",
+    "reset_store_tables",
+]
 
 
 def _binary(name: str) -> str | None:
@@ -45,36 +54,80 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+class PostgresServer:
+    """A throwaway PostgreSQL cluster on 127.0.0.1 that a test may stop and start again.
+
+    Attributes:
+        url: Its ``postgresql+asyncpg://`` URL (the port stays the same across restarts).
+    """
+
+    def __init__(self, initdb: str, pg_ctl: str, folder: Path) -> None:
+        self._pg_ctl = pg_ctl
+        self._folder = folder
+        self._data = folder / "data"
+        self._prefix: list[str] = []
+        if os.geteuid() == 0:
+            account = pwd.getpwnam("postgres" if _has_user("postgres") else "nobody")
+            os.chown(folder, account.pw_uid, account.pw_gid)
+            self._prefix = ["runuser", "-u", account.pw_name, "--"]
+        self._port = _free_port()
+        self.url = f"postgresql+asyncpg://keyloom@127.0.0.1:{self._port}/postgres"
+        self.running = False
+        self._run(
+            initdb,
+            "-D",
+            str(self._data),
+            "-U",
+            "keyloom",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        )
+
+    def _run(self, *args: str) -> None:
+        # PostgreSQL's own binaries, found on this machine, and fixed arguments; no shell.
+        command = [*self._prefix, *args]
+        subprocess.run(command, check=True, capture_output=True, timeout=120)  # noqa: S603
+
+    def start(self) -> None:
+        """Start the server (waits until it accepts connections)."""
+        options = f"-h 127.0.0.1 -p {self._port} -k {self._folder} -c fsync=off"
+        log = str(self._folder / "log")
+        self._run(self._pg_ctl, "-D", str(self._data), "-o", options, "-l", log, "-w", "start")
+        self.running = True
+
+    def stop(self) -> None:
+        """Stop the server (fast shutdown: open connections are cut)."""
+        if self.running:
+            self._run(self._pg_ctl, "-D", str(self._data), "-m", "fast", "-w", "stop")
+            self.running = False
+
+
 @contextlib.contextmanager
-def postgres_server() -> Iterator[str | None]:
-    """A PostgreSQL server for the block: its ``postgresql+asyncpg://`` URL, or ``None``."""
+def postgres_process() -> Iterator[PostgresServer | None]:
+    """A running :class:`PostgresServer` for the block, or ``None`` without PostgreSQL."""
     initdb, pg_ctl = _binary("initdb"), _binary("pg_ctl")
     if initdb is None or pg_ctl is None:
         yield None
         return
     folder = Path(tempfile.mkdtemp(prefix="keyloom-pg-"))
-    prefix: list[str] = []
-    if os.geteuid() == 0:
-        account = pwd.getpwnam("postgres" if _has_user("postgres") else "nobody")
-        os.chown(folder, account.pw_uid, account.pw_gid)
-        prefix = ["runuser", "-u", account.pw_name, "--"]
-    data = folder / "data"
-    port = _free_port()
-
-    def run(*args: str) -> None:
-        # PostgreSQL's own binaries, found above, and fixed arguments; no shell.
-        subprocess.run([*prefix, *args], check=True, capture_output=True, timeout=120)  # noqa: S603
-
     try:
-        run(initdb, "-D", str(data), "-U", "keyloom", "--auth=trust", "-E", "UTF8", "--no-sync")
-        options = f"-h 127.0.0.1 -p {port} -k {folder} -c fsync=off"
-        run(pg_ctl, "-D", str(data), "-o", options, "-l", str(folder / "log"), "-w", "start")
+        server = PostgresServer(initdb, pg_ctl, folder)
+        server.start()
         try:
-            yield f"postgresql+asyncpg://keyloom@127.0.0.1:{port}/postgres"
+            yield server
         finally:
-            run(pg_ctl, "-D", str(data), "-m", "fast", "-w", "stop")
+            server.stop()
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def postgres_server() -> Iterator[str | None]:
+    """A PostgreSQL server for the block: its ``postgresql+asyncpg://`` URL, or ``None``."""
+    with postgres_process() as server:
+        yield None if server is None else server.url
 
 
 def _has_user(name: str) -> bool:
@@ -131,3 +184,9 @@ async def count_users(adapter: SQLAlchemyAdapter) -> int:
         return int(await connection.scalar(select(func.count()).select_from(UserRow)) or 0)
 
 
+async def reset_store_tables(engine: AsyncEngine) -> None:
+    """Empty the shared store's tables (``keyloom_store_*``), every namespace."""
+    async with engine.begin() as connection:
+        for table in reversed(metadata.sorted_tables):
+            if table.name.startswith("keyloom_store_"):
+                await connection.execute(delete(table))
