@@ -187,8 +187,18 @@ def check_store(env: Mapping[str, str]) -> list[Finding]:
         return [Finding("ok", msg)]
     if scheme in {"redis", "rediss", "unix"}:
         return [Finding("ok", "Redis store: shared by every process and host")]
+    from importlib.metadata import entry_points  # noqa: PLC0415
+
+    from ..store import STORE_ENTRY_POINTS  # noqa: PLC0415
+
+    for entry_point in entry_points(group=STORE_ENTRY_POINTS, name=scheme):
+        msg = f"{scheme} store from {entry_point.value}: shared by every process using it"
+        return [Finding("ok", msg)]
     msg = "KEYLOOM_STORE must start with sqlite:///, redis:// or memory://"
-    return [Finding("fail", msg, "define_keyloom raises ConfigurationError on it")]
+    hint = "define_keyloom raises ConfigurationError on it"
+    if "+" in scheme:
+        hint = "pip install keyloom-sqlalchemy for postgresql+asyncpg:// (" + hint + ")"
+    return [Finding("fail", msg, hint)]
 
 
 def check_redirect_uri(uri: str) -> list[Finding]:

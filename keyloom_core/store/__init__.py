@@ -19,6 +19,8 @@ Stores:
 
 ``define_keyloom(store="sqlite:///var/lib/app/keyloom.db")`` or ``"redis://host:6379/0"``
 builds one from a URL (:func:`open_store`); ``KEYLOOM_STORE`` is read when no store is given.
+Other schemes come from installed packages' ``keyloom.stores`` entry points, named by the
+scheme (``keyloom-sqlalchemy``: ``postgresql+asyncpg://…``).
 Backend failures raise :class:`StoreUnavailableError`, which the web routes answer with
 ``503 {"error": "store_unavailable"}``.
 """
@@ -61,9 +63,16 @@ __all__ = [
 ]
 
 
+#: The entry-point group of stores other packages provide, by URL scheme. Each entry point
+#: is a callable ``(url, *, namespace) -> Store``.
+STORE_ENTRY_POINTS = "keyloom.stores"
+
+
 def open_store(url: str, *, namespace: str = "app") -> Store:
     """A store from a URL: ``memory://``, ``sqlite:///path/file.db`` (or ``sqlite:relative.db``),
-    ``redis://…`` / ``rediss://…`` / ``unix://…``. Nothing connects until first use.
+    ``redis://…`` / ``rediss://…`` / ``unix://…``, or a scheme an installed package offers
+    through the ``keyloom.stores`` entry points (``postgresql+asyncpg://…`` with
+    ``keyloom-sqlalchemy``). Nothing connects until first use.
 
     :raises ConfigurationError: an unknown scheme.
     """  # noqa: D205
@@ -84,8 +93,23 @@ def open_store(url: str, *, namespace: str = "app") -> Store:
         from .redis import RedisStore  # noqa: PLC0415
 
         return RedisStore(url, namespace=namespace)
+    if sep and (factory := _entry_point_store(scheme)) is not None:
+        store: Store = factory(url, namespace=namespace)
+        return store
     msg = "the store URL must start with memory://, sqlite:/// or redis://"
-    raise ConfigurationError(msg)
+    hint = None
+    if "+" in scheme or scheme in {"postgresql", "postgres", "mysql"}:
+        hint = "pip install keyloom-sqlalchemy, and name an async driver: postgresql+asyncpg://"
+    raise ConfigurationError(msg, hint=hint)
+
+
+def _entry_point_store(scheme: str) -> Any:
+    """The factory an installed package registered for *scheme*, or ``None``."""
+    from importlib.metadata import entry_points  # noqa: PLC0415
+
+    for entry_point in entry_points(group=STORE_ENTRY_POINTS, name=scheme):
+        return entry_point.load()
+    return None
 
 
 def __getattr__(name: str) -> Any:

@@ -203,6 +203,42 @@ async def test_define_keyloom_takes_the_store(database: str) -> None:
         await keyloom.sessions.aclose()
 
 
+async def test_a_store_url_names_the_sql_store(
+    database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``postgresql+asyncpg://`` and ``sqlite+aiosqlite://`` URLs (``define_keyloom(store=)``,
+    ``KEYLOOM_STORE``) open this store through the ``keyloom.stores`` entry points."""
+    from keyloom_core.cli.doctor import check_store
+
+    monkeypatch.setenv("KEYLOOM_STORE", database)
+    keyloom = define_keyloom(
+        providers=[configure_provider(SPEC, client_id="id", client_secret="secret")],
+        secret="s" * 40,
+        base_url="http://127.0.0.1:8000",
+        autoload=False,
+    )
+    store = keyloom.settings.store
+    try:
+        assert isinstance(store, SQLAlchemyStore)
+        assert store.namespace == "app"
+        expires = time.time() + 60
+        assert [await store.use_once("state-1", expires) for _ in range(2)] == [True, False]
+    finally:
+        await keyloom.sessions.aclose()
+    [finding] = check_store({"KEYLOOM_STORE": database})
+    assert finding.level == "ok"
+    assert "keyloom_sqlalchemy" in finding.message
+
+
+def test_an_sql_url_without_an_async_driver_gets_a_hint() -> None:
+    from keyloom_core import ConfigurationError
+    from keyloom_core.store import open_store
+
+    with pytest.raises(ConfigurationError) as caught:
+        open_store("postgresql://keyloom@127.0.0.1/app")
+    assert "postgresql+asyncpg://" in (caught.value.hint or "")
+
+
 # -- failures -------------------------------------------------------------------------------
 
 
