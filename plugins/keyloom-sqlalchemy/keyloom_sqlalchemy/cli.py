@@ -6,6 +6,8 @@ import argparse
 import asyncio
 import os
 import sys
+import threading
+import time
 from typing import TextIO
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -40,11 +42,18 @@ def _parser() -> argparse.ArgumentParser:
 
 
 async def _init(url: str) -> None:
+    before = set(threading.enumerate())
     engine = create_async_engine(url)
     try:
         await create_tables(engine)
     finally:
         await engine.dispose()
+        # A driver's connection thread (aiosqlite's, after a failed connect) still answers
+        # this loop: let it finish before asyncio.run closes the loop, or it prints
+        # "Event loop is closed" from its thread. Bounded: at most 2 seconds.
+        deadline = time.monotonic() + 2.0
+        for thread in set(threading.enumerate()) - before:
+            await asyncio.to_thread(thread.join, max(0.0, deadline - time.monotonic()))
 
 
 def main(argv: list[str], *, out: TextIO | None = None) -> int:
