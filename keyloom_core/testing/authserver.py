@@ -45,6 +45,7 @@ import base64
 import binascii
 import enum
 import functools
+import hashlib
 import hmac
 import inspect
 import operator
@@ -81,7 +82,6 @@ from .emulator import (
     emulator_options,
     html_response,
     message_page,
-    s256_challenge,
 )
 
 if TYPE_CHECKING:
@@ -883,10 +883,12 @@ class AuthorizationServer(EmulatorServer):
             self.min_verifier_length <= len(verifier) <= 128 and _VERIFIER_CHARS.fullmatch(verifier)
         ):
             return False
+        digest = hashlib.sha256(verifier.encode()).digest()
+        encoded = {"hex": digest.hex(), "base64url": base64.urlsafe_b64encode(digest).decode()}
         expected = code.code_challenge.encode()
         return any(
-            hmac.compare_digest(s256_challenge(verifier, encoding).encode(), expected)
-            for encoding in self.pkce_encodings
+            hmac.compare_digest(encoded[e].rstrip("=").encode(), expected)
+            for e in self.pkce_encodings
         )
 
     def token_error_code(self, failure: EndpointFailure) -> str:
