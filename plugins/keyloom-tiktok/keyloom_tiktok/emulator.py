@@ -67,7 +67,6 @@ from keyloom_core.testing.emulator import (
     SlidingWindowLimiter,
     TokenFailure,
     TokenPair,
-    UserOption,
     consent_page,
     html_response,
     log_id,
@@ -389,6 +388,8 @@ class TikTokEmulator(AuthorizationServer):
 
     spec = SPEC
     builtin_client = (DEFAULT_CLIENT_KEY, DEFAULT_CLIENT_SECRET)
+    default_redirect_uris = _DEFAULT_REDIRECT_URIS
+    default_users = DEFAULT_USERS
     consent_path = CONSENT_PATH
     user: ClassVar[Mapping[str, str]] = {"sub": "emulated-creator"}
     api_paths = frozenset({TOKEN_PATH, REVOKE_PATH, USER_INFO_PATH})
@@ -436,14 +437,17 @@ class TikTokEmulator(AuthorizationServer):
         """Configure the emulator; see the class docstring for the parameters."""
         faults = faults if faults is not None else FaultInjector()
         super().__init__(
-            clients=clients, host=host, port=port, faults=faults, clock=clock, consent=consent
+            clients=clients,
+            users=users,
+            default_user=default_user,
+            host=host,
+            port=port,
+            faults=faults,
+            clock=clock,
+            consent=consent,
         )
-        self.users = {user.user_id: user for user in (DEFAULT_USERS if users is None else users)}
         if not self.users:
             raise ValueError("the emulator needs at least one user")
-        self.default_user = default_user if default_user is not None else next(iter(self.users))
-        if self.default_user not in self.users:
-            raise ValueError(f"unknown default user {self.default_user!r}")
         self.withheld_scopes = frozenset(withheld_scopes)
         self.error_status = error_status
         self.api_errors_http_200 = api_errors_http_200
@@ -499,10 +503,15 @@ class TikTokEmulator(AuthorizationServer):
             approved_scopes=approved_scopes,
         )
 
-    @classmethod
-    def default_clients(cls) -> list[RegisteredClient]:
-        """:meth:`EmulatedApp.default`."""
-        return [EmulatedApp.default()]
+    @staticmethod
+    def user_key(user: EmulatedUser) -> str:
+        """A user is known by their ``user_id``."""
+        return user.user_id
+
+    @staticmethod
+    def user_label(user: EmulatedUser) -> str:
+        """The display name and the ``@username``."""
+        return f"{user.display_name} (@{user.username})"
 
     @classmethod
     def for_client(
@@ -660,11 +669,6 @@ class TikTokEmulator(AuthorizationServer):
     def add_user(self, user: EmulatedUser) -> None:
         """Add (or replace) a user in the directory."""
         self.users[user.user_id] = user
-
-    @property
-    def default_app(self) -> EmulatedApp:
-        """The first registered app."""
-        return next(iter(self.clients.values()))
 
     @property
     def revoke_url(self) -> str:
@@ -851,10 +855,6 @@ class TikTokEmulator(AuthorizationServer):
             )
             for name in pending.scopes
         ]
-        users = [
-            UserOption(user.user_id, f"{user.display_name} (@{user.username})")
-            for user in self.users.values()
-        ]
         return consent_page(
             app_name=app.name,
             action=CONSENT_PATH,
@@ -862,7 +862,7 @@ class TikTokEmulator(AuthorizationServer):
             hidden={"request_id": pending.request_id},
             title=f"TikTok - Authorize {app.name}",
             provider_name="TikTok",
-            users=users,
+            users=self.user_options(),
             selected_user=self.default_user,
             notice=f"Emulated TikTok. You will return to {pending.redirect_uri}",
             approve_label="Authorize",
