@@ -339,6 +339,8 @@ class AuthorizationServer(EmulatorServer):
     min_verifier_length: int = 43
     #: Whether revoking a live access token forgets the user's remembered consent.
     revoke_forgets_consent: bool = False
+    #: Whether a refresh returns a new refresh token and kills the old one (RFC 6749 §6).
+    rotate_refresh_tokens: bool = True
     #: Whether authorization requests must carry a PKCE challenge (an instance may change it).
     require_pkce: bool = True
     #: Where the consent page posts its answer.
@@ -493,8 +495,8 @@ class AuthorizationServer(EmulatorServer):
     # -- quirks a subclass may override ---------------------------------------------------
 
     def requested_scopes(self, raw: str) -> tuple[str, ...]:
-        """The scopes of a request's ``scope`` parameter (split on ``spec.scope_separator``)."""
-        return tuple(s for s in raw.split(self.spec.scope_separator) if s)
+        """The scopes of the ``scope`` parameter, split on ``spec.scope_separator``, each once."""
+        return tuple(dict.fromkeys(s for s in raw.split(self.spec.scope_separator) if s))
 
     def check_authorization(self, params: Mapping[str, str]) -> str | None:
         """Return an RFC 6749 §4.1.2.1 error code for an approved request, or ``None``.
@@ -528,8 +530,13 @@ class AuthorizationServer(EmulatorServer):
         )
 
     def refresh(self, client: RegisteredClient, refresh_token: str) -> TokenPair | TokenFailure:
-        """The new pair for *refresh_token* (RFC 6749 §6), or why there is none."""
-        return self.book.refresh(refresh_token, client_id=client.client_id)
+        """The new pair for *refresh_token* (RFC 6749 §6), or why there is none.
+
+        The refresh token rotates unless :attr:`rotate_refresh_tokens` is false.
+        """
+        return self.book.refresh(
+            refresh_token, client_id=client.client_id, rotate=self.rotate_refresh_tokens
+        )
 
     def token_answer(self, client: RegisteredClient, pair: TokenPair) -> Mapping[str, Any]:
         """The token endpoint's JSON for a new *pair* (RFC 6749 §5.1, in the spec's fields)."""

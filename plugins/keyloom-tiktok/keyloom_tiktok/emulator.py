@@ -456,8 +456,6 @@ class TikTokEmulator(AuthorizationServer):
         self.pkce_encoding = pkce_encoding
         self.min_verifier_length = min_verifier_length
         self.rotate_refresh_tokens = rotate_refresh_tokens
-        self.access_token_ttl = access_token_ttl
-        self.refresh_token_ttl = refresh_token_ttl
         self.client_token_ttl = client_token_ttl
         self.consent_ttl = consent_ttl
         self.codes_need_encoding = codes_need_encoding
@@ -636,6 +634,24 @@ class TikTokEmulator(AuthorizationServer):
         self._min_verifier_length = value
 
     @property
+    def access_token_ttl(self) -> float:
+        """Access token lifetime in seconds (of the ``act.`` tokens issued from now on)."""
+        return self.book.access_ttl
+
+    @access_token_ttl.setter
+    def access_token_ttl(self, value: float) -> None:
+        self.book.access_ttl = value
+
+    @property
+    def refresh_token_ttl(self) -> float:
+        """Refresh token lifetime in seconds (of the ``rft.`` tokens issued from now on)."""
+        return self.book.refresh_ttl
+
+    @refresh_token_ttl.setter
+    def refresh_token_ttl(self, value: float) -> None:
+        self.book.refresh_ttl = value
+
+    @property
     def code_ttl(self) -> float:
         """Authorization code lifetime in seconds."""
         return self.book.code_ttl
@@ -751,10 +767,6 @@ class TikTokEmulator(AuthorizationServer):
         )
 
     # -- authorization -------------------------------------------------------------------
-
-    def requested_scopes(self, raw: str) -> tuple[str, ...]:
-        """The comma-separated scopes, each once."""
-        return tuple(dict.fromkeys(s for s in raw.split(",") if s))
 
     def refused(self, params: Mapping[str, str]) -> web.Response | None:
         """TikTok's error page, naming the parameter to correct; never a redirect."""
@@ -911,26 +923,6 @@ class TikTokEmulator(AuthorizationServer):
         return self.back(pending.redirect_uri, {**params, **self._state(pending.params)})
 
     # -- token endpoint ------------------------------------------------------------------
-
-    def issue(self, client: RegisteredClient, code: AuthorizationCode) -> TokenPair:
-        """``act.``/``rft.`` tokens living :attr:`access_token_ttl`/:attr:`refresh_token_ttl`."""
-        return self.book.issue_tokens(
-            client_id=client.client_id,
-            user_id=code.user_id,
-            scopes=code.scopes,
-            access_ttl=self.access_token_ttl,
-            refresh_ttl=self.refresh_token_ttl,
-        )
-
-    def refresh(self, client: RegisteredClient, refresh_token: str) -> TokenPair | TokenFailure:
-        """A new pair; the refresh token rotates unless :attr:`rotate_refresh_tokens` is off."""
-        return self.book.refresh(
-            refresh_token,
-            client_id=client.client_id,
-            rotate=self.rotate_refresh_tokens,
-            access_ttl=self.access_token_ttl,
-            refresh_ttl=self.refresh_token_ttl,
-        )
 
     def token_answer(self, client: RegisteredClient, pair: TokenPair) -> Mapping[str, Any]:
         """The kit's answer with the user's ``open_id`` for this app, keys sorted as TikTok's."""
