@@ -355,6 +355,13 @@ class AuthorizationServer(EmulatorServer):
     require_response_type: ClassVar[bool] = True
     #: Whether the consent page lets the user untick requested scopes (else all or nothing).
     partial_consent: ClassVar[bool] = True
+    #: Scopes the user cannot decline: locked on the consent page, always granted.
+    required_scopes: ClassVar[frozenset[str]] = frozenset()
+    #: Scopes the emulated user declines: withheld at once with ``consent="approve"``, and
+    #: unticked on the consent page (never a :attr:`required_scopes` one).
+    withheld_scopes: frozenset[str] = frozenset()
+    #: The consent page's text under each scope.
+    scope_descriptions: ClassVar[Mapping[str, str]] = {}
     #: Refresh token lifetime in seconds.
     refresh_ttl: ClassVar[float] = 31_536_000.0
     #: The prefixes of access and refresh token values (e.g. ``("at_", "rt_")``).
@@ -651,14 +658,26 @@ class AuthorizationServer(EmulatorServer):
         client_id = pending.client_id
         if self.consent == "deny":
             return self.redirect_error(pending, "access_denied")
+        if self.consent == "approve":
+            required, withheld = self.required_scopes, self.withheld_scopes
+            kept = [s for s in pending.scopes if s in required or s not in withheld]
+            return self.grant(pending, self.default_user, kept)
         before = self.granted.get((client_id, self.default_user), frozenset())
-        remembered = self.remember_consent and before.issuperset(pending.scopes)
-        if self.consent == "approve" or (
-            remembered and (client_id, self.default_user) in self.granted
-        ):
+        remembered = self.remembers_consent(pending) and before.issuperset(pending.scopes)
+        if remembered and (client_id, self.default_user) in self.granted:
             return self.grant(pending, self.default_user, pending.scopes)
         self.pending.add(pending)
         return html_response(self.consent_html(pending))
+
+    def remembers_consent(self, pending: PendingAuthorization) -> bool:
+        """Whether *pending* may skip the consent page for scopes granted before."""
+        del pending
+        return self.remember_consent
+
+    def consent_page_options(self, pending: PendingAuthorization) -> Mapping[str, Any]:
+        """More keywords of the consent page (its title, notice, labels...; none here)."""
+        del pending
+        return {}
 
     def consent_html(self, pending: PendingAuthorization) -> str:
         """The consent page for *pending* (its scopes ticked, the user picker if any)."""
@@ -666,11 +685,20 @@ class AuthorizationServer(EmulatorServer):
         return consent_page(
             app_name=getattr(client, "name", pending.client_id),
             action=self.consent_path,
-            scopes=[ScopeOption(s, required=not self.partial_consent) for s in pending.scopes],
+            scopes=[
+                ScopeOption(
+                    s,
+                    description=self.scope_descriptions.get(s, ""),
+                    required=not self.partial_consent or s in self.required_scopes,
+                    checked=s not in self.withheld_scopes,
+                )
+                for s in pending.scopes
+            ],
             hidden={"request_id": pending.request_id},
             provider_name=self.spec.name,
             users=self.user_options(),
             selected_user=self.default_user,
+            **self.consent_page_options(pending),
         )
 
     def user_options(self) -> list[UserOption]:
@@ -696,7 +724,7 @@ class AuthorizationServer(EmulatorServer):
     ) -> tuple[str, ...]:
         """The scopes the answer grants: those left ticked (all, unless :attr:`partial_consent`)."""
         ticked = set(form.get("scope", ())) if self.partial_consent else set(pending.scopes)
-        return tuple(s for s in pending.scopes if s in ticked)
+        return tuple(s for s in pending.scopes if s in ticked or s in self.required_scopes)
 
     async def consent_answer(self, request: web.Request) -> web.StreamResponse:
         """The consent page's answer: ``request_id``, ``decision``, ticked scopes, ``user``."""

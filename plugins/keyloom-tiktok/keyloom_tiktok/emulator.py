@@ -63,11 +63,9 @@ from keyloom_core.testing.emulator import (
     FaultKind,
     GrantBook,
     PkceEncoding,
-    ScopeOption,
     SlidingWindowLimiter,
     TokenFailure,
     TokenPair,
-    consent_page,
     html_response,
     log_id,
     message_page,
@@ -393,6 +391,8 @@ class TikTokEmulator(AuthorizationServer):
     consent_path = CONSENT_PATH
     user: ClassVar[Mapping[str, str]] = {"sub": "emulated-creator"}
     api_paths = frozenset({TOKEN_PATH, REVOKE_PATH, USER_INFO_PATH})
+    required_scopes = frozenset({BASIC})
+    scope_descriptions = SCOPE_DESCRIPTIONS
     strict_requests = True
     client_token_prefix = "clt."
     token_error_descriptions = _TOKEN_ERRORS
@@ -839,55 +839,19 @@ class TikTokEmulator(AuthorizationServer):
         params = {"error": error, "error_description": description, **self._state(query)}
         return self.back(query["redirect_uri"], params)
 
-    def decide(self, pending: PendingAuthorization) -> web.StreamResponse:
-        """``approve`` withholds :attr:`withheld_scopes`; :attr:`auto_auth` skips the form."""
-        if self.consent == "approve":
-            kept = [s for s in pending.scopes if s == BASIC or s not in self.withheld_scopes]
-            return self.grant(pending, self.default_user, kept)
-        before = self.granted.get((pending.client_id, self.default_user), frozenset())
-        forced = pending.params.get("disable_auto_auth") == "1"
-        if (
-            self.consent == "form"
-            and self.auto_auth
-            and not forced
-            and before >= set(pending.scopes)
-        ):
-            return self.grant(pending, self.default_user, pending.scopes)
-        return super().decide(pending)
+    def remembers_consent(self, pending: PendingAuthorization) -> bool:
+        """:attr:`auto_auth`, unless the request says ``disable_auto_auth=1``."""
+        return self.auto_auth and pending.params.get("disable_auto_auth") != "1"
 
-    def consent_html(self, pending: PendingAuthorization) -> str:
-        """TikTok's consent screen: ``user.info.basic`` always granted, the user picker."""
-        app = self.clients[pending.client_id]
-        scopes = [
-            ScopeOption(
-                name=name,
-                description=SCOPE_DESCRIPTIONS[name],
-                required=name == BASIC,
-                checked=name not in self.withheld_scopes,
-            )
-            for name in pending.scopes
-        ]
-        return consent_page(
-            app_name=app.name,
-            action=CONSENT_PATH,
-            scopes=scopes,
-            hidden={"request_id": pending.request_id},
-            title=f"TikTok - Authorize {app.name}",
-            provider_name="TikTok",
-            users=self.user_options(),
-            selected_user=self.default_user,
-            notice=f"Emulated TikTok. You will return to {pending.redirect_uri}",
-            approve_label="Authorize",
-            deny_label="Cancel",
-            accent="#fe2c55",
-        )
-
-    def consented_scopes(
-        self, pending: PendingAuthorization, form: Mapping[str, Any]
-    ) -> tuple[str, ...]:
-        """The ticked scopes, and ``user.info.basic`` always."""
-        ticked = set(form.get("scope", ()))
-        return tuple(s for s in pending.scopes if s == BASIC or s in ticked)
+    def consent_page_options(self, pending: PendingAuthorization) -> Mapping[str, Any]:
+        """TikTok's title, notice, button labels and colour."""
+        return {
+            "title": f"TikTok - Authorize {self.clients[pending.client_id].name}",
+            "notice": f"Emulated TikTok. You will return to {pending.redirect_uri}",
+            "approve_label": "Authorize",
+            "deny_label": "Cancel",
+            "accent": "#fe2c55",
+        }
 
     def check_authorization(self, params: Mapping[str, str]) -> str | None:
         """Nothing left to check: :meth:`authorize` did before the consent."""
