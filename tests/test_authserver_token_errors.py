@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 from collections.abc import Mapping
 from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
@@ -260,3 +261,87 @@ async def test_plain_reading_takes_a_repeated_parameter_and_basic_credentials() 
         assert (status, body["error"]) == (400, "invalid_grant")
         status, body = await _post(http, server.token_url, form, headers=_basic("a", "x"))
         assert (status, body["error"]) == (401, "invalid_client")
+
+
+# -- consent settings -------------------------------------------------------------------------
+
+
+class ConsentServer(AuthorizationServer):
+    spec = SPEC
+    require_pkce = False
+    remember_consent = True
+    rotate_refresh_tokens = False
+    required_scopes = frozenset({"profile"})
+    scope_descriptions: ClassVar[Mapping[str, str]] = {"email": "Read your address"}
+
+    def remembers_consent(self, pending: Any) -> bool:
+        return pending.params.get("prompt") != "consent"
+
+    def consent_page_options(self, pending: Any) -> Mapping[str, Any]:
+        return {"title": f"Allow {pending.client_id}?", "approve_label": "Yes"}
+
+
+def _authorize_params(**extra: str) -> dict[str, str]:
+    return {
+        "client_id": "a",
+        "redirect_uri": REDIRECT,
+        "response_type": "code",
+        "scope": "profile email profile",
+        **extra,
+    }
+
+
+async def test_withheld_and_required_scopes_when_approving_at_once() -> None:
+    async with (
+        ConsentServer(clients=CLIENTS, consent="approve") as server,
+        aiohttp.ClientSession() as http,
+    ):
+        server.withheld_scopes = frozenset({"profile", "email"})  # profile cannot be withheld
+        response = await http.get(
+            server.authorize_url, params=_authorize_params(), allow_redirects=False
+        )
+        code = parse_qs(urlsplit(response.headers["Location"]).query)["code"][0]
+        form = {
+            "client_id": "a",
+            "client_secret": "sa",
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": REDIRECT,
+        }
+        status, body = await _post(http, server.token_url, form)
+        assert (status, body["scope"]) == (200, "profile")
+        # without rotation, a refresh keeps the refresh token
+        refresh = {**form, "grant_type": "refresh_token", "refresh_token": body["refresh_token"]}
+        status, again = await _post(http, server.token_url, refresh)
+        assert (status, again["refresh_token"]) == (200, body["refresh_token"])
+
+
+async def test_the_consent_page_its_options_and_a_remembered_consent() -> None:
+    async with (
+        ConsentServer(clients=CLIENTS, consent="form") as server,
+        aiohttp.ClientSession() as http,
+    ):
+        server.withheld_scopes = frozenset({"email"})
+        page = await http.get(server.authorize_url, params=_authorize_params())
+        text = await page.text()
+        assert "<title>Allow a?</title>" in text
+        assert "Read your address" in text
+        assert ">Yes<" in text
+        assert text.count('value="email"') == 1
+        assert 'value="email" checked' not in text
+        request_id = re.search(r'name="request_id" value="([^"]+)"', text)
+        assert request_id is not None
+        # nothing ticked: the required scope is granted all the same
+        answer = {"request_id": request_id.group(1), "decision": "approve"}
+        back = await http.post(
+            server.url_for(server.consent_path), data=answer, allow_redirects=False
+        )
+        assert back.status == 302
+        assert server.granted[("a", server.default_user)] == {"profile"}
+        # remembered now, unless the request asks for the page again
+        params = _authorize_params(scope="profile")
+        again = await http.get(server.authorize_url, params=params, allow_redirects=False)
+        assert again.status == 302
+        params["prompt"] = "consent"
+        forced = await http.get(server.authorize_url, params=params, allow_redirects=False)
+        assert forced.status == 200
