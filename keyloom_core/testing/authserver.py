@@ -411,6 +411,7 @@ class AuthorizationServer(EmulatorServer):
             refresh_ttl=self.refresh_ttl,
             access_prefix=access_prefix,
             refresh_prefix=refresh_prefix,
+            code_factory=self.new_code,
         )
         self.pending = PendingRequests[PendingAuthorization](self.clock)
         self.granted: dict[tuple[str, str], frozenset[str]] = {}
@@ -529,6 +530,10 @@ class AuthorizationServer(EmulatorServer):
         if "email" in token.scopes and "email" in self.user:
             answer |= {"email": self.user["email"], "email_verified": True}
         return answer
+
+    def new_code(self) -> str:
+        """A new authorization code value: 32 random URL-safe bytes."""
+        return secrets.token_urlsafe(32)
 
     def issue(self, client: RegisteredClient, code: AuthorizationCode) -> TokenPair:
         """The token pair for an exchanged *code*."""

@@ -61,7 +61,6 @@ from keyloom_core.testing.emulator import (
     ConsentMode,
     FaultInjector,
     FaultKind,
-    GrantBook,
     PkceEncoding,
     SlidingWindowLimiter,
     TokenFailure,
@@ -395,6 +394,7 @@ class TikTokEmulator(AuthorizationServer):
     scope_descriptions = SCOPE_DESCRIPTIONS
     strict_requests = True
     client_token_prefix = "clt."
+    token_prefixes = ("act.", "rft.")
     token_error_descriptions = _TOKEN_ERRORS
     # TikTok's own example answers a redirect URI mismatch with invalid_request.
     token_error_codes: ClassVar[Mapping[EndpointFailure, str]] = {
@@ -462,16 +462,11 @@ class TikTokEmulator(AuthorizationServer):
         self.auto_auth = auto_auth
         self.revoke_forgets_consent = revoke_forgets_consent
         self.rate_limit_retry_after = rate_limit_retry_after
-        #: Codes and tokens (``act.``/``rft.`` prefixes; ``clt.`` for client tokens).
-        self.grants = self.book = GrantBook(
-            clock=self.clock,
-            code_ttl=code_ttl,
-            access_ttl=access_token_ttl,
-            refresh_ttl=refresh_token_ttl,
-            access_prefix="act.",
-            refresh_prefix="rft.",
-            code_factory=self._new_code,
-        )
+        #: The kit's :attr:`book` of codes and tokens, by TikTok's emulator's older name.
+        self.grants = self.book
+        self.code_ttl = code_ttl
+        self.access_token_ttl = access_token_ttl
+        self.refresh_token_ttl = refresh_token_ttl
         #: The per-app rate limiter of ``/v2/user/info/``.
         self.rate_limiter = SlidingWindowLimiter(
             user_info_rate_limit, rate_limit_window, clock=self.clock
@@ -729,7 +724,8 @@ class TikTokEmulator(AuthorizationServer):
         error = "server_error" if status == 500 else "temporarily_unavailable"
         return self.answer(request, self.error_body(error, "Injected fault."), status)
 
-    def _new_code(self) -> str:
+    def new_code(self) -> str:
+        """A code with characters a client must percent-decode (:attr:`codes_need_encoding`)."""
         base = secrets.token_urlsafe(32)
         if not self.codes_need_encoding:
             return base
