@@ -345,3 +345,31 @@ async def test_the_consent_page_its_options_and_a_remembered_consent() -> None:
         params["prompt"] = "consent"
         forced = await http.get(server.authorize_url, params=params, allow_redirects=False)
         assert forced.status == 200
+
+
+class DescribedServer(AuthorizationServer):
+    spec = SPEC
+    redirect_error_descriptions: ClassVar[Mapping[str, str]] = {"access_denied": "said no"}
+
+
+async def test_added_clients_and_described_redirect_errors() -> None:
+    async with (
+        DescribedServer(clients=CLIENTS[:1], consent="deny") as server,
+        PlainServer(clients=CLIENTS, consent="deny") as plain,
+        aiohttp.ClientSession() as http,
+    ):
+        params = _authorize_params(client_id="b", state="st")
+        unknown = await http.get(server.authorize_url, params=params, allow_redirects=False)
+        assert unknown.status == 400
+        server.add_client(CLIENTS[1])
+        server.add_user("second")
+        assert server.users == {"second": "second"}
+        denied = await http.get(server.authorize_url, params=params, allow_redirects=False)
+        query = parse_qs(urlsplit(denied.headers["Location"]).query)
+        assert query == {
+            "error": ["access_denied"],
+            "error_description": ["said no"],
+            "state": ["st"],
+        }
+        bare = await http.get(plain.authorize_url, params=params, allow_redirects=False)
+        assert "error_description" not in parse_qs(urlsplit(bare.headers["Location"]).query)

@@ -362,6 +362,9 @@ class AuthorizationServer(EmulatorServer):
     withheld_scopes: frozenset[str] = frozenset()
     #: The consent page's text under each scope.
     scope_descriptions: ClassVar[Mapping[str, str]] = {}
+    #: The ``error_description`` an authorization error's redirect carries, by ``error``
+    #: (none: the redirect has no description).
+    redirect_error_descriptions: ClassVar[Mapping[str, str]] = {}
     #: Refresh token lifetime in seconds.
     refresh_ttl: ClassVar[float] = 31_536_000.0
     #: The prefixes of access and refresh token values (e.g. ``("at_", "rt_")``).
@@ -706,6 +709,14 @@ class AuthorizationServer(EmulatorServer):
             **self.consent_page_options(pending),
         )
 
+    def add_client(self, client: RegisteredClient) -> None:
+        """Register (or replace) *client*."""
+        self.clients[client.client_id] = client
+
+    def add_user(self, user: Any) -> None:
+        """Add (or replace) *user* in :attr:`users` (known by its :meth:`user_key`)."""
+        self.users[self.user_key(user)] = user
+
     def user_options(self) -> list[UserOption]:
         """The consent page's user picker: :attr:`users` (none: :attr:`user` signs in)."""
         return [UserOption(key, self.user_label(user)) for key, user in self.users.items()]
@@ -753,10 +764,20 @@ class AuthorizationServer(EmulatorServer):
         location = f"{uri}{separator}{urlencode(params, quote_via=quote)}"
         return web.Response(status=302, headers={"Location": location, "Cache-Control": "no-store"})
 
-    def redirect_error(self, pending: PendingAuthorization, error: str) -> web.Response:
-        """Send the user back with *error* (RFC 6749 §4.1.2.1) and the request's ``state``."""
-        params = {"error": error, **self._state(pending.params)}
-        return self.back(pending.redirect_uri, params)
+    def redirect_error(
+        self, pending: PendingAuthorization, error: str, description: str | None = None
+    ) -> web.Response:
+        """Send the user back with *error* (RFC 6749 §4.1.2.1) and the request's ``state``.
+
+        The ``error_description`` is *description*, else :attr:`redirect_error_descriptions`'
+        (none if empty).
+        """
+        if description is None:
+            description = self.redirect_error_descriptions.get(error, "")
+        described = {"error_description": description} if description else {}
+        return self.back(
+            pending.redirect_uri, {"error": error, **described, **self._state(pending.params)}
+        )
 
     @staticmethod
     def _state(params: Mapping[str, str]) -> dict[str, str]:

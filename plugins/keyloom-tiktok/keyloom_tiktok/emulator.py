@@ -392,6 +392,9 @@ class TikTokEmulator(AuthorizationServer):
     api_paths = frozenset({TOKEN_PATH, REVOKE_PATH, USER_INFO_PATH})
     required_scopes = frozenset({BASIC})
     scope_descriptions = SCOPE_DESCRIPTIONS
+    redirect_error_descriptions: ClassVar[Mapping[str, str]] = {
+        "access_denied": "The user denied the authorization request."
+    }
     strict_requests = True
     client_token_prefix = "clt."
     token_prefixes = ("act.", "rft.")
@@ -673,14 +676,6 @@ class TikTokEmulator(AuthorizationServer):
     def rate_limit_window(self, value: float) -> None:
         self.rate_limiter.window = value
 
-    def add_client(self, app: EmulatedApp) -> None:
-        """Register (or replace) an app."""
-        self.clients[app.client_key] = app
-
-    def add_user(self, user: EmulatedUser) -> None:
-        """Add (or replace) a user in the directory."""
-        self.users[user.user_id] = user
-
     @property
     def revoke_url(self) -> str:
         """Absolute URL of the revocation endpoint."""
@@ -871,16 +866,6 @@ class TikTokEmulator(AuthorizationServer):
         """``code``, the granted ``scopes`` (comma-separated) and ``state``."""
         scopes = {"scopes": ",".join(code.scopes)}
         return {"code": code.code, **scopes, **self._state(pending.params)}
-
-    def redirect_error(
-        self,
-        pending: PendingAuthorization,
-        error: str,
-        description: str = "The user denied the authorization request.",
-    ) -> web.Response:
-        """*error* with an ``error_description`` and the ``state``."""
-        params = {"error": error, "error_description": description}
-        return self.back(pending.redirect_uri, {**params, **self._state(pending.params)})
 
     # -- token endpoint ------------------------------------------------------------------
 
