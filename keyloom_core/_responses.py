@@ -35,7 +35,8 @@ def raise_for_error(
     if response.ok and not code:
         return
     cls = error
-    dead = code == "invalid_grant" or code in provider.spec.reauth_errors
+    reauth = ("invalid_grant", *provider.spec.reauth_errors)
+    dead = isinstance(code, str) and code in reauth  # a hostile answer's error may be a list
     if dead and issubclass(error, TokenRefreshError):
         cls = ReauthenticationRequiredError
     description = clip(data.get("error_description")) or clip(data.get("message"))

@@ -27,6 +27,15 @@ The emulated user answers authorization requests as :attr:`~EmulatorServer.conse
 (``faults=``, a :class:`~keyloom_core.testing.emulator.FaultInjector`) and rate limiting
 (``rate_limit=``, a :class:`~keyloom_core.testing.emulator.SlidingWindowLimiter`) are
 optional constructor keywords, for the tests that need them.
+
+The token and revocation routes name each refusal with a typed reason (a
+:class:`RequestFailure`, or the code's :class:`~keyloom_core.testing.emulator.CodeFailure` or
+token's :class:`~keyloom_core.testing.emulator.TokenFailure`) that one hook,
+:meth:`~AuthorizationServer.token_error`, renders: the ``error`` from
+:meth:`~AuthorizationServer.token_error_code` (or the table
+:attr:`~AuthorizationServer.token_error_codes`), the description from
+:attr:`~AuthorizationServer.token_error_descriptions`, the status from
+:attr:`~AuthorizationServer.error_status`.
 """
 
 from __future__ import annotations
@@ -34,7 +43,9 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
+import enum
 import functools
+import hashlib
 import hmac
 import inspect
 import operator
@@ -42,7 +53,7 @@ import re
 import secrets
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar, Final, Protocol, final
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Protocol, TypeAlias, final
 from urllib.parse import quote, urlencode, urlsplit
 
 import attrs
@@ -53,11 +64,13 @@ from keyloom_core.models import ProviderSpec
 from .emulator import (
     AccessToken,
     AuthorizationCode,
+    CodeFailure,
     EmulatorServer,
     FaultInjector,
     GrantBook,
     Handler,
     PendingRequests,
+    PkceEncoding,
     ScopeOption,
     SlidingWindowLimiter,
     TokenFailure,
@@ -69,7 +82,6 @@ from .emulator import (
     emulator_options,
     html_response,
     message_page,
-    verify_s256,
 )
 
 if TYPE_CHECKING:
@@ -82,8 +94,10 @@ __all__ = [
     "AuthorizationServer",
     "Client",
     "DeprecatedAlias",
+    "EndpointFailure",
     "PendingAuthorization",
     "RegisteredClient",
+    "RequestFailure",
     "deprecated_module_names",
 ]
 
@@ -94,6 +108,8 @@ AVATAR_PATH: Final = "/emulator/avatar.svg"
 #: The redirect URI registered by default: where ``keyloom login`` listens.
 DEFAULT_CALLBACK: Final = "http://127.0.0.1:8765/callback/"
 
+_FORM_TYPE: Final = "application/x-www-form-urlencoded"
+_VERIFIER_CHARS: Final = re.compile(r"[A-Za-z0-9\-._~]+")
 _AVATAR: Final = (
     '<svg xmlns="http://www.w3.org/2000/svg" width="64" height="64">'
     '<rect width="64" height="64" fill="#2f6feb"/></svg>'
@@ -165,6 +181,31 @@ class PendingAuthorization:
     scopes: tuple[str, ...]
     params: Mapping[str, str] = attrs.field(repr=False)
     expires_at: float
+
+
+class RequestFailure(enum.Enum):
+    """Why the token or revocation route refused a request (besides a code's or token's own)."""
+
+    CONTENT_TYPE = "content_type"
+    """The body is not ``application/x-www-form-urlencoded`` (only if strict)."""
+    MALFORMED = "malformed"
+    """A parameter is repeated, or a required one missing (only if strict)."""
+    SECRET_MISSING = "secret_missing"
+    """The client id came without the client secret (only if strict)."""
+    INVALID_CLIENT = "invalid_client"
+    """The client is unknown or its secret wrong."""
+    UNSUPPORTED_GRANT_TYPE = "unsupported_grant_type"
+    """The ``grant_type`` is not one the server offers."""
+    INVALID_VERIFIER = "invalid_verifier"
+    """The PKCE ``code_verifier`` is malformed or does not match the challenge."""
+    UNKNOWN_USER = "unknown_user"
+    """The code's user may no longer sign in."""
+    FOREIGN_TOKEN = "foreign_token"
+    """The token to revoke was issued to another client (RFC 7009 §2.1)."""
+
+
+#: Every reason the token and revocation routes give for a refusal.
+EndpointFailure: TypeAlias = RequestFailure | CodeFailure | TokenFailure
 
 
 def _path(url: str | None) -> str | None:
@@ -247,8 +288,9 @@ class AuthorizationServer(EmulatorServer):
     """A fake RFC 6749 / 7636 / 7009 authorization server speaking :attr:`spec`'s dialect.
 
     Subclasses set :attr:`spec` and override only their provider's quirks, for example
-    :attr:`user`, :meth:`profile`, :meth:`token_answer`, :meth:`error_body` (and
-    :attr:`error_status`), :meth:`requested_scopes`, :meth:`check_authorization` or a route
+    :attr:`user`, :meth:`profile`, :meth:`token_answer`, :meth:`error_body`, the token
+    errors' tables (:attr:`token_error_codes`, :attr:`token_error_descriptions`) and
+    :attr:`error_status`, :meth:`requested_scopes`, :meth:`check_authorization` or a route
     handler.
 
     :param clients: The registered clients; by default :meth:`default_clients`.
@@ -280,6 +322,25 @@ class AuthorizationServer(EmulatorServer):
     builtin_client: ClassVar[tuple[str, str] | None] = None
     #: The grant of a token request without ``grant_type`` (``None``: refused).
     default_grant_type: ClassVar[str | None] = None
+    #: The ``error`` of a token or revocation refusal, where it is not
+    #: :meth:`token_error_code`'s default.
+    token_error_codes: ClassVar[Mapping[EndpointFailure, str]] = {}
+    #: The ``error_description`` of each refusal (default: the ``error`` in words).
+    token_error_descriptions: ClassVar[Mapping[EndpointFailure, str]] = {}
+    #: Whether the token and revocation routes read requests strictly: only
+    #: ``application/x-www-form-urlencoded``, each parameter once, every required one present,
+    #: client credentials only where ``spec.token_auth_method`` says.
+    strict_requests: ClassVar[bool] = False
+    #: The lifetime of client-credentials tokens (RFC 6749 §4.4; ``None``: no such grant).
+    client_token_ttl: float | None = None
+    #: The prefix of client-credentials token values.
+    client_token_prefix: ClassVar[str] = ""
+    #: The shortest PKCE code verifier accepted (RFC 7636: 43).
+    min_verifier_length: int = 43
+    #: Whether revoking a live access token forgets the user's remembered consent.
+    revoke_forgets_consent: bool = False
+    #: Whether a refresh returns a new refresh token and kills the old one (RFC 6749 §6).
+    rotate_refresh_tokens: bool = True
     #: Whether authorization requests must carry a PKCE challenge (an instance may change it).
     require_pkce: bool = True
     #: Where the consent page posts its answer.
@@ -294,6 +355,16 @@ class AuthorizationServer(EmulatorServer):
     require_response_type: ClassVar[bool] = True
     #: Whether the consent page lets the user untick requested scopes (else all or nothing).
     partial_consent: ClassVar[bool] = True
+    #: Scopes the user cannot decline: locked on the consent page, always granted.
+    required_scopes: ClassVar[frozenset[str]] = frozenset()
+    #: Scopes the emulated user declines: withheld at once with ``consent="approve"``, and
+    #: unticked on the consent page (never a :attr:`required_scopes` one).
+    withheld_scopes: frozenset[str] = frozenset()
+    #: The consent page's text under each scope.
+    scope_descriptions: ClassVar[Mapping[str, str]] = {}
+    #: The ``error_description`` an authorization error's redirect carries, by ``error``
+    #: (none: the redirect has no description).
+    redirect_error_descriptions: ClassVar[Mapping[str, str]] = {}
     #: Refresh token lifetime in seconds.
     refresh_ttl: ClassVar[float] = 31_536_000.0
     #: The prefixes of access and refresh token values (e.g. ``("at_", "rt_")``).
@@ -343,6 +414,7 @@ class AuthorizationServer(EmulatorServer):
             refresh_ttl=self.refresh_ttl,
             access_prefix=access_prefix,
             refresh_prefix=refresh_prefix,
+            code_factory=self.new_code,
         )
         self.pending = PendingRequests[PendingAuthorization](self.clock)
         self.granted: dict[tuple[str, str], frozenset[str]] = {}
@@ -434,8 +506,8 @@ class AuthorizationServer(EmulatorServer):
     # -- quirks a subclass may override ---------------------------------------------------
 
     def requested_scopes(self, raw: str) -> tuple[str, ...]:
-        """The scopes of a request's ``scope`` parameter (split on ``spec.scope_separator``)."""
-        return tuple(s for s in raw.split(self.spec.scope_separator) if s)
+        """The scopes of the ``scope`` parameter, split on ``spec.scope_separator``, each once."""
+        return tuple(dict.fromkeys(s for s in raw.split(self.spec.scope_separator) if s))
 
     def check_authorization(self, params: Mapping[str, str]) -> str | None:
         """Return an RFC 6749 §4.1.2.1 error code for an approved request, or ``None``.
@@ -462,6 +534,10 @@ class AuthorizationServer(EmulatorServer):
             answer |= {"email": self.user["email"], "email_verified": True}
         return answer
 
+    def new_code(self) -> str:
+        """A new authorization code value: 32 random URL-safe bytes."""
+        return secrets.token_urlsafe(32)
+
     def issue(self, client: RegisteredClient, code: AuthorizationCode) -> TokenPair:
         """The token pair for an exchanged *code*."""
         return self.book.issue_tokens(
@@ -469,8 +545,13 @@ class AuthorizationServer(EmulatorServer):
         )
 
     def refresh(self, client: RegisteredClient, refresh_token: str) -> TokenPair | TokenFailure:
-        """The new pair for *refresh_token* (RFC 6749 §6), or why there is none."""
-        return self.book.refresh(refresh_token, client_id=client.client_id)
+        """The new pair for *refresh_token* (RFC 6749 §6), or why there is none.
+
+        The refresh token rotates unless :attr:`rotate_refresh_tokens` is false.
+        """
+        return self.book.refresh(
+            refresh_token, client_id=client.client_id, rotate=self.rotate_refresh_tokens
+        )
 
     def token_answer(self, client: RegisteredClient, pair: TokenPair) -> Mapping[str, Any]:
         """The token endpoint's JSON for a new *pair* (RFC 6749 §5.1, in the spec's fields)."""
@@ -585,14 +666,26 @@ class AuthorizationServer(EmulatorServer):
         client_id = pending.client_id
         if self.consent == "deny":
             return self.redirect_error(pending, "access_denied")
+        if self.consent == "approve":
+            required, withheld = self.required_scopes, self.withheld_scopes
+            kept = [s for s in pending.scopes if s in required or s not in withheld]
+            return self.grant(pending, self.default_user, kept)
         before = self.granted.get((client_id, self.default_user), frozenset())
-        remembered = self.remember_consent and before.issuperset(pending.scopes)
-        if self.consent == "approve" or (
-            remembered and (client_id, self.default_user) in self.granted
-        ):
+        remembered = self.remembers_consent(pending) and before.issuperset(pending.scopes)
+        if remembered and (client_id, self.default_user) in self.granted:
             return self.grant(pending, self.default_user, pending.scopes)
         self.pending.add(pending)
         return html_response(self.consent_html(pending))
+
+    def remembers_consent(self, pending: PendingAuthorization) -> bool:
+        """Whether *pending* may skip the consent page for scopes granted before."""
+        del pending
+        return self.remember_consent
+
+    def consent_page_options(self, pending: PendingAuthorization) -> Mapping[str, Any]:
+        """More keywords of the consent page (its title, notice, labels...; none here)."""
+        del pending
+        return {}
 
     def consent_html(self, pending: PendingAuthorization) -> str:
         """The consent page for *pending* (its scopes ticked, the user picker if any)."""
@@ -600,12 +693,29 @@ class AuthorizationServer(EmulatorServer):
         return consent_page(
             app_name=getattr(client, "name", pending.client_id),
             action=self.consent_path,
-            scopes=[ScopeOption(s, required=not self.partial_consent) for s in pending.scopes],
+            scopes=[
+                ScopeOption(
+                    s,
+                    description=self.scope_descriptions.get(s, ""),
+                    required=not self.partial_consent or s in self.required_scopes,
+                    checked=s not in self.withheld_scopes,
+                )
+                for s in pending.scopes
+            ],
             hidden={"request_id": pending.request_id},
             provider_name=self.spec.name,
             users=self.user_options(),
             selected_user=self.default_user,
+            **self.consent_page_options(pending),
         )
+
+    def add_client(self, client: RegisteredClient) -> None:
+        """Register (or replace) *client*."""
+        self.clients[client.client_id] = client
+
+    def add_user(self, user: Any) -> None:
+        """Add (or replace) *user* in :attr:`users` (known by its :meth:`user_key`)."""
+        self.users[self.user_key(user)] = user
 
     def user_options(self) -> list[UserOption]:
         """The consent page's user picker: :attr:`users` (none: :attr:`user` signs in)."""
@@ -630,7 +740,7 @@ class AuthorizationServer(EmulatorServer):
     ) -> tuple[str, ...]:
         """The scopes the answer grants: those left ticked (all, unless :attr:`partial_consent`)."""
         ticked = set(form.get("scope", ())) if self.partial_consent else set(pending.scopes)
-        return tuple(s for s in pending.scopes if s in ticked)
+        return tuple(s for s in pending.scopes if s in ticked or s in self.required_scopes)
 
     async def consent_answer(self, request: web.Request) -> web.StreamResponse:
         """The consent page's answer: ``request_id``, ``decision``, ticked scopes, ``user``."""
@@ -654,10 +764,20 @@ class AuthorizationServer(EmulatorServer):
         location = f"{uri}{separator}{urlencode(params, quote_via=quote)}"
         return web.Response(status=302, headers={"Location": location, "Cache-Control": "no-store"})
 
-    def redirect_error(self, pending: PendingAuthorization, error: str) -> web.Response:
-        """Send the user back with *error* (RFC 6749 §4.1.2.1) and the request's ``state``."""
-        params = {"error": error, **self._state(pending.params)}
-        return self.back(pending.redirect_uri, params)
+    def redirect_error(
+        self, pending: PendingAuthorization, error: str, description: str | None = None
+    ) -> web.Response:
+        """Send the user back with *error* (RFC 6749 §4.1.2.1) and the request's ``state``.
+
+        The ``error_description`` is *description*, else :attr:`redirect_error_descriptions`'
+        (none if empty).
+        """
+        if description is None:
+            description = self.redirect_error_descriptions.get(error, "")
+        described = {"error_description": description} if description else {}
+        return self.back(
+            pending.redirect_uri, {"error": error, **described, **self._state(pending.params)}
+        )
 
     @staticmethod
     def _state(params: Mapping[str, str]) -> dict[str, str]:
@@ -704,7 +824,8 @@ class AuthorizationServer(EmulatorServer):
         method, basic = self.spec.token_auth_method, self.basic_credentials(request)
         client_id = form.get(self.spec.client_id_param, "")
         secret: str | None = form.get("client_secret", "")
-        if method == "client_secret_basic" or (basic and method != "none"):  # RFC 6749 §2.3.1
+        basic_wins = basic and method != "none" and not self.strict_requests  # RFC 6749 §2.3.1
+        if method == "client_secret_basic" or basic_wins:
             client_id, secret = basic or ("", "")
         elif method == "none":
             secret = None
@@ -713,37 +834,167 @@ class AuthorizationServer(EmulatorServer):
             return None
         return client
 
+    def authenticate(
+        self, request: web.Request, form: Mapping[str, str]
+    ) -> RegisteredClient | RequestFailure:
+        """:meth:`client_of`, or why there is none (if strict, a missing id or secret)."""
+        if self.strict_requests and self.spec.token_auth_method == "client_secret_post":
+            if not form.get(self.spec.client_id_param):
+                return RequestFailure.MALFORMED
+            if not form.get("client_secret"):
+                return RequestFailure.SECRET_MISSING
+        return self.client_of(request, form) or RequestFailure.INVALID_CLIENT
+
+    async def read_form(self, request: web.Request) -> dict[str, str] | RequestFailure:
+        """The request's form (if :attr:`strict_requests`, only a form, each parameter once)."""
+        if self.strict_requests and request.content_type != _FORM_TYPE:
+            return RequestFailure.CONTENT_TYPE
+        form = await request.post()
+        if self.strict_requests and any(
+            len(values := form.getall(key)) != 1 or not isinstance(values[0], str) for key in form
+        ):
+            return RequestFailure.MALFORMED
+        return {k: str(v) for k, v in form.items()}
+
+    async def client_request(
+        self, request: web.Request
+    ) -> tuple[RegisteredClient, dict[str, str]] | RequestFailure:
+        """The authenticated client and form of a token or revocation request, or why not."""
+        form = await self.read_form(request)
+        if isinstance(form, RequestFailure):
+            return form
+        client = self.authenticate(request, form)
+        return client if isinstance(client, RequestFailure) else (client, form)
+
     async def token(self, request: web.Request) -> web.StreamResponse:
-        """RFC 6749 §4.1.3 and §6: the ``authorization_code`` and ``refresh_token`` grants."""
-        form = {k: str(v) for k, v in (await request.post()).items()}
-        client = self.client_of(request, form)
-        if client is None:
-            status = 200 if self.error_status == 200 else 401
-            return self.answer(request, self.error_body(self.invalid_client_error), status)
-        pair: TokenPair | TokenFailure
-        grant = form.get("grant_type") or self.default_grant_type
-        if grant == "authorization_code":
-            where = {"client_id": client.client_id, "redirect_uri": form.get("redirect_uri", "")}
-            code = self.book.inspect_code(form.get("code", ""), **where)
-            encodings = (self.spec.pkce_encoding,)
-            verifier = form.get("code_verifier", "")
-            if not isinstance(code, AuthorizationCode) or (
-                code.code_challenge is not None
-                and not verify_s256(verifier, code.code_challenge, encodings=encodings)
-            ):
-                body = self.error_body(self.invalid_grant_error)
-                return self.answer(request, body, self.error_status)
-            self.book.consume_code(code.code, **where)
-            pair = self.issue(client, code)
-        elif grant == "refresh_token":
-            pair = self.refresh(client, form.get("refresh_token", ""))
-        else:
-            body = self.error_body("unsupported_grant_type")
-            return self.answer(request, body, self.error_status)
-        if not isinstance(pair, TokenPair):
-            body = self.error_body(self.invalid_refresh_error)
-            return self.answer(request, body, self.error_status)
-        return self.answer(request, self.token_answer(client, pair))
+        """RFC 6749 §4.1.3, §4.4 and §6: the code, client-credentials and refresh grants."""
+        found = await self.client_request(request)
+        if isinstance(found, RequestFailure):
+            return self.token_error(request, found)
+        client, form = found
+        grant = form.get("grant_type") or self.default_grant_type or ""
+        grants = {
+            "authorization_code": self.exchange_code,
+            "refresh_token": self.refresh_grant,
+            "client_credentials": self.client_credentials,
+        }
+        handler = grants.get(grant)
+        if handler is None or (grant == "client_credentials" and self.client_token_ttl is None):
+            missing = self.strict_requests and not grant
+            failure = RequestFailure.MALFORMED if missing else RequestFailure.UNSUPPORTED_GRANT_TYPE
+            return self.token_error(request, failure)
+        answer = handler(client, form)
+        if isinstance(answer, enum.Enum):
+            return self.token_error(request, answer)
+        return self.answer(request, answer)
+
+    def exchange_code(
+        self, client: RegisteredClient, form: Mapping[str, str]
+    ) -> Mapping[str, Any] | EndpointFailure:
+        """The ``authorization_code`` grant's answer (RFC 6749 §4.1.3), or why there is none."""
+        where = {"client_id": client.client_id, "redirect_uri": form.get("redirect_uri", "")}
+        if self.strict_requests and not (form.get("code") and where["redirect_uri"]):
+            return RequestFailure.MALFORMED
+        code = self.book.inspect_code(form.get("code", ""), **where)
+        if not isinstance(code, AuthorizationCode):
+            return code
+        if not self.verifier_ok(code, form.get("code_verifier", "")):
+            return RequestFailure.INVALID_VERIFIER
+        if not self.knows_user(code.user_id or ""):
+            return RequestFailure.UNKNOWN_USER
+        self.book.consume_code(code.code, **where)
+        return self.token_answer(client, self.issue(client, code))
+
+    def refresh_grant(
+        self, client: RegisteredClient, form: Mapping[str, str]
+    ) -> Mapping[str, Any] | EndpointFailure:
+        """The ``refresh_token`` grant's answer (RFC 6749 §6), or why there is none."""
+        refresh_token = form.get("refresh_token", "")
+        if self.strict_requests and not refresh_token:
+            return RequestFailure.MALFORMED
+        pair = self.refresh(client, refresh_token)
+        return pair if isinstance(pair, TokenFailure) else self.token_answer(client, pair)
+
+    def client_credentials(
+        self, client: RegisteredClient, form: Mapping[str, str]
+    ) -> Mapping[str, Any]:
+        """A client-credentials token (RFC 6749 §4.4), living :attr:`client_token_ttl`."""
+        del form
+        pair = self.book.issue_tokens(
+            client_id=client.client_id,
+            user_id=None,
+            scopes=(),
+            refresh=False,
+            access_ttl=self.client_token_ttl,
+            access_prefix=self.client_token_prefix,
+        )
+        expires_in = pair.expires_in(self.clock())
+        return {"access_token": pair.access_token, "expires_in": expires_in, "token_type": "Bearer"}
+
+    @property
+    def pkce_encodings(self) -> tuple[PkceEncoding, ...]:
+        """The challenge encodings the token route accepts: ``spec.pkce_encoding``."""
+        return (self.spec.pkce_encoding,)
+
+    def verifier_ok(self, code: AuthorizationCode, verifier: str) -> bool:
+        """Whether *verifier* is well formed and matches *code*'s S256 challenge, if it has one."""
+        if code.code_challenge is None:
+            return True
+        if not (
+            self.min_verifier_length <= len(verifier) <= 128 and _VERIFIER_CHARS.fullmatch(verifier)
+        ):
+            return False
+        digest = hashlib.sha256(verifier.encode()).digest()
+        encoded = {"hex": digest.hex(), "base64url": base64.urlsafe_b64encode(digest).decode()}
+        expected = code.code_challenge.encode()
+        return any(
+            hmac.compare_digest(encoded[e].rstrip("=").encode(), expected)
+            for e in self.pkce_encodings
+        )
+
+    def token_error_code(self, failure: EndpointFailure) -> str:
+        """The ``error`` for *failure*: :attr:`token_error_codes`, else RFC 6749 §5.2's.
+
+        A code's failures, a bad verifier or an unknown user give :attr:`invalid_grant_error`,
+        a refresh token's :attr:`invalid_refresh_error`, a client's :attr:`invalid_client_error`.
+        """
+        if failure in self.token_error_codes:
+            return self.token_error_codes[failure]
+        if isinstance(failure, TokenFailure):
+            return self.invalid_refresh_error
+        grant = (RequestFailure.INVALID_VERIFIER, RequestFailure.UNKNOWN_USER)
+        if isinstance(failure, CodeFailure) or failure in grant:
+            return self.invalid_grant_error
+        if failure is RequestFailure.INVALID_CLIENT:
+            return self.invalid_client_error
+        if failure is RequestFailure.UNSUPPORTED_GRANT_TYPE:
+            return "unsupported_grant_type"
+        return "invalid_request"
+
+    def token_error_status(self, failure: EndpointFailure) -> int:
+        """The HTTP status of *failure*: :attr:`error_status`, 401 for a client's (unless 200)."""
+        if self.error_status == 200 or failure is not RequestFailure.INVALID_CLIENT:
+            return self.error_status
+        return 401
+
+    def token_error(self, request: web.Request, failure: EndpointFailure) -> web.Response:
+        """The token or revocation route's answer to *failure*, through :meth:`answer`."""
+        description = self.token_error_descriptions.get(failure, "")
+        body = self.error_body(self.token_error_code(failure), description)
+        return self.answer(request, body, self.token_error_status(failure))
+
+    def authorized(self, request: web.Request) -> AccessToken | TokenFailure:
+        """The live access token of the ``Authorization: Bearer`` header, or why there is none.
+
+        A token whose user may not sign in (:meth:`knows_user`) is ``UNKNOWN``.
+        """
+        scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
+            return TokenFailure.UNKNOWN
+        record = self.book.lookup_access(value.strip())
+        if isinstance(record, AccessToken) and not self.knows_user(record.user_id or ""):
+            return TokenFailure.UNKNOWN
+        return record
 
     def bearer(self, request: web.Request) -> AccessToken | None:
         """The live access token of the request's ``Authorization: Bearer`` header."""
@@ -754,8 +1005,8 @@ class AuthorizationServer(EmulatorServer):
 
     async def userinfo(self, request: web.Request) -> web.StreamResponse:
         """The profile route: :meth:`profile` of the bearer token, or 401 ``invalid_token``."""
-        record = self.bearer(request)
-        if record is None or not self.knows_user(record.user_id or ""):
+        record = self.authorized(request)
+        if isinstance(record, TokenFailure):
             return self.error_answer(401, "invalid_token")
         return web.json_response(dict(self.profile(record)), headers=self.profile_headers(record))
 
@@ -765,13 +1016,24 @@ class AuthorizationServer(EmulatorServer):
         return {}
 
     async def revoke(self, request: web.Request) -> web.StreamResponse:
-        """RFC 7009: revoke the token's grant; an unknown token is not an error."""
-        form = {k: str(v) for k, v in (await request.post()).items()}
-        client = self.client_of(request, form)
-        if client is None:
-            return self.error_answer(401, self.invalid_client_error)
-        self.book.revoke(form.get("token", ""), client_id=client.client_id)
-        return web.Response(status=200)
+        """RFC 7009: revoke the token's grant; an unknown token is not an error.
+
+        A token of another client is refused; with :attr:`revoke_forgets_consent`, revoking a
+        live access token also forgets its user's consent to the client.
+        """
+        found = await self.client_request(request)
+        if isinstance(found, RequestFailure):
+            return self.token_error(request, found)
+        client, form = found
+        token = form.get("token", "")
+        if self.strict_requests and not token:
+            return self.token_error(request, RequestFailure.MALFORMED)
+        live = self.book.lookup_access(token)
+        if self.book.revoke(token, client_id=client.client_id) is TokenFailure.CLIENT_MISMATCH:
+            return self.token_error(request, RequestFailure.FOREIGN_TOKEN)
+        if self.revoke_forgets_consent and isinstance(live, AccessToken) and live.user_id:
+            self.granted.pop((client.client_id, live.user_id), None)
+        return self.answer(request, {})
 
     async def avatar(self, request: web.Request) -> web.StreamResponse:
         """A one-colour SVG avatar."""

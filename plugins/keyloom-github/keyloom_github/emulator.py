@@ -308,8 +308,8 @@ class GitHubEmulator(AuthorizationServer):
 
     async def emails(self, request: web.Request) -> web.StreamResponse:
         """``/user/emails``: 404 without ``user`` or ``user:email``."""
-        token = self.bearer(request)
-        if token is None or not self.knows_user(str(token.user_id)):
+        token = self.authorized(request)
+        if isinstance(token, TokenFailure):
             return self.error_answer(401, "Bad credentials")
         headers = {**self.profile_headers(token), "X-Accepted-OAuth-Scopes": "user, user:email"}
         if not _EMAIL_SCOPES & set(token.scopes):

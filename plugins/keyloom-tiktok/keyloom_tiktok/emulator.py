@@ -32,13 +32,10 @@ or alone: ``python -m keyloom_tiktok.emulator --port 9000`` (see ``--help``).
 from __future__ import annotations
 
 import argparse
-import base64
-import hashlib
 import hmac
 import html
 import logging
 import math
-import re
 import secrets
 import time
 import uuid
@@ -50,8 +47,10 @@ from aiohttp import web
 
 from keyloom_core.testing.authserver import (
     AuthorizationServer,
+    EndpointFailure,
     PendingAuthorization,
     RegisteredClient,
+    RequestFailure,
 )
 from keyloom_core.testing.emulator import (
     LOOPBACK_HOST,
@@ -62,14 +61,10 @@ from keyloom_core.testing.emulator import (
     ConsentMode,
     FaultInjector,
     FaultKind,
-    GrantBook,
     PkceEncoding,
-    ScopeOption,
     SlidingWindowLimiter,
     TokenFailure,
     TokenPair,
-    UserOption,
-    consent_page,
     html_response,
     log_id,
     message_page,
@@ -176,23 +171,24 @@ _PKCE_ENCODINGS: Final[Mapping[str, tuple[PkceEncoding, ...]]] = {
     "base64url": ("base64url",),
     "either": ("hex", "base64url"),
 }
-_FORM_TYPE: Final = "application/x-www-form-urlencoded"
 _MAX_VERIFIER_LENGTH: Final = 128
-_VERIFIER_CHARS: Final = re.compile(r"[A-Za-z0-9\-._~]+")
 
-_MALFORMED: Final = "The request parameters are malformed."
-_FORM_ONLY: Final = "Only `application/x-www-form-urlencoded` is accepted as Content-Type."
-_SECRET_MISSED: Final = "Client secret is missed in request."
-_BAD_VERIFIER: Final = "Code verifier or code challenge is invalid."
-_CODE_FAILURES: Final[Mapping[CodeFailure, str]] = {
+_TOKEN_ERRORS: Final[Mapping[EndpointFailure, str]] = {
+    RequestFailure.CONTENT_TYPE: (
+        "Only `application/x-www-form-urlencoded` is accepted as Content-Type."
+    ),
+    RequestFailure.MALFORMED: "The request parameters are malformed.",
+    RequestFailure.SECRET_MISSING: "Client secret is missed in request.",
+    RequestFailure.INVALID_CLIENT: "Client key or client secret is invalid.",
+    RequestFailure.UNSUPPORTED_GRANT_TYPE: "The grant type is not supported.",
+    RequestFailure.INVALID_VERIFIER: "Code verifier or code challenge is invalid.",
+    RequestFailure.UNKNOWN_USER: "The user of this code no longer exists.",
+    RequestFailure.FOREIGN_TOKEN: "The token was issued to another client.",
     CodeFailure.UNKNOWN: "Authorization code is invalid.",
     CodeFailure.EXPIRED: "Authorization code is expired.",
     CodeFailure.USED: "Authorization code has been used.",
     CodeFailure.CLIENT_MISMATCH: "Authorization code was issued to another client.",
-    # TikTok's own example answers a redirect URI mismatch with invalid_request.
     CodeFailure.REDIRECT_MISMATCH: "Redirect_uri is not matched with the uri when requesting code.",
-}
-_REFRESH_FAILURES: Final[Mapping[TokenFailure, str]] = {
     TokenFailure.UNKNOWN: "Refresh token is invalid.",
     TokenFailure.EXPIRED: "Refresh token is expired.",
     TokenFailure.REVOKED: "Refresh token has been revoked or rotated.",
@@ -389,9 +385,25 @@ class TikTokEmulator(AuthorizationServer):
 
     spec = SPEC
     builtin_client = (DEFAULT_CLIENT_KEY, DEFAULT_CLIENT_SECRET)
+    default_redirect_uris = _DEFAULT_REDIRECT_URIS
+    default_users = DEFAULT_USERS
     consent_path = CONSENT_PATH
     user: ClassVar[Mapping[str, str]] = {"sub": "emulated-creator"}
     api_paths = frozenset({TOKEN_PATH, REVOKE_PATH, USER_INFO_PATH})
+    required_scopes = frozenset({BASIC})
+    scope_descriptions = SCOPE_DESCRIPTIONS
+    redirect_error_descriptions: ClassVar[Mapping[str, str]] = {
+        "access_denied": "The user denied the authorization request."
+    }
+    strict_requests = True
+    client_token_prefix = "clt."
+    token_prefixes = ("act.", "rft.")
+    token_error_descriptions = _TOKEN_ERRORS
+    # TikTok's own example answers a redirect URI mismatch with invalid_request.
+    token_error_codes: ClassVar[Mapping[EndpointFailure, str]] = {
+        CodeFailure.REDIRECT_MISMATCH: "invalid_request",
+        RequestFailure.INVALID_VERIFIER: "invalid_request",
+    }
     clients: dict[str, EmulatedApp]  # type: ignore[assignment]  # it registers only apps
 
     def __init__(
@@ -428,14 +440,17 @@ class TikTokEmulator(AuthorizationServer):
         """Configure the emulator; see the class docstring for the parameters."""
         faults = faults if faults is not None else FaultInjector()
         super().__init__(
-            clients=clients, host=host, port=port, faults=faults, clock=clock, consent=consent
+            clients=clients,
+            users=users,
+            default_user=default_user,
+            host=host,
+            port=port,
+            faults=faults,
+            clock=clock,
+            consent=consent,
         )
-        self.users = {user.user_id: user for user in (DEFAULT_USERS if users is None else users)}
         if not self.users:
             raise ValueError("the emulator needs at least one user")
-        self.default_user = default_user if default_user is not None else next(iter(self.users))
-        if self.default_user not in self.users:
-            raise ValueError(f"unknown default user {self.default_user!r}")
         self.withheld_scopes = frozenset(withheld_scopes)
         self.error_status = error_status
         self.api_errors_http_200 = api_errors_http_200
@@ -444,24 +459,17 @@ class TikTokEmulator(AuthorizationServer):
         self.pkce_encoding = pkce_encoding
         self.min_verifier_length = min_verifier_length
         self.rotate_refresh_tokens = rotate_refresh_tokens
-        self.access_token_ttl = access_token_ttl
-        self.refresh_token_ttl = refresh_token_ttl
         self.client_token_ttl = client_token_ttl
         self.consent_ttl = consent_ttl
         self.codes_need_encoding = codes_need_encoding
         self.auto_auth = auto_auth
         self.revoke_forgets_consent = revoke_forgets_consent
         self.rate_limit_retry_after = rate_limit_retry_after
-        #: Codes and tokens (``act.``/``rft.`` prefixes; ``clt.`` for client tokens).
-        self.grants = self.book = GrantBook(
-            clock=self.clock,
-            code_ttl=code_ttl,
-            access_ttl=access_token_ttl,
-            refresh_ttl=refresh_token_ttl,
-            access_prefix="act.",
-            refresh_prefix="rft.",
-            code_factory=self._new_code,
-        )
+        #: The kit's :attr:`book` of codes and tokens, by TikTok's emulator's older name.
+        self.grants = self.book
+        self.code_ttl = code_ttl
+        self.access_token_ttl = access_token_ttl
+        self.refresh_token_ttl = refresh_token_ttl
         #: The per-app rate limiter of ``/v2/user/info/``.
         self.rate_limiter = SlidingWindowLimiter(
             user_info_rate_limit, rate_limit_window, clock=self.clock
@@ -491,10 +499,15 @@ class TikTokEmulator(AuthorizationServer):
             approved_scopes=approved_scopes,
         )
 
-    @classmethod
-    def default_clients(cls) -> list[RegisteredClient]:
-        """:meth:`EmulatedApp.default`."""
-        return [EmulatedApp.default()]
+    @staticmethod
+    def user_key(user: EmulatedUser) -> str:
+        """A user is known by their ``user_id``."""
+        return user.user_id
+
+    @staticmethod
+    def user_label(user: EmulatedUser) -> str:
+        """The display name and the ``@username``."""
+        return f"{user.display_name} (@{user.username})"
 
     @classmethod
     def for_client(
@@ -603,6 +616,11 @@ class TikTokEmulator(AuthorizationServer):
         self._error_status = value
 
     @property
+    def pkce_encodings(self) -> tuple[PkceEncoding, ...]:
+        """The encodings :attr:`pkce_encoding` names."""
+        return _PKCE_ENCODINGS[self.pkce_encoding]
+
+    @property
     def min_verifier_length(self) -> int:
         """The shortest code verifier the token endpoint accepts (RFC 7636 says 43)."""
         return self._min_verifier_length
@@ -612,6 +630,24 @@ class TikTokEmulator(AuthorizationServer):
         if not 1 <= value <= _MAX_VERIFIER_LENGTH:
             raise ValueError("min_verifier_length must be between 1 and 128")
         self._min_verifier_length = value
+
+    @property
+    def access_token_ttl(self) -> float:
+        """Access token lifetime in seconds (of the ``act.`` tokens issued from now on)."""
+        return self.book.access_ttl
+
+    @access_token_ttl.setter
+    def access_token_ttl(self, value: float) -> None:
+        self.book.access_ttl = value
+
+    @property
+    def refresh_token_ttl(self) -> float:
+        """Refresh token lifetime in seconds (of the ``rft.`` tokens issued from now on)."""
+        return self.book.refresh_ttl
+
+    @refresh_token_ttl.setter
+    def refresh_token_ttl(self, value: float) -> None:
+        self.book.refresh_ttl = value
 
     @property
     def code_ttl(self) -> float:
@@ -639,19 +675,6 @@ class TikTokEmulator(AuthorizationServer):
     @rate_limit_window.setter
     def rate_limit_window(self, value: float) -> None:
         self.rate_limiter.window = value
-
-    def add_client(self, app: EmulatedApp) -> None:
-        """Register (or replace) an app."""
-        self.clients[app.client_key] = app
-
-    def add_user(self, user: EmulatedUser) -> None:
-        """Add (or replace) a user in the directory."""
-        self.users[user.user_id] = user
-
-    @property
-    def default_app(self) -> EmulatedApp:
-        """The first registered app."""
-        return next(iter(self.clients.values()))
 
     @property
     def revoke_url(self) -> str:
@@ -694,9 +717,10 @@ class TikTokEmulator(AuthorizationServer):
             code = "rate_limit_exceeded" if status == 429 else "internal_error"
             return self._api_error(code, "Injected fault.", status=status, fault=True)
         error = "server_error" if status == 500 else "temporarily_unavailable"
-        return self._oauth_error(error, "Injected fault.", status=status)
+        return self.answer(request, self.error_body(error, "Injected fault."), status)
 
-    def _new_code(self) -> str:
+    def new_code(self) -> str:
+        """A code with characters a client must percent-decode (:attr:`codes_need_encoding`)."""
         base = secrets.token_urlsafe(32)
         if not self.codes_need_encoding:
             return base
@@ -707,22 +731,6 @@ class TikTokEmulator(AuthorizationServer):
     @staticmethod
     def _headers(lid: str) -> dict[str, str]:
         return {"x-tt-logid": lid, "Cache-Control": "no-store", "Pragma": "no-cache"}
-
-    def _oauth_error(
-        self, error: str, description: str, *, status: int | None = None
-    ) -> web.Response:
-        """An OAuth error body; *status* defaults to what :attr:`error_status` says."""
-        if status is None:
-            status = (
-                200 if self.error_status == "200" else 401 if error == "invalid_client" else 400
-            )
-        lid = log_id(self.clock)
-        logger.info("OAuth error %s (%s), log_id %s", error, description, lid)
-        body = {"error": error, "error_description": description, "log_id": lid}
-        return web.json_response(body, status=status, headers=self._headers(lid))
-
-    def _oauth_ok(self, body: Mapping[str, object]) -> web.Response:
-        return web.json_response(body, headers=self._headers(log_id(self.clock)))
 
     def _api_ok(self, data: Mapping[str, object]) -> web.Response:
         lid = log_id(self.clock)
@@ -750,10 +758,6 @@ class TikTokEmulator(AuthorizationServer):
         )
 
     # -- authorization -------------------------------------------------------------------
-
-    def requested_scopes(self, raw: str) -> tuple[str, ...]:
-        """The comma-separated scopes, each once."""
-        return tuple(dict.fromkeys(s for s in raw.split(",") if s))
 
     def refused(self, params: Mapping[str, str]) -> web.Response | None:
         """TikTok's error page, naming the parameter to correct; never a redirect."""
@@ -826,63 +830,19 @@ class TikTokEmulator(AuthorizationServer):
         params = {"error": error, "error_description": description, **self._state(query)}
         return self.back(query["redirect_uri"], params)
 
-    def decide(self, pending: PendingAuthorization) -> web.StreamResponse:
-        """``approve`` withholds :attr:`withheld_scopes`; :attr:`auto_auth` skips the form."""
-        if self.consent == "approve":
-            kept = [s for s in pending.scopes if s == BASIC or s not in self.withheld_scopes]
-            return self.grant(pending, self.default_user, kept)
-        before = self.granted.get((pending.client_id, self.default_user), frozenset())
-        forced = pending.params.get("disable_auto_auth") == "1"
-        if (
-            self.consent == "form"
-            and self.auto_auth
-            and not forced
-            and before >= set(pending.scopes)
-        ):
-            return self.grant(pending, self.default_user, pending.scopes)
-        return super().decide(pending)
+    def remembers_consent(self, pending: PendingAuthorization) -> bool:
+        """:attr:`auto_auth`, unless the request says ``disable_auto_auth=1``."""
+        return self.auto_auth and pending.params.get("disable_auto_auth") != "1"
 
-    def consent_html(self, pending: PendingAuthorization) -> str:
-        """TikTok's consent screen: ``user.info.basic`` always granted, the user picker."""
-        app = self.clients[pending.client_id]
-        scopes = [
-            ScopeOption(
-                name=name,
-                description=SCOPE_DESCRIPTIONS[name],
-                required=name == BASIC,
-                checked=name not in self.withheld_scopes,
-            )
-            for name in pending.scopes
-        ]
-        users = [
-            UserOption(user.user_id, f"{user.display_name} (@{user.username})")
-            for user in self.users.values()
-        ]
-        return consent_page(
-            app_name=app.name,
-            action=CONSENT_PATH,
-            scopes=scopes,
-            hidden={"request_id": pending.request_id},
-            title=f"TikTok - Authorize {app.name}",
-            provider_name="TikTok",
-            users=users,
-            selected_user=self.default_user,
-            notice=f"Emulated TikTok. You will return to {pending.redirect_uri}",
-            approve_label="Authorize",
-            deny_label="Cancel",
-            accent="#fe2c55",
-        )
-
-    def knows_user(self, user_id: str) -> bool:
-        """Any user of :attr:`users`."""
-        return user_id in self.users
-
-    def consented_scopes(
-        self, pending: PendingAuthorization, form: Mapping[str, Any]
-    ) -> tuple[str, ...]:
-        """The ticked scopes, and ``user.info.basic`` always."""
-        ticked = set(form.get("scope", ()))
-        return tuple(s for s in pending.scopes if s == BASIC or s in ticked)
+    def consent_page_options(self, pending: PendingAuthorization) -> Mapping[str, Any]:
+        """TikTok's title, notice, button labels and colour."""
+        return {
+            "title": f"TikTok - Authorize {self.clients[pending.client_id].name}",
+            "notice": f"Emulated TikTok. You will return to {pending.redirect_uri}",
+            "approve_label": "Authorize",
+            "deny_label": "Cancel",
+            "accent": "#fe2c55",
+        }
 
     def check_authorization(self, params: Mapping[str, str]) -> str | None:
         """Nothing left to check: :meth:`authorize` did before the consent."""
@@ -907,142 +867,7 @@ class TikTokEmulator(AuthorizationServer):
         scopes = {"scopes": ",".join(code.scopes)}
         return {"code": code.code, **scopes, **self._state(pending.params)}
 
-    def redirect_error(
-        self,
-        pending: PendingAuthorization,
-        error: str,
-        description: str = "The user denied the authorization request.",
-    ) -> web.Response:
-        """*error* with an ``error_description`` and the ``state``."""
-        params = {"error": error, "error_description": description}
-        return self.back(pending.redirect_uri, {**params, **self._state(pending.params)})
-
     # -- token endpoint ------------------------------------------------------------------
-
-    async def _read_form(self, request: web.Request) -> dict[str, str] | web.Response:
-        if request.content_type != _FORM_TYPE:
-            return self._oauth_error("invalid_request", _FORM_ONLY)
-        form = await request.post()
-        values: dict[str, str] = {}
-        for key in set(form.keys()):
-            items = form.getall(key)
-            if len(items) != 1 or not isinstance(items[0], str):
-                return self._oauth_error("invalid_request", _MALFORMED)
-            values[key] = items[0]
-        return values
-
-    def _authenticate(self, form: Mapping[str, str]) -> EmulatedApp | web.Response:
-        client_key = form.get("client_key", "")
-        if not client_key:
-            return self._oauth_error("invalid_request", _MALFORMED)
-        secret = form.get("client_secret", "")
-        if not secret:
-            return self._oauth_error("invalid_request", _SECRET_MISSED)
-        app = self.clients.get(client_key)
-        if app is None or not app.secret_matches(secret):
-            return self._oauth_error("invalid_client", "Client key or client secret is invalid.")
-        return app
-
-    async def token(self, request: web.Request) -> web.StreamResponse:
-        """TikTok's token endpoint: the code, refresh and client-credentials grants."""
-        form = await self._read_form(request)
-        if isinstance(form, web.Response):
-            return form
-        app = self._authenticate(form)
-        if isinstance(app, web.Response):
-            return app
-        grant_type = form.get("grant_type", "")
-        grant = {
-            "authorization_code": self._exchange_code,
-            "refresh_token": self._refresh,
-            "client_credentials": self._client_credentials,
-        }.get(grant_type)
-        if grant is None:
-            if not grant_type:
-                return self._oauth_error("invalid_request", _MALFORMED)
-            return self._oauth_error("unsupported_grant_type", "The grant type is not supported.")
-        return grant(app, form)
-
-    def _client_credentials(self, app: EmulatedApp, form: Mapping[str, str]) -> web.Response:
-        del form
-        pair = self.grants.issue_tokens(
-            client_id=app.client_key,
-            user_id=None,
-            scopes=(),
-            refresh=False,
-            access_ttl=self.client_token_ttl,
-            access_prefix="clt.",
-        )
-        return self._oauth_ok(
-            {
-                "access_token": pair.access_token,
-                "expires_in": pair.expires_in(self.clock()),
-                "token_type": "Bearer",
-            }
-        )
-
-    def _exchange_code(self, app: EmulatedApp, form: Mapping[str, str]) -> web.Response:
-        code, redirect_uri = form.get("code", ""), form.get("redirect_uri", "")
-        if not code or not redirect_uri:
-            return self._oauth_error("invalid_request", _MALFORMED)
-        found = self.grants.inspect_code(code, client_id=app.client_key, redirect_uri=redirect_uri)
-        if found is CodeFailure.REDIRECT_MISMATCH:
-            return self._oauth_error("invalid_request", _CODE_FAILURES[found])
-        if isinstance(found, CodeFailure):
-            return self._oauth_error("invalid_grant", _CODE_FAILURES[found])
-        if not self._verifier_ok(found, form.get("code_verifier", "")):
-            return self._oauth_error("invalid_request", _BAD_VERIFIER)
-        if found.user_id not in self.users:
-            return self._oauth_error("invalid_grant", "The user of this code no longer exists.")
-        self.grants.consume_code(code, client_id=app.client_key, redirect_uri=redirect_uri)
-        return self._oauth_ok(self.token_answer(app, self.issue(app, found)))
-
-    def issue(self, client: RegisteredClient, code: AuthorizationCode) -> TokenPair:
-        """``act.``/``rft.`` tokens living :attr:`access_token_ttl`/:attr:`refresh_token_ttl`."""
-        return self.book.issue_tokens(
-            client_id=client.client_id,
-            user_id=code.user_id,
-            scopes=code.scopes,
-            access_ttl=self.access_token_ttl,
-            refresh_ttl=self.refresh_token_ttl,
-        )
-
-    def _verifier_ok(self, code: AuthorizationCode, verifier: str) -> bool:
-        if code.code_challenge is None:
-            return True
-        if not (
-            self.min_verifier_length <= len(verifier) <= _MAX_VERIFIER_LENGTH
-            and _VERIFIER_CHARS.fullmatch(verifier)
-        ):
-            return False
-        # Not the kit's verify_s256: TikTok's SDK verifiers of 32 characters must pass.
-        digest = hashlib.sha256(verifier.encode("ascii")).digest()
-        encoded: Mapping[PkceEncoding, bytes] = {
-            "hex": digest.hex().encode(),
-            "base64url": base64.urlsafe_b64encode(digest).rstrip(b"="),
-        }
-        expected = code.code_challenge.encode("utf-8")
-        encodings = _PKCE_ENCODINGS[self.pkce_encoding]
-        return any(hmac.compare_digest(encoded[e], expected) for e in encodings)
-
-    def _refresh(self, app: EmulatedApp, form: Mapping[str, str]) -> web.Response:
-        refresh_token = form.get("refresh_token", "")
-        if not refresh_token:
-            return self._oauth_error("invalid_request", _MALFORMED)
-        result = self.refresh(app, refresh_token)
-        if isinstance(result, TokenFailure):
-            return self._oauth_error("invalid_grant", _REFRESH_FAILURES[result])
-        return self._oauth_ok(self.token_answer(app, result))
-
-    def refresh(self, client: RegisteredClient, refresh_token: str) -> TokenPair | TokenFailure:
-        """A new pair; the refresh token rotates unless :attr:`rotate_refresh_tokens` is off."""
-        return self.book.refresh(
-            refresh_token,
-            client_id=client.client_id,
-            rotate=self.rotate_refresh_tokens,
-            access_ttl=self.access_token_ttl,
-            refresh_ttl=self.refresh_token_ttl,
-        )
 
     def token_answer(self, client: RegisteredClient, pair: TokenPair) -> Mapping[str, Any]:
         """The kit's answer with the user's ``open_id`` for this app, keys sorted as TikTok's."""
@@ -1051,24 +876,23 @@ class TikTokEmulator(AuthorizationServer):
         answer["refresh_expires_in"] = answer.get("refresh_expires_in") or 0
         return dict(sorted(answer.items()))
 
-    async def revoke(self, request: web.Request) -> web.StreamResponse:
-        """Revoke a token of the app; a revoke forgets the consent, if so configured."""
-        form = await self._read_form(request)
-        if isinstance(form, web.Response):
-            return form
-        app = self._authenticate(form)
-        if isinstance(app, web.Response):
-            return app
-        token = form.get("token", "")
-        if not token:
-            return self._oauth_error("invalid_request", _MALFORMED)
-        live = self.grants.lookup_access(token)
-        if self.grants.revoke(token, client_id=app.client_key) is TokenFailure.CLIENT_MISMATCH:
-            return self._oauth_error("invalid_request", "The token was issued to another client.")
-        if self.revoke_forgets_consent and isinstance(live, AccessToken) and live.user_id:
-            # TikTok removes the app from the user's connected apps: consent starts over.
-            self.granted.pop((app.client_key, live.user_id), None)
-        return self._oauth_ok({})
+    def token_error_status(self, failure: EndpointFailure) -> int:
+        """200, or (``"4xx"``) 401 for ``invalid_client`` and 400 for the others."""
+        if self.error_status == "200":
+            return 200
+        return 401 if failure is RequestFailure.INVALID_CLIENT else 400
+
+    def answer(
+        self, request: web.Request, body: Mapping[str, Any], status: int = 200
+    ) -> web.Response:
+        """JSON with an ``x-tt-logid`` header; an error's body carries the ``log_id`` too."""
+        del request
+        lid = log_id(self.clock)
+        if "error" in body:
+            description = body["error_description"]
+            logger.info("OAuth error %s (%s), log_id %s", body["error"], description, lid)
+            body = {**body, "log_id": lid}
+        return web.json_response(dict(body), status=status, headers=self._headers(lid))
 
     # -- user info -----------------------------------------------------------------------
 
@@ -1094,18 +918,10 @@ class TikTokEmulator(AuthorizationServer):
         return self._api_ok({"user": {name: values[name] for name in fields}})
 
     def _bearer(self, request: web.Request) -> tuple[AccessToken, EmulatedUser] | web.Response:
-        scheme, _, value = request.headers.get("Authorization", "").partition(" ")
-        value = value.strip()
-        found: AccessToken | TokenFailure = TokenFailure.UNKNOWN
-        if scheme.lower() == "bearer" and value:
-            found = self.grants.lookup_access(value)
+        found = self.authorized(request)  # a client-credentials token has no user: UNKNOWN
         if isinstance(found, TokenFailure):
             return self._api_error("access_token_invalid", _ACCESS_FAILURES[found], status=401)
-        user = self.users.get(found.user_id or "")
-        if user is None:  # a client-credentials token, or a user removed at runtime
-            message = _ACCESS_FAILURES[TokenFailure.UNKNOWN]
-            return self._api_error("access_token_invalid", message, status=401)
-        return found, user
+        return found, self.users[found.user_id or ""]
 
     def _requested_fields(self, raw: str, granted: Sequence[str]) -> list[str] | web.Response:
         fields: list[str] = []

@@ -521,17 +521,10 @@ class ContentAPI:
 
     def _caller(self, request: web.Request, *scopes: str) -> tuple[str, EmulatedUser]:
         """``(client_key, user)`` of the bearer token, which must hold one of *scopes*."""
-        scheme, _, value = request.headers.get("Authorization", "").partition(" ")
-        found = (
-            self.emulator.grants.lookup_access(value.strip())
-            if scheme.lower() == "bearer" and value.strip()
-            else TokenFailure.UNKNOWN
-        )
+        found = self.emulator.authorized(request)  # a client token has no user: UNKNOWN
         if isinstance(found, TokenFailure):
             raise _RefusalError("access_token_invalid", 401)
-        user = self.emulator.users.get(found.user_id or "")
-        if user is None:  # a client token
-            raise _RefusalError("access_token_invalid", 401)
+        user = self.emulator.users[found.user_id or ""]
         if scopes and not set(scopes) & set(found.scopes):
             raise _RefusalError("scope_not_authorized", 401)
         limit = self.limits.get(request.path)
