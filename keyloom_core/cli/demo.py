@@ -258,11 +258,21 @@ def _emulator_class(registered: RegisteredProvider) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
-def _free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        port: int = s.getsockname()[1]
-        return port
+def _listening_socket(host: str, port: int) -> socket.socket:
+    """The demo's listening socket (*port* ``0``: a free one).
+
+    Bound before the emulators start, so that none of them can take its port.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 @asynccontextmanager
@@ -284,10 +294,12 @@ async def demo_site(
     use_emulator = (
         emulator if emulator is not None else not os.environ.get(f"{spec.env_prefix}_CLIENT_ID")
     )
-    port = port or _free_port(host)
-    base_url = f"http://{host}:{port}"
+    sock = _listening_socket(host, port)
+    port = sock.getsockname()[1]
+    base_url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
     secret = os.environ.get("KEYLOOM_SECRET") or secrets.token_urlsafe(32)
     async with AsyncExitStack() as stack:
+        stack.callback(sock.close)
         provider, emu = await _provider(registered, use_emulator, base_url, stack)
         others = [
             await _provider(registry.providers[other], use_emulator, base_url, stack)
@@ -323,7 +335,7 @@ async def demo_site(
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
-        await web.TCPSite(runner, host, port).start()
+        await web.SockSite(runner, sock).start()
         yield DemoSite(
             url=base_url,
             mode="emulator" if use_emulator else provider_id,
