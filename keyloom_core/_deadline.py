@@ -76,35 +76,35 @@ Ticket = list["Watched | None"]
 class Watchdog:
     """Wakes the watched operations of one event loop when their deadlines pass.
 
-    :param loop: the event loop whose clock the deadlines are on.
+    It keeps no reference to its loop (nor to the loop's timer handles, which hold one):
+    the loop's entry in :func:`watchdog`'s weak mapping goes with the loop.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
+    def __init__(self) -> None:
         self._heap: list[tuple[float, int, Ticket]] = []
         self._order = itertools.count()  # ties on the deadline never compare tickets
-        self._timer: asyncio.TimerHandle | None = None
         self._armed_for = math.inf
+        self._generation = 0  # of the timer armed last; an earlier one wakes for nothing
 
     def __repr__(self) -> str:
         return f"<Watchdog entries={len(self._heap)}>"
 
-    def watch(self, deadline: float, ticket: Ticket) -> None:
+    def watch(self, loop: asyncio.AbstractEventLoop, deadline: float, ticket: Ticket) -> None:
         """Wake ``ticket[0]`` once *deadline* has passed, unless ``ticket[0]`` is cleared."""
         heapq.heappush(self._heap, (deadline, next(self._order), ticket))
         if deadline < self._armed_for:
-            self._arm(deadline)
+            self._arm(loop, deadline)
 
-    def _arm(self, when: float) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
+    def _arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        self._generation += 1
         self._armed_for = when
-        self._timer = self._loop.call_at(when, self._wake)
+        loop.call_at(when, self._wake, loop, self._generation)
 
-    def _wake(self) -> None:
-        self._timer = None
+    def _wake(self, loop: asyncio.AbstractEventLoop, generation: int) -> None:
+        if generation != self._generation:  # armed again for an earlier deadline since
+            return
         self._armed_for = math.inf
-        now = self._loop.time()
+        now = loop.time()
         heap = self._heap
         while heap and heap[0][0] <= now:
             ticket = heapq.heappop(heap)[2]
@@ -115,7 +115,7 @@ class Watchdog:
             if later is not None:
                 heapq.heappush(heap, (later, next(self._order), ticket))
         if heap:
-            self._arm(max(heap[0][0], now + GRANULARITY))
+            self._arm(loop, max(heap[0][0], now + GRANULARITY))
 
 
 _WATCHDOGS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Watchdog] = (
@@ -127,5 +127,5 @@ def watchdog(loop: asyncio.AbstractEventLoop) -> Watchdog:
     """The watchdog of *loop* (made on first use)."""
     found = _WATCHDOGS.get(loop)
     if found is None:
-        found = _WATCHDOGS[loop] = Watchdog(loop)
+        found = _WATCHDOGS[loop] = Watchdog()
     return found

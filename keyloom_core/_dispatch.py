@@ -96,7 +96,7 @@ class Operation:
         self.deadline = self._loop.time() + timeout
         if self._ticket is None and not self.struck:
             self._ticket = [self]
-            watchdog(self._loop).watch(self.deadline, self._ticket)
+            watchdog(self._loop).watch(self._loop, self.deadline, self._ticket)
 
     def expire(self, now: float) -> float | None:
         """The watchdog's call: cancel the scope if the current call's deadline has passed."""
