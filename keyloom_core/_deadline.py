@@ -8,9 +8,10 @@ not survive.
 The :class:`Watchdog` of the event loop wakes operations whose deadline has passed. Each
 operation used to arm a timer of its own and cancel it on the way out: about 14 k
 instructions, twice a login (``benchmarks/bench_instructions.py``). Now an operation adds
-one entry to the watchdog's heap, and the watchdog's single timer wakes for the earliest
-deadline, at most every :data:`GRANULARITY` seconds: under load a wake-up serves every
-deadline that has come, and a deadline is enforced at most that late.
+one entry to the watchdog's heap, and the watchdog's single timer is armed for the earliest
+deadline of an operation still under way. Operations that end in time leave their entries
+behind, so under load the timer wakes about once a timeout, to clear them and arm for the
+oldest operation under way; a deadline is still enforced when it passes.
 """
 
 from __future__ import annotations
@@ -23,11 +24,7 @@ import weakref
 from contextvars import ContextVar, Token
 from typing import Protocol
 
-__all__ = ["GRANULARITY", "Timed", "Watchdog", "call_deadline", "enter", "leave", "watchdog"]
-
-#: Seconds a passed deadline may wait for the watchdog's next wake-up, at most.
-GRANULARITY = 0.01
-
+__all__ = ["Timed", "Watchdog", "call_deadline", "enter", "leave", "watchdog"]
 
 class Timed(Protocol):
     """What runs against a deadline: an operation, whose deadline moves with each call."""
@@ -106,7 +103,9 @@ class Watchdog:
         self._armed_for = math.inf
         now = loop.time()
         heap = self._heap
-        while heap and heap[0][0] <= now:
+        # the entries that are due, and those of operations that have ended whatever their
+        # deadline: the timer is then armed for the first operation still under way, exactly
+        while heap and (heap[0][0] <= now or heap[0][2][0] is None):
             ticket = heapq.heappop(heap)[2]
             watched = ticket[0]
             if watched is None:  # it ended in time
@@ -115,7 +114,7 @@ class Watchdog:
             if later is not None:
                 heapq.heappush(heap, (later, next(self._order), ticket))
         if heap:
-            self._arm(loop, max(heap[0][0], now + GRANULARITY))
+            self._arm(loop, heap[0][0])
 
 
 _WATCHDOGS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Watchdog] = (

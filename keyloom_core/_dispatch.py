@@ -6,7 +6,7 @@ Every awaited hook runs within an :class:`Operation`: one cancel scope for a pub
 answer and any fallback together: starting a call only stores its deadline, and the
 watchdog, woken for the first one, watches on while the deadline has moved on, so an
 operation costs one entry however many calls it makes. When a call's deadline passes,
-the watchdog cancels the scope (within ``GRANULARITY``, 10 ms). A cancel scope, not
+the watchdog cancels the scope. A cancel scope, not
 ``asyncio.timeout``: its cancellation is re-delivered at every await, so a library that
 turns one cancellation into its own error cannot swallow the deadline (aiohttp does
 exactly that on its own timeouts).
