@@ -77,6 +77,19 @@ def measure(
     return counts
 
 
+def measure_core(*, small: int = 100, large: int = 600) -> float | None:
+    """Instructions per core login (``bench_core.py``'s stub provider, no HTTP), or ``None``.
+
+    The core's own path, free of the emulator and the event loop's I/O: it repeats to a
+    few hundred instructions, so it shows what a change to the core saves.
+    """
+    if shutil.which("valgrind") is None:
+        return None
+    low = _collected("core", small, 1, "-")
+    high = _collected("core", large, 1, "-")
+    return (high - low) / (large - small)
+
+
 def report(counts: list[Count] | None) -> str:
     """The table, with each contender's ratio to ``raw``."""
     if counts is None:
@@ -95,6 +108,14 @@ def report(counts: list[Count] | None) -> str:
 
 
 async def _child(contender: str, logins: int, concurrency: int, origin: str) -> None:
+    if contender == "core":
+        from bench_core import _logins, build_keyloom
+
+        keyloom = build_keyloom()
+        async with keyloom:
+            await _logins(keyloom, 50)  # warm-up, in both runs alike
+            await _logins(keyloom, logins)
+        return
     from bench_login import KeyloomContender, Raw, _session, run_batch
 
     async with _session() as session:
@@ -114,6 +135,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--child", nargs=4, metavar=("CONTENDER", "N", "CONC", "ORIGIN"))
     parser.add_argument("--contenders", default="raw,keyloom")
     parser.add_argument("--concurrency", type=int, default=100)
+    parser.add_argument("--core", action="store_true", help="also the core login, no HTTP")
     args = parser.parse_args(argv)
     if args.child:
         contender, logins, concurrency, origin = args.child
@@ -121,6 +143,10 @@ def main(argv: list[str] | None = None) -> None:
         return
     ensure_importable()
     print(report(measure(args.contenders.split(","), concurrency=args.concurrency)))
+    if args.core:
+        core = measure_core()
+        if core is not None:
+            print(f"core instructions per login (stub provider, no HTTP): {core / 1e3:.0f} k")
 
 
 if __name__ == "__main__":

@@ -6,14 +6,20 @@ small unrelated cookies) with a session cookie of the same size, cookie parsing 
 - Starlette's ``SessionMiddleware`` (itsdangerous ``TimestampSigner``) called on a request
   scope with a no-op app behind it, and its decoding alone (unsign + base64 + JSON);
 - Keyloom's stateless ``current_session`` on both adapters: ASGI
-  (``keyloom_core.web.asgi.current_session(scope)``) and aiohttp (a request made by
-  ``aiohttp.test_utils.make_mocked_request`` on an app with ``setup_keyloom``), for a
-  cookie read for the first time (verified) and for a cookie read again (remembered);
+  (``keyloom_core.web.asgi.current_session(scope)``) and aiohttp (a request cloned from
+  one made by ``aiohttp.test_utils.make_mocked_request`` on an app with ``setup_keyloom``),
+  for a cookie read for the first time (verified) and for a cookie read again (remembered);
 - the floor: ``hmac.digest`` + ``compare_digest`` + base64 + ``json.loads`` of Keyloom's
   cookie, as ``bench_sessions.py`` prints it.
 
+A first read is a read of a cookie not read before: for every contender each round reads
+as many distinct cookies, of the same payloads, as it makes calls (so the floor and
+Starlette do not read one cookie kept warm in the CPU's caches while Keyloom reads
+thousands).
+
 Rounds alternate the contenders; each figure is the median of the rounds' mean time per
-call (a loop of sequential calls, on one pinned core). Run standalone:
+call (sequential calls in batches of :data:`BATCH`, each batch's items made just before it
+is timed, on one pinned core). Run standalone:
 ``python benchmarks/bench_session_cookie.py`` (add ``--quick`` for a short run).
 """
 
@@ -47,7 +53,7 @@ from keyloom_core import (  # noqa: E402
     configure_provider,
     define_keyloom,
 )
-from keyloom_core.web import parse_cookies  # noqa: E402
+from keyloom_core.web._wire import cookie_value  # noqa: E402
 from keyloom_core.web.sessions import (  # noqa: E402
     SESSION_COOKIE,
     Session,
@@ -142,40 +148,69 @@ def _asgi_scope(handler: Any, value: str) -> dict[str, Any]:
 # -- Starlette -------------------------------------------------------------------------------
 
 
-def _starlette_cookie(middleware: Any, payload: dict[str, Any], chars: int) -> str:
-    """Starlette's own encoding of *payload*, its avatar URL cut to make *chars* characters.
+def _starlette_cut(middleware: Any, payload: dict[str, Any], chars: int) -> int:
+    """How much of the avatar URL makes Starlette's encoding of *payload* *chars* long.
 
     The shortest URL that reaches *chars* is used, so the cookie is at most three characters
     longer (one base64 quantum).
     """
-    session = json.loads(json.dumps(payload))
-    image = session["u"]["image"]
+    image = payload["u"]["image"]
     for cut in range(len(image) + 1):
-        session["u"]["image"] = image[:cut]
-        data = middleware.signer.sign(base64.b64encode(json.dumps(session).encode("utf-8")))
-        if len(data) >= chars:
-            return str(data.decode("utf-8"))
+        if len(_starlette_value(middleware, payload, cut)) >= chars:
+            return cut
     msg = "the Starlette cookie cannot reach the size of Keyloom's"
     raise RuntimeError(msg)
+
+
+def _starlette_value(middleware: Any, payload: dict[str, Any], cut: int) -> str:
+    """Starlette's own encoding of *payload*, its avatar URL cut to *cut* characters."""
+    session = json.loads(json.dumps(payload))
+    session["u"]["image"] = session["u"]["image"][:cut]
+    data = middleware.signer.sign(base64.b64encode(json.dumps(session).encode("utf-8")))
+    return str(data.decode("utf-8"))
+
+
+def _payload(value: str) -> dict[str, Any]:
+    """The JSON inside a Keyloom session cookie (read without checking it)."""
+    body = value.partition(".")[0]
+    return dict(json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))))
 
 
 # -- timing ----------------------------------------------------------------------------------
 
 
-async def _timed_async(call: Callable[[Any], Awaitable[object]], items: Sequence[Any]) -> float:
-    gc.collect()
-    start = time.perf_counter_ns()
-    for item in items:
-        await call(item)
-    return (time.perf_counter_ns() - start) / len(items) / 1000
+#: Calls timed together; their items are made just before, as a server reads the request
+#: it has just parsed, not one made thousands of requests earlier and long out of the
+#: CPU's caches.
+BATCH = 100
+
+Make = Callable[[int], Sequence[Any]]
 
 
-def _timed(call: Callable[[Any], object], items: Sequence[Any]) -> float:
-    gc.collect()
-    start = time.perf_counter_ns()
-    for item in items:
-        call(item)
-    return (time.perf_counter_ns() - start) / len(items) / 1000
+async def _timed_async(call: Callable[[Any], Awaitable[object]], make: Make, n: int) -> float:
+    """µs per call of *call* on *n* items made by *make*, a batch at a time."""
+    spent = 0
+    for done in range(0, n, BATCH):
+        items = make(min(BATCH, n - done))
+        gc.collect()  # making them must not leave a collection to the timed calls
+        start = time.perf_counter_ns()
+        for item in items:
+            await call(item)
+        spent += time.perf_counter_ns() - start
+    return spent / n / 1000
+
+
+def _timed(call: Callable[[Any], object], make: Make, n: int) -> float:
+    """µs per call of *call* on *n* items made by *make*, a batch at a time."""
+    spent = 0
+    for done in range(0, n, BATCH):
+        items = make(min(BATCH, n - done))
+        gc.collect()  # making them must not leave a collection to the timed calls
+        start = time.perf_counter_ns()
+        for item in items:
+            call(item)
+        spent += time.perf_counter_ns() - start
+    return spent / n / 1000
 
 
 async def run(rounds: int, calls: int) -> tuple[dict[str, list[float]], dict[str, Any]]:
@@ -193,25 +228,31 @@ async def run(rounds: int, calls: int) -> tuple[dict[str, list[float]], dict[str
     app = web.Application()
     keyloom_aiohttp.setup_keyloom(app, keyloom)
 
+    template = make_mocked_request("GET", "/", app=app)
+
     def aiohttp_request(value: str) -> web.Request:
-        return make_mocked_request(
-            "GET", "/", headers={"Cookie": _header(SESSION_COOKIE, value)}, app=app
-        )
+        # a new request with its own headers, as aiohttp's clone() makes them: a mocked
+        # request's mocks cost a hundred times the call timed after it
+        return template.clone(headers={"Cookie": _header(SESSION_COOKIE, value)})
 
     async def noop(*_: Any) -> None:
         return None
 
     starlette = SessionMiddleware(noop, secret_key=SECRET)
     sample = cookies.fresh(1)[0]
-    body, _, mac = sample.partition(".")
-    payload = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
-    starlette_value = _starlette_cookie(starlette, payload, len(sample))
-    starlette_header = _header(starlette.session_cookie, starlette_value).encode("latin-1")
-    starlette_scope = {"type": "http", "headers": [(b"cookie", starlette_header)]}
-    starlette_raw = starlette_value.encode("utf-8")
+    payload = _payload(sample)
+    cut = _starlette_cut(starlette, payload, len(sample))
+    starlette_value = _starlette_value(starlette, payload, cut)
+
+    def starlette_values(n: int) -> list[str]:
+        """*n* distinct Starlette cookies: the payloads of as many fresh Keyloom cookies."""
+        return [_starlette_value(starlette, _payload(v), cut) for v in cookies.fresh(n)]
+
+    def starlette_scope(value: str) -> dict[str, Any]:
+        header = _header(starlette.session_cookie, value).encode("latin-1")
+        return {"type": "http", "headers": [(b"cookie", header)]}
 
     async def starlette_call(scope: dict[str, Any]) -> None:
-        scope = dict(scope)  # a new request scope each time, as a server makes
         await starlette(scope, noop, noop)
 
     def starlette_decode(data: bytes) -> object:
@@ -220,7 +261,7 @@ async def run(rounds: int, calls: int) -> tuple[dict[str, list[float]], dict[str
         )
 
     floor_key = hashlib.sha256(b"floor").digest()
-    floor_mac = base64.urlsafe_b64decode(mac + "=" * (-len(mac) % 4))
+    floor_mac = hmac.digest(floor_key, b"", "sha256")
 
     def floor(value: str) -> object:
         body = value.partition(".")[0]
@@ -234,10 +275,11 @@ async def run(rounds: int, calls: int) -> tuple[dict[str, list[float]], dict[str
     repeated_request = aiohttp_request(repeat)
     assert (await keyloom_asgi.current_session(repeated_scope)) is not None
     assert (await keyloom_aiohttp.current_session(repeated_request)) is not None
-    checked = dict(starlette_scope)
+    checked = starlette_scope(starlette_value)
     await starlette(checked, noop, noop)
     assert checked["session"]["sid"] == payload["sid"], "Starlette read another session"
-    assert starlette_decode(starlette_raw) == checked["session"]
+    assert starlette_decode(starlette_value.encode()) == checked["session"]
+    assert floor(sample) == payload
 
     times: dict[str, list[float]] = {}
     contenders: list[tuple[str, Callable[[int], Awaitable[float]]]] = []
@@ -246,32 +288,41 @@ async def run(rounds: int, calls: int) -> tuple[dict[str, list[float]], dict[str
         times[name] = []
         contenders.append((name, measure))
 
+    # Every first read, the floor's and Starlette's included, is of n cookies none of which
+    # was read before (so none is warm in the CPU's caches either).
     async def m_floor(n: int) -> float:
-        return _timed(floor, [sample] * n)
+        return _timed(floor, cookies.fresh, n)
 
     async def m_starlette(n: int) -> float:
-        return await _timed_async(starlette_call, [starlette_scope] * n)
+        def scopes(k: int) -> list[dict[str, Any]]:
+            return [starlette_scope(v) for v in starlette_values(k)]
+
+        return await _timed_async(starlette_call, scopes, n)
 
     async def m_starlette_decode(n: int) -> float:
-        return _timed(starlette_decode, [starlette_raw] * n)
+        return _timed(starlette_decode, lambda k: [v.encode() for v in starlette_values(k)], n)
 
     async def m_asgi_first(n: int) -> float:
-        scopes = [_asgi_scope(asgi.handler, v) for v in cookies.fresh(n)]
-        return await _timed_async(keyloom_asgi.current_session, scopes)
+        def scopes(k: int) -> list[dict[str, Any]]:
+            return [_asgi_scope(asgi.handler, v) for v in cookies.fresh(k)]
+
+        return await _timed_async(keyloom_asgi.current_session, scopes, n)
 
     async def m_asgi_again(n: int) -> float:
-        return await _timed_async(keyloom_asgi.current_session, [repeated_scope] * n)
+        return await _timed_async(keyloom_asgi.current_session, lambda k: [repeated_scope] * k, n)
 
     async def m_aiohttp_first(n: int) -> float:
-        requests = [aiohttp_request(v) for v in cookies.fresh(n)]
-        return await _timed_async(keyloom_aiohttp.current_session, requests)
+        def requests(k: int) -> list[web.Request]:
+            return [aiohttp_request(v) for v in cookies.fresh(k)]
+
+        return await _timed_async(keyloom_aiohttp.current_session, requests, n)
 
     async def m_aiohttp_again(n: int) -> float:
-        return await _timed_async(keyloom_aiohttp.current_session, [repeated_request] * n)
+        again = [repeated_request]
+        return await _timed_async(keyloom_aiohttp.current_session, lambda k: again * k, n)
 
     async def m_read_first(n: int) -> float:
-        values = cookies.fresh(n)
-        return _timed(lambda v: read_session(keyloom, v), values)
+        return _timed(lambda v: read_session(keyloom, v), cookies.fresh, n)
 
     add("floor (hmac+compare_digest+b64+json)", m_floor)
     add("Starlette SessionMiddleware (request)", m_starlette)
@@ -288,16 +339,16 @@ async def run(rounds: int, calls: int) -> tuple[dict[str, list[float]], dict[str
     verified = signer.unsign(sample)
 
     async def m_parse(n: int) -> float:
-        return _timed(lambda h: parse_cookies([h]), [header] * n)
+        return _timed(lambda h: cookie_value([h], SESSION_COOKIE), lambda k: [header] * k, n)
 
     async def m_unsign(n: int) -> float:
-        return _timed(signer.unsign, cookies.fresh(n))
+        return _timed(signer.unsign, cookies.fresh, n)
 
     async def m_payload(n: int) -> float:
-        return _timed(Session.from_payload, [verified] * n)
+        return _timed(Session.from_payload, lambda k: [verified] * k, n)
 
-    add(f"{PART}parse_cookies (whole header)", m_parse)
-    add(f"{PART}signer.unsign (HMAC, strict b64, JSON)", m_unsign)
+    add(f"{PART}cookie_value (the session cookie alone)", m_parse)
+    add(f"{PART}signer.unsign (HMAC, base64, JSON)", m_unsign)
     add(f"{PART}Session.from_payload", m_payload)
 
     for _, measure in contenders:  # warm-up
@@ -306,11 +357,7 @@ async def run(rounds: int, calls: int) -> tuple[dict[str, list[float]], dict[str
         order = contenders if n % 2 == 0 else contenders[::-1]
         for name, measure in order:
             times[name].append(await measure(calls))
-    facts = {
-        "keyloom_cookie": len(sample),
-        "starlette_cookie": len(starlette_value),
-        "header": len(starlette_header),
-    }
+    facts = {"keyloom_cookie": len(sample), "starlette_cookie": len(starlette_value)}
     return times, facts
 
 

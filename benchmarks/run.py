@@ -362,7 +362,7 @@ def script_section(
 def instructions_section(args: argparse.Namespace) -> list[Figure]:
     """Instructions per login under valgrind: repeatable where wall time moves ±15 %."""
     section("9. Instructions per login, concurrency 100 (benchmarks/bench_instructions.py)")
-    from bench_instructions import measure, report
+    from bench_instructions import measure, measure_core, report
 
     if args.quick:
         print("skipped in a quick run (two interpreters per contender under valgrind)")
@@ -371,6 +371,9 @@ def instructions_section(args: argparse.Namespace) -> list[Figure]:
     print(report(counts))
     if not counts:
         return [Figure("keyloom/raw instructions per login", "valgrind not installed")]
+    core = measure_core()
+    if core is not None:
+        print(f"core instructions per login (stub provider, no HTTP): {core / 1e3:.0f} k")
     raw, keyloom = (c.per_login for c in counts)
     ratio = raw / keyloom
     return [

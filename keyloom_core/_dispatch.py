@@ -1,11 +1,12 @@
 """Hook dispatch: provider calls (owner, then the built-in fallback) and broadcasts, in time.
 
 Every awaited hook runs within an :class:`Operation`: one cancel scope for a public call
-(``complete_login``, ``refresh``…) and one watchdog timer. Each provider call gets the
-whole timeout, its owner's answer and any fallback together: starting a call only stores
-its deadline, and the watchdog, armed once, re-arms itself while the deadline has moved
-on, so an operation that answers in time costs a single timer, however many calls it
-makes. When a call's deadline passes, the watchdog cancels the scope. A cancel scope, not
+(``complete_login``, ``refresh``…) and one entry with the event loop's watchdog
+(:mod:`keyloom_core._deadline`). Each provider call gets the whole timeout, its owner's
+answer and any fallback together: starting a call only stores its deadline, and the
+watchdog, woken for the first one, watches on while the deadline has moved on, so an
+operation costs one entry however many calls it makes. When a call's deadline passes,
+the watchdog cancels the scope. A cancel scope, not
 ``asyncio.timeout``: its cancellation is re-delivered at every await, so a library that
 turns one cancellation into its own error cannot swallow the deadline (aiohttp does
 exactly that on its own timeouts).
@@ -23,7 +24,7 @@ from typing import Any, TypeVar
 import anyio
 import anyio.lowlevel
 
-from ._deadline import call_deadline, set_call_deadline
+from ._deadline import Ticket, enter, leave, watchdog
 from ._plugins import PluginRegistry
 from .errors import KeyloomError, PluginError, ProviderTimeoutError
 from .models import Profile, Provider, TokenSet
@@ -49,24 +50,32 @@ class Operation:
         cancel_scope: Cancelled by the watchdog when the current call's deadline passes.
         hook: The hook being awaited, for the timeout's message.
         struck: Whether a deadline passed (the scope was cancelled for it).
+        deadline: The current call's deadline on the event loop's clock.
+        task: The task the operation runs in (set on entering).
+        cancelling: The task's pending cancellation requests on entering.
     """
+
+    task: asyncio.Task[Any] | None
+    cancelling: int
 
     def __init__(self) -> None:
         self.cancel_scope = anyio.CancelScope()
         self.hook = "callback"
         self.struck = False
         self._loop = asyncio.get_running_loop()
-        self._deadline = math.inf
-        self._armed_for = math.inf
-        self._outer_deadline = math.inf
-        self._timer: asyncio.TimerHandle | None = None
+        self.deadline = math.inf
+        self._ticket: Ticket | None = None  # the watchdog's entry, while it has one
 
     def __repr__(self) -> str:
         return f"<Operation {self.hook} struck={self.struck}>"
 
     def __enter__(self) -> Operation:
-        self._outer_deadline = call_deadline()
         self.cancel_scope.__enter__()
+        self._token = enter(self)
+        # what the calls compare against to tell a cancellation from outside (once here,
+        # not on every call)
+        self.task = task = asyncio.current_task()
+        self.cancelling = task.cancelling() if task is not None else 0
         return self
 
     def __exit__(
@@ -75,31 +84,28 @@ class Operation:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> bool:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        set_call_deadline(self._outer_deadline)
+        if self._ticket is not None:
+            self._ticket[0] = None  # the watchdog drops the entry when it comes to it
+            self._ticket = None
+        leave(self._token)
         return bool(self.cancel_scope.__exit__(exc_type, exc, traceback))
 
     def start(self, hook: str, timeout: float) -> None:
         """A provider call of *hook* starts: it has *timeout* seconds from now."""
         self.hook = hook
-        self._deadline = self._loop.time() + timeout
-        set_call_deadline(self._deadline)
-        if self._timer is None and not self.struck:
-            self._arm()
+        self.deadline = self._loop.time() + timeout
+        if self._ticket is None and not self.struck:
+            self._ticket = [self]
+            watchdog(self._loop).watch(self._loop, self.deadline, self._ticket)
 
-    def _arm(self) -> None:
-        self._armed_for = self._deadline
-        self._timer = self._loop.call_at(self._deadline, self._watch)
-
-    def _watch(self) -> None:
-        self._timer = None
-        if self._deadline > self._armed_for:  # a later call started meanwhile
-            self._arm()
-            return
+    def expire(self, now: float) -> float | None:
+        """The watchdog's call: cancel the scope if the current call's deadline has passed."""
+        if self.deadline > now:  # a later call started meanwhile
+            return self.deadline
+        self._ticket = None
         self.struck = True
         self.cancel_scope.cancel()
+        return None
 
 
 class HookDispatcher:
@@ -113,6 +119,7 @@ class HookDispatcher:
     def __init__(self, registry: PluginRegistry, timeout: float) -> None:
         self.registry = registry
         self.timeout = timeout
+        self._policies: tuple[tuple[Any, tuple[str, ...]], ...] | None = None
 
     def __repr__(self) -> str:
         return f"HookDispatcher(timeout={self.timeout:g})"
@@ -138,11 +145,19 @@ class HookDispatcher:
                 return await self.provider_call(hook, provider, own, **kwargs)
             raise self.timed_out(hook, provider.id)  # the scope caught its deadline
         kwargs["provider"] = provider
+        provider_id = provider.id
         expected = _RETURN_TYPES[hook]
         operation.start(hook, self.timeout)  # one budget, fallback included
-        for plugin, function, argnames in self.registry.provider_impls(hook, provider.id):
-            awaitable = function(*[kwargs[name] for name in argnames])  # as pluggy calls
-            value = await self.run(plugin, provider.id, hook, awaitable, operation)
+        for plugin, function, argnames in self.registry.provider_impls(hook, provider_id):
+            # run()'s work, without its coroutine on the way of every answer
+            try:
+                value = await function(*[kwargs[name] for name in argnames])  # as pluggy calls
+            except KeyloomError:
+                raise
+            except Exception as exc:
+                raise await self._failure(exc, plugin, provider_id, hook, operation) from exc
+            if operation.struck:  # it answered after its deadline: see run()
+                await anyio.lowlevel.checkpoint()
             if value is None:
                 continue
             if not isinstance(value, expected):
@@ -150,10 +165,10 @@ class HookDispatcher:
                     f"plugin '{plugin}' returned {type(value).__name__} from hook "
                     f"'{hook}', expected {expected.__name__}"
                 )
-                raise PluginError(msg, plugin=plugin, provider_id=provider.id)
+                raise PluginError(msg, plugin=plugin, provider_id=provider_id)
             return value
         msg = f"no plugin answered '{hook}'"
-        raise PluginError(msg, provider_id=provider.id)
+        raise PluginError(msg, provider_id=provider_id)
 
     async def run(
         self,
@@ -169,26 +184,31 @@ class HookDispatcher:
         hook swallowed the cancellation and answered anyway, or a library turned it into its
         own ``TimeoutError``; a cancellation from outside stays a cancellation.
         """
-        task = asyncio.current_task()
-        cancelling = task.cancelling() if task is not None else 0
         try:
             value = await awaitable
         except KeyloomError:
             raise
-        except TimeoutError as exc:  # the deadline, the library's own, or an outside cancel
+        except Exception as exc:
+            raise await self._failure(exc, plugin, provider_id, hook, operation) from exc
+        if operation.struck:  # it answered after its deadline: the answer is not used, and
+            await anyio.lowlevel.checkpoint()  # the scopes decide, as below
+        return value
+
+    async def _failure(
+        self, exc: Exception, plugin: str, provider_id: str, hook: str, operation: Operation
+    ) -> BaseException:
+        """What a hook's exception (not a ``KeyloomError``) is raised as; call it in ``except``."""
+        if isinstance(exc, TimeoutError):  # the deadline, the library's own, or an outside cancel
             # a struck deadline or a caller's cancelled scope is re-delivered here, and the
             # scopes decide: ours catches it unless the caller's was cancelled too
             await anyio.lowlevel.checkpoint_if_cancelled()
-            if task is not None and task.cancelling() > cancelling:
-                raise asyncio.CancelledError from exc  # a cancellation from outside, turned
-            raise self.timed_out(hook, provider_id) from exc
-        except Exception as exc:
-            msg = f"plugin '{plugin}' failed in hook '{hook}': {type(exc).__name__}"
-            log.exception("plugin %s failed in %s", plugin, hook)
-            raise PluginError(msg, plugin=plugin, provider_id=provider_id) from exc
-        if operation.struck:  # it answered after its deadline: the answer is not used, and
-            await anyio.lowlevel.checkpoint()  # the scopes decide, as above
-        return value
+            task = operation.task
+            if task is not None and task.cancelling() > operation.cancelling:
+                return asyncio.CancelledError()  # a cancellation from outside, turned
+            return self.timed_out(hook, provider_id)
+        msg = f"plugin '{plugin}' failed in hook '{hook}': {type(exc).__name__}"
+        log.error("plugin %s failed in %s", plugin, hook, exc_info=exc)
+        return PluginError(msg, plugin=plugin, provider_id=provider_id)
 
     async def broadcast(
         self,
@@ -259,7 +279,30 @@ class HookDispatcher:
         self, provider: Provider, requested: frozenset[str], granted: frozenset[str]
     ) -> frozenset[str]:
         """The union of the scopes every ``check_granted_scopes`` policy finds missing."""
-        results = self.registry.pm.hook.check_granted_scopes(
-            provider=provider, requested=requested, granted=granted
-        )
-        return frozenset().union(*(frozenset(r) for r in results if r))
+        policies = self._policies
+        if policies is None:
+            policies = self._policies = self._direct("check_granted_scopes")
+        if not policies:  # a wrapper among them: pluggy runs them
+            results = self.registry.pm.hook.check_granted_scopes(
+                provider=provider, requested=requested, granted=granted
+            )
+            return frozenset().union(*(frozenset(r) for r in results if r))
+        kwargs = {"provider": provider, "requested": requested, "granted": granted}
+        missing: set[str] = set()
+        for function, argnames in policies:
+            found = function(*[kwargs[name] for name in argnames])  # as pluggy calls
+            if found:
+                missing.update(found)
+        return frozenset(missing)
+
+    def _direct(self, hook: str) -> tuple[tuple[Any, tuple[str, ...]], ...]:
+        """A broadcast hook's implementations to call in a loop of our own; none if one wraps.
+
+        pluggy's own loop (its result list, its wrapper bookkeeping) cost a login about as much
+        as the core's scope check itself (``bench_core.py``). The plugins are all registered
+        before a Keyloom is built, so the list is taken once.
+        """
+        impls = getattr(self.registry.pm.hook, hook).get_hookimpls()
+        if any(impl.hookwrapper or impl.wrapper for impl in impls):
+            return ()
+        return tuple((impl.function, tuple(impl.argnames)) for impl in reversed(impls))

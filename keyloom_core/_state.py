@@ -81,16 +81,6 @@ class MemoryStateGuard:
         return True
 
 
-# The signed payload keeps one-letter keys: the value travels in a cookie.
-_WIRE = {
-    "provider_id": "p",
-    "nonce": "n",
-    "code_verifier": "v",
-    "callback_url": "c",
-    "redirect_uri": "r",
-}
-
-
 @attrs.frozen
 class LoginState:
     """What a started login needs to finish, kept (signed) by the browser.
@@ -119,7 +109,13 @@ class LoginState:
 
     def to_payload(self) -> dict[str, str]:
         """The compact payload to sign (the signer adds the expiry)."""
-        payload = {short: getattr(self, name) for name, short in _WIRE.items()}
+        payload = {  # one-letter keys: the value travels in a cookie
+            "p": self.provider_id,
+            "n": self.nonce,
+            "v": self.code_verifier,
+            "c": self.callback_url,
+            "r": self.redirect_uri,
+        }
         if self.max_age is not None:
             payload["m"] = self.max_age
         if self.link_to is not None:
@@ -129,19 +125,26 @@ class LoginState:
     @classmethod
     def from_payload(cls, data: Mapping[str, Any]) -> LoginState:
         """Read a verified payload; :class:`BadSignatureError` if it is not a login state."""
-        values: dict[str, str] = {}
-        for name, short in _WIRE.items():
-            value = data.get(short)
-            if not isinstance(value, str):
-                raise BadSignatureError("malformed")
-            values[name] = value
-        max_age = data.get("m")
-        link_to = data.get("l")
-        if (max_age is not None and not isinstance(max_age, str)) or (
-            link_to is not None and not isinstance(link_to, str)
+        provider_id, nonce, verifier = data.get("p"), data.get("n"), data.get("v")
+        callback_url, redirect_uri = data.get("c"), data.get("r")
+        max_age, link_to = data.get("m"), data.get("l")
+        if not (
+            type(provider_id) is type(nonce) is type(verifier) is str
+            and type(callback_url) is type(redirect_uri) is str
+            and (max_age is None or type(max_age) is str)
+            and (link_to is None or type(link_to) is str)
         ):
             raise BadSignatureError("malformed")
-        return cls(**values, max_age=max_age, expires_at=data["exp"], link_to=link_to)
+        return cls(
+            provider_id=provider_id,
+            nonce=nonce,
+            code_verifier=verifier,
+            callback_url=callback_url,
+            redirect_uri=redirect_uri,
+            max_age=max_age,
+            expires_at=data["exp"],
+            link_to=link_to,
+        )
 
 
 class LoginStates:
@@ -157,6 +160,8 @@ class LoginStates:
         self._signer = Signer(secrets, "state")
         self._cipher: TokenCipher | None = None
         self._cipher_loaded = False  # built on first use: importing cryptography takes time
+        #: What the cipher raises for a value it cannot decrypt (set with the cipher).
+        self._refused: type[Exception] = LookupError
         self.ttl = ttl
         self.guard = guard
 
@@ -166,6 +171,10 @@ class LoginStates:
     def _aead(self) -> TokenCipher | None:
         if not self._cipher_loaded:
             self._cipher = _state_cipher(self._secrets)
+            if self._cipher is not None:
+                from .tokens._store import TokenDecryptionError  # noqa: PLC0415  (with the cipher)
+
+                self._refused = TokenDecryptionError
             self._cipher_loaded = True
         return self._cipher
 
@@ -194,15 +203,13 @@ class LoginStates:
         cipher = self._aead()
         if cipher is None:
             return self._signer.unsign(value, now=now)
-        from .tokens._store import TokenDecryptionError  # noqa: PLC0415  (loaded with the cipher)
-
         if len(value) > MAX_TOKEN_LENGTH:
             raise BadSignatureError("malformed")
         try:
             data = cipher.decrypt(b64decode(value), _SEAL_AD)
         except ValueError:
             raise BadSignatureError("malformed") from None
-        except TokenDecryptionError:
+        except self._refused:
             raise BadSignatureError("signature") from None
         if not isinstance(data.get("exp"), int):
             raise BadSignatureError("malformed")

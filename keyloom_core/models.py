@@ -51,8 +51,9 @@ def parse_scopes(value: str | Iterable[str] | None) -> frozenset[str]:
     """
     if value is None:
         return frozenset()
-    parts = _SCOPE_SPLIT.split(value) if isinstance(value, str) else value
-    return frozenset(p.strip() for p in parts if p and p.strip())
+    if isinstance(value, str):  # the parts have no white space left to strip
+        return frozenset(filter(None, _SCOPE_SPLIT.split(value)))
+    return frozenset(p.strip() for p in value if p and p.strip())
 
 
 def _scopes(value: Iterable[str] | str) -> frozenset[str]:

@@ -124,7 +124,10 @@ async def exchange_code(
         "redirect_uri": redirect_uri,
         "code_verifier": code_verifier,
     }
-    url = (await oidc.endpoints(provider, http)).token_url
+    if provider.spec.issuer is None:  # the spec's endpoint: nothing to discover or await
+        url = provider.spec.token_url
+    else:
+        url = (await oidc.endpoints(provider, http)).token_url
     response = await http.post_form(
         url, form, headers={**_JSON, **headers}, provider_id=provider.id
     )

@@ -385,6 +385,50 @@ async def test_scopes_reported_in_the_callback_are_checked(
     assert fake_provider.calls("/token") == []
 
 
+class NeedsEmail:
+    """A plugin's own scope policy: every login needs ``email``."""
+
+    @hookimpl
+    def check_granted_scopes(self, granted: frozenset[str]) -> list[str]:
+        return [] if "email" in granted else ["email"]
+
+
+class SeesPolicies:
+    """A wrapper around the scope policies (the dispatcher then leaves them to pluggy)."""
+
+    def __init__(self) -> None:
+        self.seen: list[object] = []
+
+    @hookimpl(wrapper=True)
+    def check_granted_scopes(self) -> Any:
+        results = yield
+        self.seen.append(results)
+        return results
+
+
+async def test_a_plugin_s_scope_policy_adds_to_the_core_s(
+    make_keyloom: MakeKeyloom, make_provider: MakeProvider, login: Login
+) -> None:
+    provider = make_provider(scopes=["profile", "email"], required_scopes=["profile"])
+    async with make_keyloom(provider, plugins=[NeedsEmail()]) as keyloom:
+        with pytest.raises(ScopeDeniedError) as info:
+            await login(keyloom, grant="profile")
+        assert info.value.missing == {"email"}
+        assert (await login(keyloom)).granted_scopes == {"profile", "email"}
+
+
+async def test_scope_policies_run_inside_a_plugin_s_wrapper(
+    make_keyloom: MakeKeyloom, make_provider: MakeProvider, login: Login
+) -> None:
+    provider = make_provider(scopes=["profile", "email"], required_scopes=["profile"])
+    wrapper = SeesPolicies()
+    async with make_keyloom(provider, plugins=[NeedsEmail(), wrapper]) as keyloom:
+        with pytest.raises(ScopeDeniedError) as info:
+            await login(keyloom, grant="profile")
+    assert info.value.missing == {"email"}
+    assert wrapper.seen  # the wrapper saw the policies' answers
+
+
 # -- profile overrides -------------------------------------------------------------------
 
 

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from keyloom_core._signing import BadSignatureError, ExpiredError, Signer
+from keyloom_core._signing import BadSignatureError, ExpiredError, Signer, _Hmac
 
 SECRET = "s" * 32
 OLD_SECRET = "o" * 32
@@ -170,3 +170,10 @@ def test_the_unused_bits_of_the_signature_must_be_zero() -> None:
     assert base64.urlsafe_b64decode(twin + "=") == base64.urlsafe_b64decode(mac + "=")
     with pytest.raises(BadSignatureError):
         signer.unsign(f"{body}.{twin}", now=NOW)
+
+
+@pytest.mark.parametrize("key", [b"", b"k" * 32, b"k" * 64, b"k" * 65, bytes(range(200))])
+@pytest.mark.parametrize("message", [b"", b"body", bytes(range(256)) * 3])
+def test_the_keyed_hmac_is_hmac_sha256(key: bytes, message: bytes) -> None:
+    expected = base64.urlsafe_b64encode(hmac.digest(key, message, "sha256")).rstrip(b"=")
+    assert _Hmac(key).text(message) == expected

@@ -15,6 +15,7 @@ __all__ = [
     "STATE_COOKIE",
     "UnsendableHeaderError",
     "check_sendable",
+    "cookie_value",
     "headers_repr",
     "host_cookie_name",
     "parse_cookies",
@@ -71,6 +72,32 @@ def parse_cookies(headers: Iterable[str]) -> dict[str, str]:
     for name in repeated:
         del cookies[name]
     return cookies
+
+
+def cookie_value(headers: Iterable[str], name: str) -> str | None:
+    """The value of cookie *name* in ``Cookie`` headers, as :func:`parse_cookies` reads it.
+
+    Only the headers and the parts that can hold *name* are looked at, so a request's
+    session check skips its other cookies (1.4 of a first read's 20 µs went to parsing
+    them all, ``bench_session_cookie.py``).
+    """
+    found: str | None = None
+    for header in headers:
+        if name not in header:
+            continue
+        for part in header.split(";"):
+            if name not in part:  # most parts: another cookie
+                continue
+            key, sep, value = part.partition("=")
+            if not sep or key.strip() != name:
+                continue
+            if found is not None:  # sent twice: the first wins, but not for an auth cookie
+                if name in AUTH_COOKIES:
+                    return None
+                continue
+            value = value.strip()
+            found = value[1:-1] if len(value) > 1 and value[0] == value[-1] == '"' else value
+    return found
 
 
 class UnsendableHeaderError(AuthorizationError):

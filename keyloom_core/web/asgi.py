@@ -29,6 +29,9 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from ._protocol import AuthHandler, AuthRequest, LoginCallback, LogoutCallback, parse_cookies
+from ._session_io import load_session
+from ._wire import cookie_value
+from .sessions import read_session
 
 if TYPE_CHECKING:
     from keyloom_core._keyloom import Keyloom
@@ -222,7 +225,13 @@ async def current_session(scope: Scope) -> Session | None:
     :raises RuntimeError: the request did not pass through :class:`KeyloomASGI`.
     :raises StoreUnavailableError: the store failed (a ``KeyloomError`` with status 503).
     """
-    return await _handler(scope).load_session(_cookies(scope))
+    handler = _handler(scope)
+    keyloom = handler.keyloom
+    headers = (v.decode("latin-1") for k, v in scope.get("headers", ()) if k.lower() == b"cookie")
+    value = cookie_value(headers, handler.session_cookie)
+    if not keyloom.sessions.server_side:  # one coroutine less per request
+        return read_session(keyloom, value)
+    return await load_session(keyloom, value)
 
 
 async def current_user(scope: Scope) -> dict[str, Any] | None:

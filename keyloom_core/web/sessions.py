@@ -123,30 +123,44 @@ class Session:
     def from_payload(cls, data: Mapping[str, Any]) -> Session:
         """Read a verified cookie payload.
 
+        The payload is JSON that this app signed, so its values have JSON's exact types:
+        they are checked by type and set as they are, without the constructor's converters
+        (the user object is a dict of its own already). That halves the cost (1.5 against
+        3.2 µs, ``bench_session_cookie.py``) of a cookie's first read.
+
         :raises TypeError: the payload does not describe a session.
         :raises ValueError: the payload does not describe a session.
         """
         if data.get("v") != _VERSION:
             msg = "unknown session version"
             raise ValueError(msg)
-        fields = {"sid": str, "p": str, "a": str, "iat": int, "exp": int, "s": list}
-        for key, kind in fields.items():
-            if not isinstance(data.get(key), kind):
-                msg = f"session field '{key}' is malformed"
-                raise TypeError(msg)
-        scopes = data["s"]
-        if not all(isinstance(s, str) for s in scopes):
-            msg = "session scopes are malformed"
+        user, scopes = data.get("u"), data.get("s")
+        if type(user) is not dict or type(scopes) is not list:
+            msg = "session user or scopes are malformed"
             raise TypeError(msg)
-        return cls(
-            id=data["sid"],
-            user=data.get("u"),
-            provider_id=data["p"],
-            provider_account_id=data["a"],
-            scopes=frozenset(scopes),
-            created_at=data["iat"],
-            expires_at=data["exp"],
-        )
+        sid, provider_id, account = data.get("sid"), data.get("p"), data.get("a")
+        created_at, expires_at = data.get("iat"), data.get("exp")
+        if not (
+            type(sid) is type(provider_id) is type(account) is type(user.get("id")) is str
+            and type(created_at) is type(expires_at) is int
+        ):
+            msg = "session payload is malformed"
+            raise TypeError(msg)
+        scopes = frozenset(scopes)
+        for scope in scopes:
+            if type(scope) is not str:
+                msg = "session scopes are malformed"
+                raise TypeError(msg)
+        # set as attrs' own __init__ sets the fields of a frozen class
+        session = object.__new__(cls)
+        _set(session, "id", sid)
+        _set(session, "user", user)
+        _set(session, "provider_id", provider_id)
+        _set(session, "provider_account_id", account)
+        _set(session, "scopes", scopes)
+        _set(session, "created_at", created_at)
+        _set(session, "expires_at", expires_at)
+        return session
 
     def to_payload(self) -> dict[str, Any]:
         """The compact cookie payload (the signer adds ``exp``)."""
@@ -180,6 +194,9 @@ class Session:
             },
             "user": dict(self.user),
         }
+
+
+_set = object.__setattr__
 
 
 def encode_session(keyloom: Keyloom, session: Session, *, now: float | None = None) -> str:
@@ -243,9 +260,9 @@ def read_session(
 
     A stateless cookie is read on every request of its browser, so the last
     :data:`VERIFIED_CACHE_SIZE` cookies that verified are remembered per instance: a cookie
-    seen before skips the signature and the JSON (about 9 of its 15 µs), and its expiry is
-    checked again on every read. One signed value has one spelling (strict base64url), so
-    a cookie that differs by a byte is verified afresh.
+    seen before skips the signature and the JSON (about 8 of its 10 µs), and its expiry is
+    checked again on every read. One signed value has one spelling (the signature is
+    compared as written), so a cookie that differs by a byte is verified afresh.
     """
     if not value:
         return None

@@ -6,9 +6,12 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from keyloom_core.web import AuthHandler, AuthRequest, AuthResponse, parse_cookies, render_page
-from keyloom_core.web.sessions import issue_session
+from keyloom_core.web._wire import cookie_value
+from keyloom_core.web.sessions import SESSION_COOKIE, issue_session
 
 pytestmark = pytest.mark.anyio
 
@@ -106,6 +109,25 @@ def test_parse_cookies_tolerates_junk():
         "c": "",
         "d": "5",
     }
+
+
+_COOKIE_PARTS = st.sampled_from(
+    [
+        *("a=1", " a = 2 ", "a", "=x", '"', "b=a", ";", " "),
+        *(f"{SESSION_COOKIE}=s1", f' {SESSION_COOKIE} ="s2"', f"x{SESSION_COOKIE}=3"),
+        *(SESSION_COOKIE, f"{SESSION_COOKIE}="),
+    ]
+)
+
+
+@given(
+    st.lists(st.lists(_COOKIE_PARTS, max_size=6).map(";".join), max_size=3),
+    st.sampled_from(["a", "b", SESSION_COOKIE]),
+)
+def test_one_cookie_reads_as_in_all_cookies(headers, name):
+    # the session check reads its cookie alone: it must agree with the full parse,
+    # duplicates of an auth cookie (read as none) included
+    assert cookie_value(headers, name) == parse_cookies(headers).get(name)
 
 
 def test_render_page_escapes_everything():

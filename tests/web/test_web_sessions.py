@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import attrs
 import pytest
 
 import keyloom_core
@@ -83,6 +84,13 @@ async def test_issue_and_read_round_trip(keyloom):
     assert "secret" not in value  # tokens never reach the cookie
 
 
+async def test_a_read_session_has_every_field_of_the_issued_one(keyloom):
+    session, value = issue_session(keyloom, result(extra={"plan": "pro"}))
+    read = read_session(keyloom, value)
+    assert read is not None
+    assert attrs.asdict(read) == attrs.asdict(session)  # a field left unset would raise
+
+
 async def test_a_cookie_read_again_is_remembered_and_its_expiry_checked_each_time(keyloom):
     now = time.time()
     session, value = issue_session(keyloom, result(), now=now)
@@ -120,7 +128,12 @@ async def test_read_refuses_wrong_shapes(keyloom):
         {**base, "u": "bob"},
         {**base, "s": "profile"},
         {**base, "s": [1]},
+        {**base, "u": {"id": 5}},
+        {**base, "a": None},
+        {**base, "iat": "1700000000"},
+        {**base, "u": [["id", "bob"]]},
         {k: v for k, v in base.items() if k != "sid"},
+        {k: v for k, v in base.items() if k != "u"},
     ):
         assert read_session(keyloom, signer.sign(broken, ttl=60)) is None
 
