@@ -119,7 +119,8 @@ class HookDispatcher:
     def __init__(self, registry: PluginRegistry, timeout: float) -> None:
         self.registry = registry
         self.timeout = timeout
-        self._policies: tuple[tuple[Any, tuple[str, ...]], ...] | None = None
+        self._policies: tuple[tuple[Any, tuple[str, ...]], ...] = ()
+        self._policy_impls: list[Any] | None = None
 
     def __repr__(self) -> str:
         return f"HookDispatcher(timeout={self.timeout:g})"
@@ -279,13 +280,13 @@ class HookDispatcher:
         self, provider: Provider, requested: frozenset[str], granted: frozenset[str]
     ) -> frozenset[str]:
         """The union of the scopes every ``check_granted_scopes`` policy finds missing."""
+        hook = self.registry.pm.hook.check_granted_scopes
+        impls = hook.get_hookimpls()  # a copy: a plugin registered since is seen
+        if impls != self._policy_impls:
+            self._policy_impls, self._policies = impls, self._direct(impls)
         policies = self._policies
-        if policies is None:
-            policies = self._policies = self._direct("check_granted_scopes")
         if not policies:  # a wrapper among them: pluggy runs them
-            results = self.registry.pm.hook.check_granted_scopes(
-                provider=provider, requested=requested, granted=granted
-            )
+            results = hook(provider=provider, requested=requested, granted=granted)
             return frozenset().union(*(frozenset(r) for r in results if r))
         kwargs = {"provider": provider, "requested": requested, "granted": granted}
         missing: set[str] = set()
@@ -295,14 +296,14 @@ class HookDispatcher:
                 missing.update(found)
         return frozenset(missing)
 
-    def _direct(self, hook: str) -> tuple[tuple[Any, tuple[str, ...]], ...]:
+    @staticmethod
+    def _direct(impls: list[Any]) -> tuple[tuple[Any, tuple[str, ...]], ...]:
         """A broadcast hook's implementations to call in a loop of our own; none if one wraps.
 
         pluggy's own loop (its result list, its wrapper bookkeeping) cost a login about as much
-        as the core's scope check itself (``bench_core.py``). The plugins are all registered
-        before a Keyloom is built, so the list is taken once.
+        as the core's scope check itself (``bench_core.py``). The list is made again whenever
+        the hook's implementations change.
         """
-        impls = getattr(self.registry.pm.hook, hook).get_hookimpls()
         if any(impl.hookwrapper or impl.wrapper for impl in impls):
             return ()
         return tuple((impl.function, tuple(impl.argnames)) for impl in reversed(impls))

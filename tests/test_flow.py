@@ -429,6 +429,18 @@ async def test_scope_policies_run_inside_a_plugin_s_wrapper(
     assert wrapper.seen  # the wrapper saw the policies' answers
 
 
+async def test_a_scope_policy_registered_after_a_login_is_consulted(
+    make_keyloom: MakeKeyloom, make_provider: MakeProvider, login: Login
+) -> None:
+    provider = make_provider(scopes=["profile", "email"], required_scopes=["profile"])
+    async with make_keyloom(provider) as keyloom:
+        assert (await login(keyloom, grant="profile")).granted_scopes == {"profile"}
+        keyloom.registry.pm.register(NeedsEmail())  # the dispatcher's list is made again
+        with pytest.raises(ScopeDeniedError) as info:
+            await login(keyloom, grant="profile")
+        assert info.value.missing == {"email"}
+
+
 # -- profile overrides -------------------------------------------------------------------
 
 
