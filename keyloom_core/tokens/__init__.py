@@ -47,6 +47,7 @@ from ._store import TokenLockTimeoutError as TokenLockTimeoutError
 from ._store import TokenStore as TokenStore
 from ._store import TokenStoreError as TokenStoreError
 from ._store import TokenStoreWriteError as TokenStoreWriteError
+from ._store import hold_lease as hold_lease
 from .memory import MemoryTokenStore as MemoryTokenStore
 from .sqlite import SQLiteTokenStore as SQLiteTokenStore
 
@@ -68,6 +69,7 @@ __all__ = [
     "TokenStoreError",
     "TokenStorePlugin",
     "TokenStoreWriteError",
+    "hold_lease",
 ]
 
 

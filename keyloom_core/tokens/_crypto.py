@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final, Literal, get_args
 
 from ..errors import ConfigurationError
-from ._store import StoredGrant, TokenDecryptionError
+from ._store import StoredGrant, TokenDecryptionError, TokenStoreError
 
 try:
     from cryptography.exceptions import InvalidTag
@@ -174,6 +174,20 @@ class TokenCipher:
             raise TokenDecryptionError(msg)
         bound = None if unversioned else version
         return self.decrypt(blob, associated_data(provider_id, account_id, bound))
+
+    def open_grant(
+        self, blob: bytes, provider_id: str, account_id: str, version: int
+    ) -> StoredGrant:
+        """The grant :meth:`seal` wrote for *provider_id* / *account_id* at *version*.
+
+        :raises TokenDecryptionError: as :meth:`unseal`, naming the provider and account.
+        """
+        try:
+            payload = self.unseal(blob, provider_id, account_id, version=version)
+        except TokenStoreError as exc:
+            exc.provider_id, exc.account_id = provider_id, account_id
+            raise
+        return StoredGrant.from_payload(provider_id, account_id, version, payload)
 
     def needs_rewrap(self, blob: bytes) -> bool:
         """Whether *blob* was encrypted with an old secret (a write re-encrypts it)."""

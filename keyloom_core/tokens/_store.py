@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol, runtime_checkable
 
@@ -22,7 +23,10 @@ __all__ = [
     "TokenStore",
     "TokenStoreError",
     "TokenStoreWriteError",
+    "hold_lease",
 ]
+
+log = logging.getLogger("keyloom.tokens")
 
 
 @attrs.frozen
@@ -312,3 +316,39 @@ async def rewrite_legacy(
         )
         rewritten += written is not None
     return rewritten
+
+
+@contextlib.asynccontextmanager
+async def hold_lease(
+    take: Callable[[], Awaitable[bool]],
+    release: Callable[[], Awaitable[None]],
+    *,
+    provider_id: str,
+    account_id: str,
+    wait: float,
+) -> AsyncIterator[None]:
+    """Hold an account's refresh lease for the block: the polling every store shares.
+
+    *take* tries once to take the lease (``True``: taken); it is retried with a doubling
+    delay (5 ms, up to 100 ms) for at most *wait* seconds. *release* runs on the way out,
+    shielded from cancellation; a store failure there is logged, never raised (a lease
+    expires by itself).
+
+    :raises TokenLockTimeoutError: the lease stayed taken for *wait* seconds.
+    """
+    deadline = time.monotonic() + wait
+    delay = 0.005
+    while not await take():
+        if time.monotonic() + delay > deadline:
+            msg = f"the refresh lock stayed taken for {wait:g}s"
+            raise TokenLockTimeoutError(msg, provider_id=provider_id, account_id=account_id)
+        await anyio.sleep(delay)
+        delay = min(delay * 2, 0.1)
+    try:
+        yield
+    finally:
+        with anyio.CancelScope(shield=True):
+            try:
+                await release()
+            except TokenStoreError as exc:
+                log.warning("could not release a refresh lock: %s", exc)

@@ -19,7 +19,7 @@ import anyio
 import attrs
 
 from ._crypto import LegacyEntries, TokenCipher, is_legacy
-from ._store import StoredGrant, TokenLockTimeoutError, TokenStoreError, rewrite_legacy
+from ._store import StoredGrant, TokenStoreError, hold_lease, rewrite_legacy
 
 try:
     from redis.asyncio import Redis
@@ -169,16 +169,10 @@ class RedisTokenStore:
             return None
         try:
             blob = base64.b64decode(_text(data))
-            payload = self._cipher.unseal(
-                blob, provider_id, account_id, version=int(_text(version))
-            )
-        except TokenStoreError as exc:
-            exc.provider_id, exc.account_id = provider_id, account_id
-            raise
         except ValueError as exc:
             msg = "a stored token entry is not valid base64"
             raise TokenStoreError(msg, provider_id=provider_id, account_id=account_id) from exc
-        return StoredGrant.from_payload(provider_id, account_id, int(_text(version)), payload)
+        return self._cipher.open_grant(blob, provider_id, account_id, int(_text(version)))
 
     async def put(
         self,
@@ -244,26 +238,19 @@ class RedisTokenStore:
         key = self.lock_key(provider_id, account_id)
         owner = secrets.token_hex(16)
         ttl_ms = max(1, int(ttl * 1000))
-        deadline = time.monotonic() + wait
-        delay = 0.005
-        while not await self._call(
-            self._client.set(key, owner, nx=True, px=ttl_ms), provider_id, account_id
+
+        async def take() -> bool:
+            taken = self._client.set(key, owner, nx=True, px=ttl_ms)
+            return bool(await self._call(taken, provider_id, account_id))
+
+        async with hold_lease(
+            take,
+            lambda: self._call(self._release(keys=[key], args=[owner]), provider_id, account_id),
+            provider_id=provider_id,
+            account_id=account_id,
+            wait=wait,
         ):
-            if time.monotonic() + delay > deadline:
-                msg = f"the refresh lock stayed taken for {wait:g}s"
-                raise TokenLockTimeoutError(msg, provider_id=provider_id, account_id=account_id)
-            await anyio.sleep(delay)
-            delay = min(delay * 2, 0.1)
-        try:
             yield
-        finally:
-            with anyio.CancelScope(shield=True):
-                try:
-                    await self._call(
-                        self._release(keys=[key], args=[owner]), provider_id, account_id
-                    )
-                except TokenStoreError as exc:  # the lease expires by itself
-                    log.warning("could not release a refresh lock: %s", exc)
 
     async def legacy_accounts(self) -> list[tuple[str, str]]:
         """The ``(provider, account)`` of entries still in the earlier ``0x01`` format.

@@ -19,7 +19,7 @@ import attrs
 
 from .._sqlite import connect
 from ._crypto import LegacyEntries, TokenCipher
-from ._store import StoredGrant, TokenLockTimeoutError, TokenStoreError, rewrite_legacy
+from ._store import StoredGrant, TokenStoreError, hold_lease, rewrite_legacy
 
 if TYPE_CHECKING:
     from ..models import TokenSet
@@ -176,12 +176,7 @@ class SQLiteTokenStore:
         if row is None:
             return None
         version, blob = row
-        try:
-            payload = self._cipher.unseal(blob, provider_id, account_id, version=version)
-        except TokenStoreError as exc:
-            exc.provider_id, exc.account_id = provider_id, account_id
-            raise
-        return StoredGrant.from_payload(provider_id, account_id, version, payload)
+        return self._cipher.open_grant(blob, provider_id, account_id, version)
 
     async def put(
         self,
@@ -206,9 +201,7 @@ class SQLiteTokenStore:
                     return None
                 written = attrs.evolve(grant, version=1 if current is None else current + 1)
                 blob = self._cipher.seal(written)
-                conn.execute(
-                    _WRITE, (provider_id, account_id, written.version, blob, expiry)
-                )
+                conn.execute(_WRITE, (provider_id, account_id, written.version, blob, expiry))
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
@@ -252,22 +245,14 @@ class SQLiteTokenStore:
         def release(conn: sqlite3.Connection) -> None:
             conn.execute(_RELEASE_LOCK, (provider_id, account_id, owner))
 
-        deadline = time.monotonic() + wait
-        delay = 0.005
-        while not await self._run(take, provider_id, account_id):
-            if time.monotonic() + delay > deadline:
-                msg = f"the refresh lock stayed taken for {wait:g}s"
-                raise TokenLockTimeoutError(msg, provider_id=provider_id, account_id=account_id)
-            await anyio.sleep(delay)
-            delay = min(delay * 2, 0.1)
-        try:
+        async with hold_lease(
+            lambda: self._run(take, provider_id, account_id),
+            lambda: self._run(release, provider_id, account_id),
+            provider_id=provider_id,
+            account_id=account_id,
+            wait=wait,
+        ):
             yield
-        finally:
-            with anyio.CancelScope(shield=True):
-                try:
-                    await self._run(release, provider_id, account_id)
-                except TokenStoreError as exc:  # the lease expires by itself
-                    log.warning("could not release a refresh lock: %s", exc)
 
     async def purge_expired(self, now: float | None = None) -> int:
         """Delete entries whose refresh token has expired; return how many."""

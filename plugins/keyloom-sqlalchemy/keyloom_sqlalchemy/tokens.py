@@ -24,8 +24,8 @@ from sqlalchemy.sql.dml import ReturningInsert, ReturningUpdate
 from keyloom_core.tokens import (
     StoredGrant,
     TokenCipher,
-    TokenLockTimeoutError,
     TokenStoreError,
+    hold_lease,
 )
 
 from ._sql import FAILURES, autocommit, insert, store_engine
@@ -143,12 +143,7 @@ class SQLAlchemyTokenStore:
         if found is None:
             return None
         version, blob = found
-        try:
-            payload = self._cipher.unseal(blob, provider_id, account_id, version=version)
-        except TokenStoreError as exc:
-            exc.provider_id, exc.account_id = provider_id, account_id
-            raise
-        return StoredGrant.from_payload(provider_id, account_id, version, payload)
+        return self._cipher.open_grant(blob, provider_id, account_id, version)
 
     async def put(
         self,
@@ -283,22 +278,14 @@ class SQLAlchemyTokenStore:
             mine = self._row(_LOCKS, provider_id, account_id) & (_LOCKS.c.owner == owner)
             await conn.execute(delete(_LOCKS).where(mine))
 
-        deadline = time.monotonic() + wait
-        delay = 0.005
-        while not await self._run(take, provider_id, account_id):
-            if time.monotonic() + delay > deadline:
-                msg = f"the refresh lock stayed taken for {wait:g}s"
-                raise TokenLockTimeoutError(msg, provider_id=provider_id, account_id=account_id)
-            await anyio.sleep(delay)
-            delay = min(delay * 2, 0.1)
-        try:
+        async with hold_lease(
+            lambda: self._run(take, provider_id, account_id),
+            lambda: self._run(release, provider_id, account_id),
+            provider_id=provider_id,
+            account_id=account_id,
+            wait=wait,
+        ):
             yield
-        finally:
-            with anyio.CancelScope(shield=True):
-                try:
-                    await self._run(release, provider_id, account_id)
-                except TokenStoreError as exc:  # the lease ends by itself
-                    log.warning("could not release a refresh lock: %s", exc)
 
     async def purge_expired(self, now: float | None = None) -> int:
         """Delete entries whose refresh token has expired; how many."""
