@@ -112,6 +112,32 @@ def ensure_importable() -> None:
         os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(entries))
 
 
+def process_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of process *pid* so far (Linux ``/proc``), else ``None``."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii")
+    except OSError:
+        return None
+    fields = stat.rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_for_line(proc: subprocess.Popen[str], pattern: str) -> re.Match[str] | None:
+    """The first line *proc* prints that matches *pattern*, within :data:`STARTUP_TIMEOUT`."""
+    assert proc.stdout is not None
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while (left := deadline - time.monotonic()) > 0:
+        ready, _, _ = select.select([proc.stdout], [], [], left)
+        if not ready:
+            return None
+        line = proc.stdout.readline()
+        if not line:
+            return None
+        if found := re.search(pattern, line):
+            return found
+    return None
+
+
 @dataclass
 class EmulatorProcess:
     """``python -m keyloom_tiktok.emulator`` on a free loopback port, in its own process.
@@ -159,29 +185,13 @@ class EmulatorProcess:
 
     def cpu_seconds(self) -> float | None:
         """The emulator's user + system CPU seconds so far (Linux ``/proc``), else ``None``."""
-        if self._proc is None:
-            return None
-        try:
-            stat = Path(f"/proc/{self._proc.pid}/stat").read_text(encoding="ascii")
-        except OSError:
-            return None
-        fields = stat.rpartition(")")[2].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return None if self._proc is None else process_cpu_seconds(self._proc.pid)
 
     def _read_url(self) -> str:
         assert self._proc is not None
-        assert self._proc.stdout is not None
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while (left := deadline - time.monotonic()) > 0:
-            ready, _, _ = select.select([self._proc.stdout], [], [], left)
-            if not ready:
-                break
-            line = self._proc.stdout.readline()
-            if not line:
-                break
-            found = re.search(r"listening on (http://\S+)", line)
-            if found:
-                return found.group(1).rstrip("/")
+        found = wait_for_line(self._proc, r"listening on (http://\S+)")
+        if found:
+            return found.group(1).rstrip("/")
         msg = f"the TikTok emulator did not start (exit code {self._proc.poll()})"
         raise RuntimeError(msg)
 

@@ -16,9 +16,7 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import re
-import select
 import shutil
 import signal
 import socket
@@ -39,13 +37,14 @@ sys.path.insert(0, str(HERE))
 from _common import (  # noqa: E402
     LOOPBACK,
     SECRET,
-    STARTUP_TIMEOUT,
     cpu_plan,
     ensure_importable,
     median,
     pin,
     pinned,
+    process_cpu_seconds,
     spread,
+    wait_for_line,
 )
 
 TARGET = 0.97
@@ -178,19 +177,10 @@ class ServerProcess:
 
     def _read_url(self) -> None:
         assert self._proc is not None
-        assert self._proc.stdout is not None
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while (left := deadline - time.monotonic()) > 0:
-            ready, _, _ = select.select([self._proc.stdout], [], [], left)
-            if not ready:
-                break
-            line = self._proc.stdout.readline()
-            if not line:
-                break
-            found = re.search(r"listening on (http://\S+) \((.*)\)", line)
-            if found:
-                self.url, self.detail = found.group(1), found.group(2)
-                return
+        found = wait_for_line(self._proc, r"listening on (http://\S+) \((.*)\)")
+        if found:
+            self.url, self.detail = found.group(1), found.group(2)
+            return
         error = ""
         if self._proc.poll() is not None:
             self._errors.seek(0)
@@ -202,14 +192,8 @@ class ServerProcess:
 
     def cpu_seconds(self) -> float:
         """User + system CPU seconds of the server so far (Linux ``/proc``), else NaN."""
-        if self._proc is None:
-            return float("nan")
-        try:
-            stat = Path(f"/proc/{self._proc.pid}/stat").read_text(encoding="ascii")
-        except OSError:
-            return float("nan")
-        fields = stat.rpartition(")")[2].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        seconds = None if self._proc is None else process_cpu_seconds(self._proc.pid)
+        return float("nan") if seconds is None else seconds
 
     def __exit__(self, *exc_info: object) -> None:
         proc, self._proc = self._proc, None
