@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Mapping
+import warnings
+from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING
 
 import anyio
@@ -283,6 +285,17 @@ class Keyloom(ConfiguredBy):
                 await self.revoke(provider_id, tokens)
             except KeyloomError as exc:
                 log.warning("could not revoke the tokens of a refused login: %s", exc.code)
+
+    @contextlib.asynccontextmanager
+    async def revoking_on_failure(self, provider_id: str, tokens: TokenSet) -> AsyncIterator[None]:
+        """Deprecated: ``async with``: if the block raises, :meth:`revoke_refused` first."""
+        msg = "Keyloom.revoking_on_failure is deprecated: use await Keyloom.revoke_refused()"
+        warnings.warn(msg, DeprecationWarning, stacklevel=3)
+        try:
+            yield
+        except BaseException:
+            await self.revoke_refused(provider_id, tokens)
+            raise
 
     # -- tokens and profiles ---------------------------------------------------------
 

@@ -958,3 +958,14 @@ async def test_login_needs_an_open_instance(
     state, query = await _started(keyloom, authorize)  # starting needs no HTTP
     with pytest.raises(RuntimeError, match="async with"):
         await keyloom.complete_login("fake", query, state)
+
+
+async def test_revoking_on_failure_still_works_with_a_warning(
+    make_keyloom: MakeKeyloom, make_provider: MakeProvider, login: Login, fake_provider: Any
+) -> None:
+    async with make_keyloom(make_provider()) as keyloom:
+        tokens = (await login(keyloom)).tokens
+        with pytest.warns(DeprecationWarning, match="revoke_refused"), pytest.raises(KeyError):
+            async with keyloom.revoking_on_failure("fake", tokens):
+                raise KeyError("refused")
+    assert len(fake_provider.calls("/revoke")) == 1
