@@ -282,8 +282,12 @@ class AuthHandler:
         if match is None:
             return json_response(404, {"error": "not_found"})
         route, allowed, provider = match
-        if request.method == "POST" and not await self._csrf_ok(request):
-            return json_response(403, {"error": "csrf"})
+        session: Session | None = None
+        if request.method == "POST":  # the session, read once: for the CSRF check and the route
+            checked = await self._checked_post(request, route)
+            if isinstance(checked, AuthResponse):
+                return checked
+            session = checked
         head = request.method == "HEAD" and allowed == "GET"
         if request.method != allowed and not head:
             allow = "GET, HEAD" if allowed == "GET" else allowed
@@ -291,26 +295,38 @@ class AuthHandler:
         limits = self.keyloom.settings.rate_limits
         if limits is not None and route in {"start", "callback"}:
             await limits.check(self._store, route, self._client(request))
+        if route == "logout":
+            return await self._logout(request, session)
+        if route == "accounts/unlink":
+            return await unlink_answer(
+                self.keyloom, session, _single_values(request.query, _BadRequestError)
+            )
         routes = {
             "start": self._start,
             "callback": self._callback,
             "session": self._session,
             "csrf": self._csrf,
             "providers": self._providers,
-            "logout": self._logout,
             "accounts": self._accounts,
-            "accounts/unlink": self._unlink,
         }
         return await routes[route](request, provider)
 
-    async def _csrf_ok(self, request: AuthRequest) -> bool:
-        session = await self.load_session(request.cookies)
-        return check_csrf(
+    async def _checked_post(
+        self, request: AuthRequest, route: str
+    ) -> Session | AuthResponse | None:
+        """A POST's session (``None``: signed out), or the answer refusing the POST."""
+        try:
+            session = await self.load_session(request.cookies)
+        except StoreUnavailableError as error:  # a logout says so, and clears the cookie
+            clear = (self._clear_session(),) if route == "logout" else ()
+            return self._error(request, error, cookies=clear)
+        csrf_ok = check_csrf(
             self.keyloom,
             request.cookies.get(self.csrf_cookie),
             request.headers.get(CSRF_HEADER),
             session_id=session.id if session is not None else None,
         )
+        return session if csrf_ok else json_response(403, {"error": "csrf"})
 
     # -- routes --------------------------------------------------------------------
 
@@ -380,11 +396,6 @@ class AuthHandler:
     async def _accounts(self, request: AuthRequest, _: str) -> AuthResponse:
         return await accounts_answer(self.keyloom, await self.load_session(request.cookies))
 
-    async def _unlink(self, request: AuthRequest, _: str) -> AuthResponse:
-        query = _single_values(request.query, _BadRequestError)
-        session = await self.load_session(request.cookies)
-        return await unlink_answer(self.keyloom, session, query)
-
     async def _csrf(self, request: AuthRequest, _provider: str) -> AuthResponse:
         session = await self.load_session(request.cookies)
         token = new_csrf_token(self.keyloom, session_id=session.id if session else None)
@@ -403,12 +414,16 @@ class AuthHandler:
         ]
         return json_response(200, listing)
 
-    async def _logout(self, request: AuthRequest, _: str) -> AuthResponse:
-        clear = (self.cookie(self.session_cookie, "", max_age=0),)
-        try:
-            session = await end_session(self.keyloom, request.cookies.get(self.session_cookie))
-        except StoreUnavailableError as error:  # the record stays: say so, never "ok"
-            return self._error(request, error, cookies=clear)
+    def _clear_session(self) -> str:
+        return self.cookie(self.session_cookie, "", max_age=0)
+
+    async def _logout(self, request: AuthRequest, session: Session | None) -> AuthResponse:
+        clear = (self._clear_session(),)
+        if session is not None and self.keyloom.sessions.server_side:
+            try:
+                await self.keyloom.sessions.end(session.id)
+            except StoreUnavailableError as error:  # the record stays: say so, never "ok"
+                return self._error(request, error, cookies=clear)
         if session is not None and self.on_logout is not None:
             await self._revoke(session, self.on_logout)
         return json_response(200, {"ok": True}, cookies=clear)

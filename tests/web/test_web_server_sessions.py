@@ -224,6 +224,7 @@ async def test_store_down_answers_typed_503(serve, browser, client):
         assert reply.headers["Retry-After"] == "5"
         assert "Traceback" not in reply.text
     assert SESSION not in session.set_cookies
+    assert "Max-Age=0" in out.set_cookies[SESSION]  # a logout clears the cookie all the same
     assert page.status == 503
     assert "Something went wrong" in page.text
     # The app's own route: the adapter raises the typed error (the app decides; here the
