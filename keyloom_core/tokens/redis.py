@@ -6,12 +6,11 @@ Needs the ``redis`` package (``pip install 'keyloom-core[redis]'``); uses its as
 from __future__ import annotations
 
 import base64
-import contextlib
 import logging
 import random
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
@@ -168,11 +167,11 @@ class RedisTokenStore:
         if version is None or data is None:
             return None
         try:
-            blob = base64.b64decode(_text(data))
+            blob, number = base64.b64decode(_text(data)), int(_text(version))
         except ValueError as exc:
-            msg = "a stored token entry is not valid base64"
+            msg = "a stored token entry is not valid base64 with a version number"
             raise TokenStoreError(msg, provider_id=provider_id, account_id=account_id) from exc
-        return self._cipher.open_grant(blob, provider_id, account_id, int(_text(version)))
+        return self._cipher.open_grant(blob, provider_id, account_id, number)
 
     async def put(
         self,
@@ -229,12 +228,6 @@ class RedisTokenStore:
         self, provider_id: str, account_id: str, *, ttl: float, wait: float
     ) -> AbstractAsyncContextManager[None]:
         """The account's refresh lock (``SET NX PX``), shared by every client of the server."""
-        return self._lease(provider_id, account_id, ttl, wait)
-
-    @contextlib.asynccontextmanager
-    async def _lease(
-        self, provider_id: str, account_id: str, ttl: float, wait: float
-    ) -> AsyncIterator[None]:
         key = self.lock_key(provider_id, account_id)
         owner = secrets.token_hex(16)
         ttl_ms = max(1, int(ttl * 1000))
@@ -243,14 +236,13 @@ class RedisTokenStore:
             taken = self._client.set(key, owner, nx=True, px=ttl_ms)
             return bool(await self._call(taken, provider_id, account_id))
 
-        async with hold_lease(
+        return hold_lease(
             take,
             lambda: self._call(self._release(keys=[key], args=[owner]), provider_id, account_id),
             provider_id=provider_id,
             account_id=account_id,
             wait=wait,
-        ):
-            yield
+        )
 
     async def legacy_accounts(self) -> list[tuple[str, str]]:
         """The ``(provider, account)`` of entries still in the earlier ``0x01`` format.

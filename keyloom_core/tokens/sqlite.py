@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import secrets
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, TypeVar
@@ -229,12 +228,6 @@ class SQLiteTokenStore:
         self, provider_id: str, account_id: str, *, ttl: float, wait: float
     ) -> AbstractAsyncContextManager[None]:
         """The account's refresh lock: a lease row shared by every process using the file."""
-        return self._lease(provider_id, account_id, ttl, wait)
-
-    @contextlib.asynccontextmanager
-    async def _lease(
-        self, provider_id: str, account_id: str, ttl: float, wait: float
-    ) -> AsyncIterator[None]:
         owner = secrets.token_hex(16)
 
         def take(conn: sqlite3.Connection) -> bool:
@@ -245,14 +238,13 @@ class SQLiteTokenStore:
         def release(conn: sqlite3.Connection) -> None:
             conn.execute(_RELEASE_LOCK, (provider_id, account_id, owner))
 
-        async with hold_lease(
+        return hold_lease(
             lambda: self._run(take, provider_id, account_id),
             lambda: self._run(release, provider_id, account_id),
             provider_id=provider_id,
             account_id=account_id,
             wait=wait,
-        ):
-            yield
+        )
 
     async def purge_expired(self, now: float | None = None) -> int:
         """Delete entries whose refresh token has expired; return how many."""

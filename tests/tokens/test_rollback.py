@@ -242,3 +242,20 @@ async def test_redis_upgrade_order(redis_url: str, hash_tags: bool) -> None:
                 await store.get("tiktok", "a:1")
     finally:
         await raw.aclose()
+
+
+async def test_redis_a_corrupt_version_is_a_typed_store_error(redis_url: str) -> None:
+    import redis.asyncio
+
+    from keyloom_core.tokens import TokenStoreError
+    from keyloom_core.tokens.redis import RedisTokenStore
+
+    raw = redis.asyncio.Redis.from_url(redis_url)
+    try:
+        async with RedisTokenStore(redis_url, secret=SECRET) as store:
+            await store.put("tiktok", "victim", tokens(1), scopes=())
+            await raw.hset(store.key("tiktok", "victim"), "v", "not-a-number")
+            with pytest.raises(TokenStoreError, match="version number"):
+                await store.get("tiktok", "victim")
+    finally:
+        await raw.aclose()

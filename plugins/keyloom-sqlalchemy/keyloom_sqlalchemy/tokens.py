@@ -6,12 +6,11 @@ store does.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import random
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
@@ -250,12 +249,6 @@ class SQLAlchemyTokenStore:
         self, provider_id: str, account_id: str, *, ttl: float, wait: float
     ) -> AbstractAsyncContextManager[None]:
         """The account's refresh lock: a lease row shared by every process using the database."""
-        return self._lease(provider_id, account_id, ttl, wait)
-
-    @contextlib.asynccontextmanager
-    async def _lease(
-        self, provider_id: str, account_id: str, ttl: float, wait: float
-    ) -> AsyncIterator[None]:
         owner = secrets.token_hex(16)
 
         async def take(conn: AsyncConnection) -> bool:
@@ -278,14 +271,13 @@ class SQLAlchemyTokenStore:
             mine = self._row(_LOCKS, provider_id, account_id) & (_LOCKS.c.owner == owner)
             await conn.execute(delete(_LOCKS).where(mine))
 
-        async with hold_lease(
+        return hold_lease(
             lambda: self._run(take, provider_id, account_id),
             lambda: self._run(release, provider_id, account_id),
             provider_id=provider_id,
             account_id=account_id,
             wait=wait,
-        ):
-            yield
+        )
 
     async def purge_expired(self, now: float | None = None) -> int:
         """Delete entries whose refresh token has expired; how many."""
