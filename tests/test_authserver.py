@@ -441,3 +441,17 @@ def test_deprecated_module_names() -> None:
         assert getattr_("OLD") == 42
     with pytest.raises(AttributeError, match=r"module 'pkg\.mod' has no attribute 'NOPE'"):
         getattr_("NOPE")
+
+
+def test_basic_credentials_are_form_urldecoded() -> None:
+    """RFC 6749 §2.3.1: the id and secret are form-urlencoded before the base64, as the
+    core's client sends them (``oauth2.client_authentication``)."""
+    from urllib.parse import quote_plus
+
+    from aiohttp.test_utils import make_mocked_request
+
+    secret = "s3cr+t/x=:y é"
+    encoded = f"{quote_plus('key 1')}:{quote_plus(secret)}".encode()
+    header = "Basic " + base64.b64encode(encoded).decode()
+    request = make_mocked_request("POST", "/token", headers={"Authorization": header})
+    assert AuthorizationServer.basic_credentials(request) == ("key 1", secret)

@@ -54,7 +54,7 @@ import secrets
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Protocol, TypeAlias, final
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import quote, unquote_plus, urlencode, urlsplit
 
 import attrs
 from aiohttp import web
@@ -810,14 +810,19 @@ class AuthorizationServer(EmulatorServer):
 
     @staticmethod
     def basic_credentials(request: web.Request) -> tuple[str, str] | None:
-        """The id and secret of the request's ``Authorization: Basic`` header, if any."""
+        """The id and secret of the request's ``Authorization: Basic`` header, if any.
+
+        Both are form-urlencoded before the base64 (RFC 6749 §2.3.1), so they are decoded.
+        """
         scheme, _, value = request.headers.get("Authorization", "").partition(" ")
         try:
             decoded = base64.b64decode(value.strip(), validate=True).decode()
         except (binascii.Error, UnicodeDecodeError):
             return None
         client_id, colon, secret = decoded.partition(":")
-        return (client_id, secret) if scheme.lower() == "basic" and colon else None
+        if scheme.lower() != "basic" or not colon:
+            return None
+        return unquote_plus(client_id), unquote_plus(secret)
 
     def client_of(self, request: web.Request, form: Mapping[str, str]) -> RegisteredClient | None:
         """The authenticated client, as ``spec.token_auth_method`` says, or ``None``."""
@@ -995,13 +1000,6 @@ class AuthorizationServer(EmulatorServer):
         if isinstance(record, AccessToken) and not self.knows_user(record.user_id or ""):
             return TokenFailure.UNKNOWN
         return record
-
-    def bearer(self, request: web.Request) -> AccessToken | None:
-        """The live access token of the request's ``Authorization: Bearer`` header."""
-        scheme, _, value = request.headers.get("Authorization", "").partition(" ")
-        record = self.book.lookup_access(value.strip())
-        ok = scheme.lower() == "bearer" and isinstance(record, AccessToken)
-        return record if ok and isinstance(record, AccessToken) else None
 
     async def userinfo(self, request: web.Request) -> web.StreamResponse:
         """The profile route: :meth:`profile` of the bearer token, or 401 ``invalid_token``."""
