@@ -53,6 +53,7 @@ from ..errors import ConfigurationError, KeyloomError
 from ..store import open_store
 from ..users import MemoryAdapter
 from ..web import CSRF_HEADER
+from ..web._wire import cookie_value
 from ..web.aiohttp import KEYLOOM_HANDLER, current_session, setup_keyloom
 from ..web.sessions import check_csrf
 from ._democheck import link_once, sign_in_once
@@ -225,7 +226,7 @@ def _build_app(
         handler = request.app[KEYLOOM_HANDLER]
         if session is None or not check_csrf(
             keyloom,
-            request.cookies.get(handler.csrf_cookie),
+            cookie_value(request.headers.getall("Cookie", ()), handler.csrf_cookie),
             request.headers.get(CSRF_HEADER),
             session_id=session.id,
         ):

@@ -93,5 +93,9 @@ async def unlink_answer(
 
 async def signed_in_user(keyloom: Keyloom, session: Session | None) -> dict[str, Any] | None:
     """The user object of ``GET /session`` for *session*, or ``None`` when signed out."""
-    answer = await session_json(keyloom, session) if session is not None else None
-    return None if answer is None else dict(answer["user"])
+    if session is None:
+        return None
+    if keyloom.users is None:
+        return dict(session.user)
+    user = await keyloom.users.get(session.user_id)
+    return None if user is None else user.to_json()

@@ -125,7 +125,7 @@ class Session:
 
         The payload is JSON that this app signed, so its values have JSON's exact types:
         they are checked by type and set as they are, without the constructor's converters
-        (the user object is a dict of its own already). That halves the cost (1.5 against
+        (the user object is a dict of its own already). That halves the cost (1.3 against
         3.2 µs, ``bench_session_cookie.py``) of a cookie's first read.
 
         :raises TypeError: the payload does not describe a session.
@@ -260,7 +260,7 @@ def read_session(
 
     A stateless cookie is read on every request of its browser, so the last
     :data:`VERIFIED_CACHE_SIZE` cookies that verified are remembered per instance: a cookie
-    seen before skips the signature and the JSON (about 8 of its 10 µs), and its expiry is
+    seen before skips the signature and the JSON (about 10 of its 13 µs), and its expiry is
     checked again on every read. One signed value has one spelling (the signature is
     compared as written), so a cookie that differs by a byte is verified afresh.
     """

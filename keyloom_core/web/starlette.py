@@ -29,7 +29,7 @@ from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response
 
 from ._users import signed_in_user
-from .asgi import _cookies, _handler
+from .asgi import _handler, current_session
 
 __all__ = ["EXCEPTION_HANDLERS", "SignedOutError", "require_user"]
 
@@ -46,9 +46,8 @@ async def require_user(request: HTTPConnection) -> dict[str, Any]:
 
     :raises SignedOutError: nobody is signed in (or the user was deleted).
     """
-    handler = _handler(request.scope)
-    session = await handler.load_session(_cookies(request.scope))
-    user = await signed_in_user(handler.keyloom, session)
+    session = await current_session(request.scope)  # only the session cookie is read
+    user = await signed_in_user(_handler(request.scope).keyloom, session)
     if user is None:
         raise SignedOutError
     return user
