@@ -153,11 +153,17 @@ async def fetch_metadata(
     :raises DiscoveryError: the document cannot be fetched or is invalid.
     """
     cache = _cache(http)
-    async with cache.lock("metadata " + issuer):
-        current = time.time() if now is None else now
+    current = time.time() if now is None else now
+
+    def fresh() -> ProviderMetadata | None:
         hit = cache.metadata.get(issuer)
-        if hit is not None and current - hit[1] < METADATA_TTL:
-            return hit[0]
+        return hit[0] if hit is not None and current - hit[1] < METADATA_TTL else None
+
+    if found := fresh():  # a fresh hit takes no lock (several of them in a login)
+        return found
+    async with cache.lock("metadata " + issuer):
+        if found := fresh():  # fetched meanwhile by a concurrent first use
+            return found
         data = await _get_json(http, discovery_url(issuer), provider_id, "discovery document")
         metadata = ProviderMetadata.from_document(data, issuer, provider_id)
         cache.metadata[issuer] = (metadata, current)
@@ -179,15 +185,20 @@ async def fetch_jwks(
     :raises DiscoveryError: the set cannot be fetched or is not a JWK set.
     """
     cache = _cache(http)
-    async with cache.lock("jwks " + jwks_uri):
-        current = time.time() if now is None else now
+    current = time.time() if now is None else now
+
+    def fresh() -> tuple[tuple[Mapping[str, Any], ...], float] | None:
         hit = cache.jwks.get(jwks_uri)
-        if (
-            hit is not None
-            and current - hit[1] < JWKS_TTL
-            and (refresh_if_fetched_before is None or hit[1] > refresh_if_fetched_before)
-        ):
-            return hit
+        if hit is None or current - hit[1] >= JWKS_TTL:
+            return None
+        stale = refresh_if_fetched_before is not None and hit[1] <= refresh_if_fetched_before
+        return None if stale else hit
+
+    if found := fresh():  # a fresh hit takes no lock
+        return found
+    async with cache.lock("jwks " + jwks_uri):
+        if found := fresh():  # fetched meanwhile by a concurrent caller
+            return found
         data = await _get_json(http, jwks_uri, provider_id, "key set")
         keys = data.get("keys")
         if not isinstance(keys, list):

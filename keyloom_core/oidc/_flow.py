@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from .._responses import raise_for_error
+from .._responses import clip, raise_for_error
+from .._signing import b64encode
 from ..errors import ConfigurationError, ProfileError
 from ..models import Profile, Provider, TokenSet
 from ._discovery import ProviderMetadata, fetch_jwks, fetch_metadata
@@ -72,7 +73,7 @@ def nonce_for(code_verifier: str) -> str:
     so the state carries nothing more.
     """
     digest = hashlib.sha256(_NONCE_LABEL + code_verifier.encode()).digest()
-    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+    return b64encode(digest)
 
 
 def check_login_params(provider: Provider, params: Mapping[str, str] | None) -> dict[str, str]:
@@ -119,14 +120,6 @@ class Endpoints:
     profile_url: str | None
     revoke_url: str | None
     metadata: ProviderMetadata | None = None
-
-
-async def metadata(provider: Provider, http: HttpClient) -> ProviderMetadata | None:
-    """The provider's discovery document (cached), or ``None`` without an issuer."""
-    issuer = provider.spec.issuer
-    if issuer is None:
-        return None
-    return await fetch_metadata(http, issuer, provider.id)
 
 
 async def endpoints(provider: Provider, http: HttpClient) -> Endpoints:
@@ -260,10 +253,6 @@ def check_max_age(
         raise IdTokenError(msg, provider_id=provider.id)
 
 
-def _text(value: object, limit: int = 300) -> str | None:
-    return value[:limit] if isinstance(value, str) and value else None
-
-
 def profile_from_claims(provider: Provider, claims: Mapping[str, Any]) -> Profile:
     """A :class:`Profile` from OpenID claims; ``email`` only when ``email_verified`` is true.
 
@@ -275,15 +264,15 @@ def profile_from_claims(provider: Provider, claims: Mapping[str, Any]) -> Profil
         raise ProfileError(msg, provider_id=provider.id)
     verified = claims.get("email_verified") is True
     given = " ".join(
-        part for part in (_text(claims.get("given_name")), _text(claims.get("family_name"))) if part
+        part for part in (clip(claims.get("given_name")), clip(claims.get("family_name"))) if part
     )
     return Profile(
         provider_id=provider.id,
         id=subject,
-        name=_text(claims.get("name")) or given or _text(claims.get("preferred_username")),
-        email=_text(claims.get("email")) if verified else None,
+        name=clip(claims.get("name")) or given or clip(claims.get("preferred_username")),
+        email=clip(claims.get("email")) if verified else None,
         email_verified=verified,
-        image=_text(claims.get("picture"), 2048),
+        image=clip(claims.get("picture"), 2048),
         raw=dict(claims),
     )
 

@@ -10,7 +10,6 @@ the library's options, so the rules are Keyloom's and testable without waiting.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import time
@@ -19,6 +18,7 @@ from typing import Any
 
 import attrs
 
+from .._signing import b64encode
 from ._errors import IdTokenError
 
 __all__ = [
@@ -82,7 +82,7 @@ def at_hash(access_token: str, algorithm: str) -> str:
         msg = f"no at_hash for algorithm {algorithm}"
         raise ValueError(msg)
     full = digest(access_token.encode("ascii")).digest()
-    return base64.urlsafe_b64encode(full[: len(full) // 2]).rstrip(b"=").decode("ascii")
+    return b64encode(full[: len(full) // 2])
 
 
 def _fail(check: str, provider_id: str | None) -> IdTokenError:
