@@ -31,11 +31,9 @@ async def call(
     async with browser.request(
         method, url, headers=headers, params=params, allow_redirects=False
     ) as resp:
-        body = await resp.read()
         data: Any = None
         if resp.headers.get("Content-Type", "").startswith("application/json"):
             data = await resp.json()
-        del body
         return resp.status, data, dict(resp.headers)
 
 
