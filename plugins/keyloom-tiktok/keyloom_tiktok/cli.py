@@ -24,18 +24,18 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, get_args
 
 from keyloom_core import KeyloomError, define_keyloom
 from keyloom_core.tokens import SQLiteTokenStore, TokenManager
 
 from . import tiktok
-from .api import DirectPost, PublishedPost, TikTokAPI
+from .api import DirectPost, PrivacyLevel, PublishedPost, TikTokAPI
 
 __all__ = ["main"]
 
 DEFAULT_STORE = "keyloom-tokens.sqlite3"
-PRIVACY_LEVELS = ("PUBLIC_TO_EVERYONE", "MUTUAL_FOLLOW_FRIENDS", "FOLLOWER_OF_CREATOR", "SELF_ONLY")
+PRIVACY_LEVELS = get_args(PrivacyLevel)
 
 
 def _say(stream: TextIO, text: str) -> None:

@@ -9,6 +9,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import attrs
 
+from .. import FIELDS_BY_SCOPE
+
 __all__ = [
     "FINAL_STATUSES",
     "USER_FIELDS_BY_SCOPE",
@@ -27,19 +29,8 @@ PrivacyLevel: TypeAlias = Literal[
     "PUBLIC_TO_EVERYONE", "MUTUAL_FOLLOW_FRIENDS", "FOLLOWER_OF_CREATOR", "SELF_ONLY"
 ]
 
-#: The user-info fields each scope unlocks (``/v2/user/info/``).
-USER_FIELDS_BY_SCOPE: Final[Mapping[str, tuple[str, ...]]] = {
-    "user.info.basic": (
-        "open_id",
-        "union_id",
-        "avatar_url",
-        "avatar_url_100",
-        "avatar_large_url",
-        "display_name",
-    ),
-    "user.info.profile": ("bio_description", "profile_deep_link", "is_verified", "username"),
-    "user.info.stats": ("follower_count", "following_count", "likes_count", "video_count"),
-}
+#: The user-info fields each scope unlocks (``/v2/user/info/``): the plugin's own table.
+USER_FIELDS_BY_SCOPE: Final[Mapping[str, tuple[str, ...]]] = FIELDS_BY_SCOPE
 
 #: Every Video Object field the client asks ``video.list`` / ``video.query`` for.
 VIDEO_FIELDS: Final = (
