@@ -195,7 +195,8 @@ class LoginStates:
         """The payload of a state *value*, checked for authenticity and expiry, not spent.
 
         The keys are ``p`` (provider), ``n`` (nonce), ``v`` (PKCE verifier), ``c``
-        (callback URL), ``r`` (redirect URI) and ``exp``.
+        (callback URL), ``r`` (redirect URI), ``exp``, and when set ``m`` (OpenID
+        ``max_age``) and ``l`` (the user a linking login links to).
 
         :raises BadSignatureError: forged, tampered or malformed.
         :raises ExpiredError: genuine but expired.
