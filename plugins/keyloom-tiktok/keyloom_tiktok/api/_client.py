@@ -265,6 +265,7 @@ class TikTokAPI:
             needs={BASIC},
             params={"fields": ",".join(wanted)},
             idempotent=True,
+            grant=grant,  # just read: the first attempt need not read it again
         )
         user = data.get("user")
         return UserInfo.from_json(user if isinstance(user, dict) else {})
@@ -631,14 +632,19 @@ class TikTokAPI:
         params: Mapping[str, str] | None = None,
         body: object = None,
         idempotent: bool = False,
+        grant: StoredGrant | None = None,
     ) -> dict[str, Any]:
-        """One API call: token, pacing, request, envelope; one refresh on a refused token."""
+        """One API call: token, pacing, request, envelope; one refresh on a refused token.
+
+        *grant*, just read by the caller, serves the first attempt.
+        """
         needed = frozenset(needs)
         refreshed = False
         attempt = 0
         while True:
             attempt += 1
-            grant = await self._grant(needed, any_of)
+            if attempt > 1 or grant is None:
+                grant = await self._grant(needed, any_of)
             await self.rate_limits.acquire(group, self.account_id)
             try:
                 response = await self.http.request(
