@@ -178,14 +178,17 @@ class Keyloom(ConfiguredBy):
             nonce=oidc.nonce_for(state.code_verifier) if openid else None,
             extra=extra,
         )
-        query = await self.hooks.provider_call("authorize_params", prov, request=request)
-        base = prov.spec.authorize_url
-        if prov.spec.issuer is not None:  # OpenID: the endpoint may come from discovery
-            with Operation() as discovery:  # bounded like any provider call
-                discovery.start("discovery", self.timeout)
+        if prov.spec.issuer is None:
+            query = await self.hooks.provider_call("authorize_params", prov, request=request)
+            base = prov.spec.authorize_url
+        else:  # OpenID: the endpoint may come from discovery, bounded like a provider call
+            with Operation() as operation:  # one operation for both, each with the timeout
+                hook = self.hooks.provider_call
+                query = await hook("authorize_params", prov, operation, request=request)
+                operation.start("discovery", self.timeout)
                 base = (await oidc.endpoints(prov, self.http)).authorize_url
-            if discovery.cancel_scope.cancelled_caught:
-                raise self.hooks.timed_out("discovery", prov.id)
+            if operation.cancel_scope.cancelled_caught:
+                raise self.hooks.timed_out(operation.hook, prov.id)
         url = f"{base}{'&' if '?' in base else '?'}{query_encode(query)}"
         sealed = self.states.seal(state, now=now)
         return LoginStart(url=url, state=sealed, expires_at=now + self.state_ttl)
