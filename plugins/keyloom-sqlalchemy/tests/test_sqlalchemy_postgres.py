@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from keyloom_sqlalchemy import SQLAlchemyAdapter, create_tables, metadata
-from keyloom_sqlalchemy.testing import count_users, race_first_logins
+from keyloom_sqlalchemy.testing import count_users, postgres_server, race_first_logins
 from sqlalchemy import text
 
 from keyloom_core.testing.adapter import AdapterContract
 
 pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture(scope="module")
+def postgres_url() -> Iterator[str]:
+    pytest.importorskip("asyncpg", reason="asyncpg is not installed (the postgresql extra)")
+    with postgres_server() as url:
+        if url is None:
+            pytest.skip("PostgreSQL is not installed here (initdb/pg_ctl): apt-get install postgresql")
+        yield url
 
 
 class TestPostgresAdapter(AdapterContract):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import anyio
@@ -22,7 +22,7 @@ from keyloom_sqlalchemy import (
     create_tables,
     metadata,
 )
-from keyloom_sqlalchemy.testing import SPEC, postgres_process, reset_store_tables
+from keyloom_sqlalchemy.testing import SPEC, postgres_process, postgres_server, reset_store_tables
 from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -31,6 +31,17 @@ from keyloom_core.store import SessionRegistry, Store, StoreUnavailableError
 
 pytestmark = pytest.mark.anyio
 ENGINES = 8
+
+
+@pytest.fixture(scope="module")
+def postgres_url() -> Iterator[str]:
+    pytest.importorskip("asyncpg", reason="asyncpg is not installed (the postgresql extra)")
+    with postgres_server() as url:
+        if url is None:
+            pytest.skip(
+                "PostgreSQL is not installed here (initdb/pg_ctl): apt-get install postgresql"
+            )
+        yield url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 from keyloom_sqlalchemy import SQLAlchemyStore, create_tables
-from keyloom_sqlalchemy.testing import reset_store_tables
+from keyloom_sqlalchemy.testing import postgres_server, reset_store_tables
 
 from keyloom_core.store import SessionRegistry
 
@@ -62,6 +62,15 @@ class PostgresWorkers(harness.Workers):  # type: ignore[misc]
         command[command.index("apps:asgi_app")] = "workers_app:asgi_app"
         command[command.index(str(harness.HERE))] = str(HERE)
         return command
+
+
+@pytest.fixture(scope="module")
+def postgres_url() -> Iterator[str]:
+    pytest.importorskip("asyncpg", reason="asyncpg is not installed (the postgresql extra)")
+    with postgres_server() as url:
+        if url is None:
+            pytest.skip("PostgreSQL is not installed here (initdb/pg_ctl): apt-get install postgresql")
+        yield url
 
 
 @pytest.fixture(scope="module")

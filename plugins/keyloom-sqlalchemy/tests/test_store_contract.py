@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
 from keyloom_sqlalchemy import SQLAlchemyStore, create_tables
-from keyloom_sqlalchemy.testing import reset_store_tables
+from keyloom_sqlalchemy.testing import postgres_server, reset_store_tables
 
 pytestmark = pytest.mark.anyio
 ROOT = Path(__file__).resolve().parents[3]
@@ -43,6 +43,17 @@ globals().update({name: getattr(_contract, name) for name in CONTRACT})
 
 def test_the_contract_was_found() -> None:
     assert len(CONTRACT) >= 12, CONTRACT
+
+
+@pytest.fixture(scope="module")
+def postgres_url() -> Iterator[str]:
+    pytest.importorskip("asyncpg", reason="asyncpg is not installed (the postgresql extra)")
+    with postgres_server() as url:
+        if url is None:
+            pytest.skip(
+                "PostgreSQL is not installed here (initdb/pg_ctl): apt-get install postgresql"
+            )
+        yield url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

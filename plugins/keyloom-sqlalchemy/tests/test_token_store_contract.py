@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -22,7 +22,7 @@ import pytest
 pytest.importorskip("cryptography", reason="the token store needs keyloom-core[tokens]")
 
 from keyloom_sqlalchemy import SQLAlchemyStore, StoreTokenRow, create_tables
-from keyloom_sqlalchemy.testing import reset_store_tables
+from keyloom_sqlalchemy.testing import postgres_server, reset_store_tables
 from keyloom_sqlalchemy.tokens import SQLAlchemyTokenStore
 from sqlalchemy import select, update
 
@@ -60,6 +60,17 @@ globals().update({name: getattr(_contract, name) for name in CONTRACT})
 
 def test_the_contract_was_found() -> None:
     assert len(CONTRACT) >= 8, CONTRACT
+
+
+@pytest.fixture(scope="module")
+def postgres_url() -> Iterator[str]:
+    pytest.importorskip("asyncpg", reason="asyncpg is not installed (the postgresql extra)")
+    with postgres_server() as url:
+        if url is None:
+            pytest.skip(
+                "PostgreSQL is not installed here (initdb/pg_ctl): apt-get install postgresql"
+            )
+        yield url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
