@@ -9,9 +9,10 @@ The :class:`Watchdog` of the event loop wakes operations whose deadline has pass
 operation used to arm a timer of its own and cancel it on the way out: about 14 k
 instructions, twice a login (``benchmarks/bench_instructions.py``). Now an operation adds
 one entry to the watchdog's heap, and the watchdog's single timer is armed for the earliest
-deadline of an operation still under way. Operations that end in time leave their entries
-behind, so under load the timer wakes about once a timeout, to clear them and arm for the
-oldest operation under way; a deadline is still enforced when it passes.
+deadline of an operation still under way. The entries of operations that end in time are
+dropped in passes (:meth:`Watchdog.forget`), so the heap stays within about twice the
+operations under way; the timer, armed for an entry dropped since, wakes for nothing and
+arms for the oldest operation under way. A deadline is still enforced when it passes.
 """
 
 from __future__ import annotations
@@ -66,6 +67,9 @@ class Watched(Protocol):
         ...
 
 
+#: Ended entries the heap may hold before it is cleared of them (and at most half of it).
+_COMPACT_AFTER = 64
+
 #: A watched operation, or ``None`` once it has ended (its entry is then skipped).
 Ticket = list["Watched | None"]
 
@@ -82,15 +86,32 @@ class Watchdog:
         self._order = itertools.count()  # ties on the deadline never compare tickets
         self._armed_for = math.inf
         self._generation = 0  # of the timer armed last; an earlier one wakes for nothing
+        self._ended = 0  # entries in the heap whose operation has ended
 
     def __repr__(self) -> str:
         return f"<Watchdog entries={len(self._heap)}>"
 
     def watch(self, loop: asyncio.AbstractEventLoop, deadline: float, ticket: Ticket) -> None:
-        """Wake ``ticket[0]`` once *deadline* has passed, unless ``ticket[0]`` is cleared."""
+        """Wake ``ticket[0]`` once *deadline* has passed, unless :meth:`forget` comes first."""
         heapq.heappush(self._heap, (deadline, next(self._order), ticket))
         if deadline < self._armed_for:
             self._arm(loop, deadline)
+
+    def forget(self, ticket: Ticket) -> None:
+        """The operation of *ticket* has ended: its deadline no longer matters.
+
+        Its entry stays in the heap until the heap is half made of ended entries, and is
+        then dropped with the others in one pass. Left to the timer, the heap held every
+        operation of the last timeout (tens of thousands under load), which cost a login
+        at concurrency 100 more CPU than the pass saves (``bench_login.py``).
+        """
+        ticket[0] = None
+        self._ended += 1
+        heap = self._heap
+        if self._ended > _COMPACT_AFTER and 2 * self._ended > len(heap):
+            heap[:] = [entry for entry in heap if entry[2][0] is not None]
+            heapq.heapify(heap)
+            self._ended = 0
 
     def _arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
         self._generation += 1
@@ -109,6 +130,7 @@ class Watchdog:
             ticket = heapq.heappop(heap)[2]
             watched = ticket[0]
             if watched is None:  # it ended in time
+                self._ended -= 1
                 continue
             later = watched.expire(now)
             if later is not None:

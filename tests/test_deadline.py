@@ -10,7 +10,7 @@ import weakref
 import anyio
 import pytest
 
-from keyloom_core._deadline import call_deadline
+from keyloom_core._deadline import _COMPACT_AFTER, call_deadline, watchdog
 from keyloom_core._dispatch import Operation
 
 pytestmark = pytest.mark.anyio
@@ -73,3 +73,28 @@ def test_the_watchdog_does_not_keep_its_event_loop_alive() -> None:
         asyncio.run(one())
     gc.collect()
     assert [ref() for ref in loops] == [None, None, None]
+
+
+async def test_operations_that_ended_do_not_pile_up_in_the_watchdog() -> None:
+    loop = asyncio.get_running_loop()
+    with Operation() as running:  # one operation under way through all the others
+        running.start("long", 30)
+        for _ in range(2_000):  # a bounded burst, as under load, each with a 30 s timeout
+            with Operation() as operation:
+                operation.start("quick", 30)
+        entries = len(watchdog(loop)._heap)
+    # the ended ones are dropped in passes, not kept for the timeout's 30 s
+    assert entries <= 2 * _COMPACT_AFTER + 2
+    assert not running.struck
+
+
+async def test_an_operation_under_way_keeps_its_deadline_among_ended_ones() -> None:
+    started = time.monotonic()
+    for _ in range(100):
+        with Operation() as operation:
+            operation.start("quick", 0.01)
+    with Operation() as slow:
+        slow.start("slow", 0.05)
+        await anyio.sleep(5)
+    assert slow.struck
+    assert time.monotonic() - started < 1
