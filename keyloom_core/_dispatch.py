@@ -17,7 +17,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Iterator, Mapping
+from inspect import isawaitable
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -25,7 +26,7 @@ import anyio
 import anyio.lowlevel
 
 from ._deadline import Ticket, enter, leave, watchdog
-from ._plugins import PluginRegistry
+from ._plugins import PluginRegistry, ProviderImpl
 from .errors import KeyloomError, PluginError, ProviderTimeoutError
 from .models import Profile, Provider, TokenSet
 
@@ -41,6 +42,18 @@ _RETURN_TYPES: dict[str, type] = {
     "revoke_token": bool,
     "fetch_profile": Profile,
 }
+
+
+def _checked(value: Any, hook: str, plugin: str, provider_id: str) -> Any:
+    """*value*, an answer of *hook* that is not ``None``, if it has the hook's type."""
+    expected = _RETURN_TYPES[hook]
+    if not isinstance(value, expected):
+        msg = (
+            f"plugin '{plugin}' returned {type(value).__name__} from hook "
+            f"'{hook}', expected {expected.__name__}"
+        )
+        raise PluginError(msg, plugin=plugin, provider_id=provider_id)
+    return value
 
 
 class Operation:
@@ -85,7 +98,7 @@ class Operation:
         traceback: TracebackType | None,
     ) -> bool:
         if self._ticket is not None:
-            self._ticket[0] = None  # the watchdog drops the entry when it comes to it
+            self._watchdog.forget(self._ticket)
             self._ticket = None
         leave(self._token)
         return bool(self.cancel_scope.__exit__(exc_type, exc, traceback))
@@ -96,7 +109,8 @@ class Operation:
         self.deadline = self._loop.time() + timeout
         if self._ticket is None and not self.struck:
             self._ticket = [self]
-            watchdog(self._loop).watch(self._loop, self.deadline, self._ticket)
+            self._watchdog = watchdog(self._loop)
+            self._watchdog.watch(self._loop, self.deadline, self._ticket)
 
     def expire(self, now: float) -> float | None:
         """The watchdog's call: cancel the scope if the current call's deadline has passed."""
@@ -136,38 +150,67 @@ class HookDispatcher:
         """Await the owning plugin's implementation, then the built-in one, until not None.
 
         An implementation is only called if the one before it answered ``None``; together
-        they have the timeout. Outside an *operation*, the call is an operation of its own.
+        they have the timeout. Outside an *operation*, the call is an operation of its own,
+        started when an implementation first returns an awaitable: a plain function (an
+        ``authorize_params`` may be one) answers at once, and cannot wait for anything a
+        deadline could end.
 
         :raises PluginError: an implementation failed or answered the wrong type.
         :raises ProviderTimeoutError: no answer within the timeout.
         """
-        if operation is None:
-            with Operation() as own:
-                return await self.provider_call(hook, provider, own, **kwargs)
-            raise self.timed_out(hook, provider.id)  # the scope caught its deadline
         kwargs["provider"] = provider
+        impls = iter(self.registry.provider_impls(hook, provider.id))
+        if operation is not None:
+            operation.start(hook, self.timeout)  # one budget, fallback included
+            return await self._answer(hook, provider, operation, impls, kwargs)
+        for plugin, function, argnames in impls:
+            try:
+                value = function(*[kwargs[name] for name in argnames])  # as pluggy calls
+            except KeyloomError:
+                raise
+            except Exception as exc:
+                raise self._plugin_failed(exc, plugin, provider.id, hook) from exc
+            if isawaitable(value):  # the rest runs in an operation, with the whole timeout
+                with Operation() as own:
+                    own.start(hook, self.timeout)
+                    return await self._answer(hook, provider, own, impls, kwargs, plugin, value)
+                raise self.timed_out(hook, provider.id)  # the scope caught its deadline
+            if value is not None:
+                return _checked(value, hook, plugin, provider.id)
+        msg = f"no plugin answered '{hook}'"
+        raise PluginError(msg, provider_id=provider.id)
+
+    async def _answer(
+        self,
+        hook: str,
+        provider: Provider,
+        operation: Operation,
+        impls: Iterator[ProviderImpl],
+        kwargs: dict[str, Any],
+        plugin: str = "",
+        value: Any = None,
+    ) -> Any:
+        """:meth:`provider_call`'s implementations, in time; *value*: *plugin*'s pending one."""
         provider_id = provider.id
-        expected = _RETURN_TYPES[hook]
-        operation.start(hook, self.timeout)  # one budget, fallback included
-        for plugin, function, argnames in self.registry.provider_impls(hook, provider_id):
+        while True:
             # run()'s work, without its coroutine on the way of every answer
             try:
-                value = await function(*[kwargs[name] for name in argnames])  # as pluggy calls
+                if value is None:
+                    found = next(impls, None)
+                    if found is None:
+                        break
+                    plugin, function, argnames = found
+                    value = function(*[kwargs[name] for name in argnames])  # as pluggy calls
+                if isawaitable(value):
+                    value = await value
             except KeyloomError:
                 raise
             except Exception as exc:
                 raise await self._failure(exc, plugin, provider_id, hook, operation) from exc
             if operation.struck:  # it answered after its deadline: see run()
                 await anyio.lowlevel.checkpoint()
-            if value is None:
-                continue
-            if not isinstance(value, expected):
-                msg = (
-                    f"plugin '{plugin}' returned {type(value).__name__} from hook "
-                    f"'{hook}', expected {expected.__name__}"
-                )
-                raise PluginError(msg, plugin=plugin, provider_id=provider_id)
-            return value
+            if value is not None:
+                return _checked(value, hook, plugin, provider_id)
         msg = f"no plugin answered '{hook}'"
         raise PluginError(msg, provider_id=provider_id)
 
@@ -195,6 +238,13 @@ class HookDispatcher:
             await anyio.lowlevel.checkpoint()  # the scopes decide, as below
         return value
 
+    @staticmethod
+    def _plugin_failed(exc: Exception, plugin: str, provider_id: str, hook: str) -> PluginError:
+        """What a hook's exception (not a ``KeyloomError``) is raised as; call it in ``except``."""
+        msg = f"plugin '{plugin}' failed in hook '{hook}': {type(exc).__name__}"
+        log.error("plugin %s failed in %s", plugin, hook, exc_info=exc)
+        return PluginError(msg, plugin=plugin, provider_id=provider_id)
+
     async def _failure(
         self, exc: Exception, plugin: str, provider_id: str, hook: str, operation: Operation
     ) -> BaseException:
@@ -207,9 +257,7 @@ class HookDispatcher:
             if task is not None and task.cancelling() > operation.cancelling:
                 return asyncio.CancelledError()  # a cancellation from outside, turned
             return self.timed_out(hook, provider_id)
-        msg = f"plugin '{plugin}' failed in hook '{hook}': {type(exc).__name__}"
-        log.error("plugin %s failed in %s", plugin, hook, exc_info=exc)
-        return PluginError(msg, plugin=plugin, provider_id=provider_id)
+        return self._plugin_failed(exc, plugin, provider_id, hook)
 
     async def broadcast(
         self,

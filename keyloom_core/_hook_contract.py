@@ -17,6 +17,7 @@ from . import hookspecs
 
 __all__ = [
     "ASYNC_HOOKS",
+    "EITHER_HOOKS",
     "HOOKS",
     "PROVIDER_HOOKS",
     "contract_problems",
@@ -37,6 +38,9 @@ ASYNC_HOOKS = PROVIDER_HOOKS | {
     "account_unlinked",
     "user_deleted",
 }
+#: Hooks that may be plain functions too: building an authorization URL needs no I/O, and
+#: a plain ``authorize_params`` spares the login a cancel scope (``bench_core.py``).
+EITHER_HOOKS = frozenset({"authorize_params"})
 #: Every hook of the contract, for "did you mean" suggestions.
 HOOKS = tuple(
     sorted(
@@ -101,6 +105,8 @@ def impl_problem(
                 f"{', '.join(allowed)}; an implementation may take any of them)"
             )
     is_async = inspect.iscoroutinefunction(function)
+    if hook in EITHER_HOOKS:
+        return None
     if hook in ASYNC_HOOKS and not is_async:
         return f"hook '{hook}' is asynchronous: define it with 'async def'"
     if hook not in ASYNC_HOOKS and is_async:

@@ -4,7 +4,8 @@ A plugin is a module (or object) with functions marked ``@hookimpl``, listed in 
 ``keyloom`` entry-point group of its distribution. It implements only what it needs;
 an implementation may take a subset of a hook's arguments.
 
-*Provider hooks* (``authorize_params`` … ``fetch_profile``) are ``async`` and are called
+*Provider hooks* (``authorize_params`` … ``fetch_profile``) are ``async`` (``authorize_params``
+may be a plain ``def`` too, and then answers without a cancel scope) and are called
 only on the plugin that registered the provider, so a plugin never sees another
 provider's calls. Returning ``None`` defers to the built-in RFC 6749 implementation, so a
 plugin overrides only what its provider does differently; the built-in one is called only
@@ -68,6 +69,10 @@ async def authorize_params(
     The core appends them to ``provider.spec.authorize_url``. They must carry
     ``request.state``, ``request.redirect_uri`` and the PKCE challenge, and
     ``request.nonce`` and ``request.extra`` when set (an OpenID login, per-login parameters).
+
+    Building them needs no I/O, so an implementation may be a plain ``def``: it answers at
+    once, without the cancel scope an awaited call needs. An ``async def`` one gets the
+    provider call's timeout.
     """
 
 

@@ -104,10 +104,8 @@ def parse_token_response(
 
 
 @hookimpl(trylast=True)
-async def authorize_params(
-    provider: Provider, request: AuthorizationRequest
-) -> Mapping[str, str] | None:
-    """RFC 6749 authorization parameters."""
+def authorize_params(provider: Provider, request: AuthorizationRequest) -> Mapping[str, str] | None:
+    """RFC 6749 authorization parameters (a plain function: nothing to wait for)."""
     return default_authorize_params(provider, request)
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -17,6 +18,7 @@ import pytest
 
 from keyloom_core import (
     AccessDeniedError,
+    AuthorizationRequest,
     InvalidCallbackError,
     InvalidRedirectError,
     Keyloom,
@@ -38,6 +40,7 @@ from keyloom_core import (
     configure_provider,
     hookimpl,
 )
+from keyloom_core.oauth2 import default_authorize_params
 from keyloom_core.pkce import s256_challenge
 
 pytestmark = pytest.mark.anyio
@@ -650,6 +653,101 @@ async def test_a_slow_plugin_times_out(
         started = time.monotonic()
         with pytest.raises(ProviderTimeoutError, match="fetch_profile"):
             await login(keyloom, "slow")
+    assert time.monotonic() - started < 2
+
+
+@pytest.mark.parametrize("plain", [True, False], ids=["def", "async def"])
+async def test_authorize_params_may_be_a_plain_function(
+    make_keyloom: MakeKeyloom,
+    make_provider: MakeProvider,
+    fake_spec: ProviderSpec,
+    login: Login,
+    plain: bool,
+) -> None:
+    spec = attrs.evolve(fake_spec, id="plain")
+    seen: list[str] = []
+
+    def params(self: object, provider: Provider, request: AuthorizationRequest) -> Mapping[str, str]:
+        seen.append(request.state)
+        return {**default_authorize_params(provider, request), "hint": "yes"}
+
+    async def awaited(
+        self: object, provider: Provider, request: AuthorizationRequest
+    ) -> Mapping[str, str]:
+        return params(self, provider, request)
+
+    class Plain:
+        @hookimpl
+        def register_providers(self, register: Any) -> None:
+            register(spec)
+
+    setattr(Plain, "authorize_params", hookimpl(params if plain else awaited))  # noqa: B010
+    async with make_keyloom(make_provider(spec), plugins=[Plain()]) as keyloom:
+        start = await keyloom.begin_login("plain")
+        assert "&hint=yes" in start.url
+        assert f"state={seen[0]}" in start.url
+        result = await login(keyloom, "plain")
+    assert result.profile.id
+
+
+@pytest.mark.parametrize(
+    ("answer", "error"),
+    [
+        (None, None),  # the built-in parameters, from a plain function too
+        (["not", "a", "mapping"], "returned list from hook 'authorize_params'"),
+        (ZeroDivisionError, "'Plain' failed in hook 'authorize_params': ZeroDivisionError"),
+    ],
+    ids=["none", "wrong type", "raises"],
+)
+async def test_a_plain_authorize_params_is_checked_like_an_awaited_one(
+    make_keyloom: MakeKeyloom,
+    make_provider: MakeProvider,
+    fake_spec: ProviderSpec,
+    answer: object,
+    error: str | None,
+) -> None:
+    spec = attrs.evolve(fake_spec, id="plain")
+
+    class Plain:
+        @hookimpl
+        def register_providers(self, register: Any) -> None:
+            register(spec)
+
+        @hookimpl
+        def authorize_params(self) -> object:
+            if answer is ZeroDivisionError:
+                raise ZeroDivisionError
+            return answer
+
+    async with make_keyloom(make_provider(spec), plugins=[Plain()]) as keyloom:
+        if error is None:
+            start = await keyloom.begin_login("plain")
+            assert "?client_id=fake-client&response_type=code&" in start.url
+            return
+        with pytest.raises(PluginError, match=re.escape(error)) as info:
+            await keyloom.begin_login("plain")
+    assert info.value.plugin == "Plain"
+    assert info.value.provider_id == "plain"
+
+
+async def test_an_awaited_authorize_params_still_times_out(
+    make_keyloom: MakeKeyloom, make_provider: MakeProvider, fake_spec: ProviderSpec
+) -> None:
+    spec = attrs.evolve(fake_spec, id="slow")
+
+    class Slow:
+        @hookimpl
+        def register_providers(self, register: Any) -> None:
+            register(spec)
+
+        @hookimpl
+        async def authorize_params(self) -> None:
+            await anyio.sleep(5)
+
+    async with make_keyloom(make_provider(spec), plugins=[Slow()], timeout=0.2) as keyloom:
+        started = time.monotonic()
+        with pytest.raises(ProviderTimeoutError, match="authorize_params"):
+            await keyloom.begin_login("slow")
     assert time.monotonic() - started < 2
 
 

@@ -165,7 +165,7 @@ def validate_scopes(provider: Provider) -> None:
 
 
 @hookimpl
-async def authorize_params(provider: Provider, request: AuthorizationRequest) -> Mapping[str, str]:
+def authorize_params(provider: Provider, request: AuthorizationRequest) -> Mapping[str, str]:
     """Standard parameters in TikTok's dialect, plus ``disable_auto_auth`` when asked."""
     params = default_authorize_params(provider, request)
     if provider.options.get("disable_auto_auth"):
