@@ -4,6 +4,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from ._config import define_keyloom as define_keyloom
+from ._deprecation import deprecated_module_names as deprecated_module_names
 from ._provider_config import configure_provider as configure_provider
 from ._state import MemoryStateGuard as MemoryStateGuard
 from ._state import StateGuard as StateGuard
@@ -71,6 +72,7 @@ __all__ = [
     "UnknownProviderError",
     "configure_provider",
     "define_keyloom",
+    "deprecated_module_names",
     "hookimpl",
     "parse_scopes",
 ]

@@ -7,11 +7,12 @@ from collections.abc import Iterable
 from .errors import HINT_SCOPE_REVIEW, ConfigurationError
 from .hookspecs import hookimpl
 from .models import Provider
+from .oauth2 import check_implied_scopes
 
 
 @hookimpl
 def validate_scopes(provider: Provider) -> None:
-    """Refuse unknown scopes, and scopes outside the app's approved set."""
+    """Refuse unknown scopes, scopes another requested one includes, and unapproved ones."""
     spec = provider.spec
     if not provider.scopes:
         msg = f"provider '{spec.id}' requests no scopes"
@@ -22,6 +23,7 @@ def validate_scopes(provider: Provider) -> None:
             known = ", ".join(sorted(spec.known_scopes))
             msg = f"unknown {spec.name} scope(s): {', '.join(unknown)} (known: {known})"
             raise ConfigurationError(msg, provider_id=spec.id)
+    check_implied_scopes(provider)
     extra = sorted(provider.required_scopes - provider.scopes)
     if extra:
         msg = f"required scope(s) {', '.join(extra)} are not among the requested scopes"

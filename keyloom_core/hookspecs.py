@@ -105,7 +105,8 @@ async def refresh_token(provider: Provider, tokens: TokenSet, http: HttpClient) 
 async def revoke_token(provider: Provider, tokens: TokenSet, http: HttpClient) -> bool | None:
     """Revoke *tokens* at the provider: ``True`` if revoked, ``False`` if the provider can't.
 
-    Return ``None`` for RFC 7009 revocation at ``spec.revoke_url``.
+    Return ``None`` for RFC 7009 revocation at ``spec.revoke_url`` (its method, body and
+    client authentication as the spec's ``revoke_*`` fields declare).
     """
 
 
@@ -123,8 +124,9 @@ def validate_scopes(provider: Provider) -> None:
     """Check a provider's configured scopes when the app starts; raise to refuse.
 
     Broadcast to every plugin. Raise :class:`~keyloom_core.ConfigurationError` naming
-    the offending scope. The core already refuses scopes outside ``spec.known_scopes``
-    and outside ``provider.approved_scopes``.
+    the offending scope. The core already refuses scopes outside ``spec.known_scopes``,
+    a scope requested with one it includes (``spec.implied_scopes``) and scopes outside
+    ``provider.approved_scopes``.
     """
 
 

@@ -24,6 +24,8 @@ __all__ = [
     "ProfileOverrides",
     "Provider",
     "ProviderSpec",
+    "RevokeEncoding",
+    "RevokeMethod",
     "TokenAuthMethod",
     "TokenSet",
     "parse_scopes",
@@ -41,6 +43,10 @@ TOKEN_AUTH_METHODS: tuple[TokenAuthMethod, ...] = (
     "client_secret_post",
     "none",
 )
+#: The HTTP methods a revocation request may use (RFC 7009: ``POST``).
+RevokeMethod = Literal["POST", "DELETE"]
+#: How a revocation request's body is encoded (RFC 7009: ``form``).
+RevokeEncoding = Literal["form", "json"]
 
 
 def parse_scopes(value: str | Iterable[str] | None) -> frozenset[str]:
@@ -76,6 +82,14 @@ def _aliases(value: Mapping[str, str] | Iterable[tuple[str, str]]) -> tuple[tupl
     return pairs
 
 
+def _implied(value: Mapping[str, str | Iterable[str]]) -> dict[str, frozenset[str]]:
+    return {wide: parse_scopes(narrow) - {wide} for wide, narrow in value.items()}
+
+
+def _headers(value: Mapping[str, str]) -> dict[str, str]:
+    return dict(value)
+
+
 def _algorithms(value: Iterable[str]) -> tuple[str, ...]:
     return (value,) if isinstance(value, str) else tuple(value)
 
@@ -96,8 +110,13 @@ class ProviderSpec:
         authorize_url: The authorization endpoint.
         token_url: The token endpoint.
         profile_url: The user-info endpoint, if any.
-        revoke_url: The token revocation endpoint, if any.
+        revoke_url: The token revocation endpoint, if any. ``{client_id}`` in it stands for
+            the app's client id (URL-quoted), for providers that put it in the path.
         known_scopes: Every scope the provider understands; empty means "not checked".
+        implied_scopes: Scopes that include others, as ``{"wide": "narrow other"}``:
+            configuring a provider that requests a wide scope and one it includes is a
+            ``ConfigurationError`` (providers that keep only the wider one in the token
+            would fail every login's scope check).
         default_scopes: Scopes requested when the app names none.
         scope_separator: How the provider joins scopes in URLs (``" "`` in RFC 6749).
         client_id_param: The name of the client id parameter (RFC 6749: ``client_id``).
@@ -119,6 +138,17 @@ class ProviderSpec:
             client: PKCE only, no secret).
         revoke_refresh_token: Revocation also revokes the refresh token (RFC 7009, with
             ``token_type_hint``).
+        revoke_method: The revocation request's HTTP method: ``POST`` (RFC 7009) or
+            ``DELETE``.
+        revoke_encoding: The revocation request's body: ``form`` (RFC 7009) or ``json``.
+        revoke_token_param: The body field carrying the token (RFC 7009: ``token``).
+        revoke_auth_method: How the client authenticates at the revocation endpoint, when
+            not as at the token endpoint (RFC 8414's ``revocation_endpoint_auth_method``;
+            ``None``: ``token_auth_method``). Any 2xx answer without an error body
+            confirms the revocation.
+        api_headers: Headers the provider's API wants on every call (a version or media
+            type): the built-in user-info and revocation requests send them, and a
+            plugin's own API calls pass ``provider.spec.api_headers``.
         issuer: The OpenID Connect issuer. With it, the ``openid`` scope switches on OpenID
             Connect (ID token, ``nonce``, RFC 9207 ``iss``), and empty endpoints are read
             from ``{issuer}/.well-known/openid-configuration`` on first use.
@@ -142,6 +172,9 @@ class ProviderSpec:
     profile_url: str | None = None
     revoke_url: str | None = None
     known_scopes: frozenset[str] = attrs.field(default=frozenset(), converter=_scopes)
+    implied_scopes: Mapping[str, frozenset[str]] = attrs.field(
+        factory=dict, converter=_implied, hash=False
+    )
     default_scopes: frozenset[str] = attrs.field(default=frozenset(), converter=_scopes)
     scope_separator: str = " "
     client_id_param: str = "client_id"
@@ -158,6 +191,18 @@ class ProviderSpec:
         default="client_secret_post", validator=attrs.validators.in_(TOKEN_AUTH_METHODS)
     )
     revoke_refresh_token: bool = False
+    revoke_method: RevokeMethod = attrs.field(
+        default="POST", validator=attrs.validators.in_(("POST", "DELETE"))
+    )
+    revoke_encoding: RevokeEncoding = attrs.field(
+        default="form", validator=attrs.validators.in_(("form", "json"))
+    )
+    revoke_token_param: str = "token"
+    revoke_auth_method: TokenAuthMethod | None = attrs.field(
+        default=None,
+        validator=attrs.validators.optional(attrs.validators.in_(TOKEN_AUTH_METHODS)),
+    )
+    api_headers: Mapping[str, str] = attrs.field(factory=dict, converter=_headers, hash=False)
     issuer: str | None = None
     id_token_algorithms: tuple[str, ...] = attrs.field(
         default=("RS256", "PS256", "ES256", "EdDSA"), converter=_algorithms

@@ -10,10 +10,11 @@ from __future__ import annotations
 import base64
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
-from urllib.parse import quote_plus
+from urllib.parse import quote, quote_plus
 
 from ._responses import clip, raise_for_error
 from .errors import (
+    ConfigurationError,
     ProfileError,
     ProviderError,
     ReauthenticationRequiredError,
@@ -22,13 +23,14 @@ from .errors import (
     TokenRefreshError,
 )
 from .hookspecs import hookimpl
-from .models import AuthorizationRequest, Profile, Provider, TokenSet
+from .models import AuthorizationRequest, Profile, Provider, TokenAuthMethod, TokenSet
 from .oidc import _flow as oidc
 
 if TYPE_CHECKING:
     from .http import HttpClient, HttpResponse
 
 __all__ = [
+    "check_implied_scopes",
     "client_authentication",
     "client_credentials",
     "default_authorize_params",
@@ -63,15 +65,19 @@ def client_credentials(provider: Provider) -> dict[str, str]:
     }
 
 
-def client_authentication(provider: Provider) -> tuple[dict[str, str], dict[str, str]]:
+def client_authentication(
+    provider: Provider, method: TokenAuthMethod | None = None
+) -> tuple[dict[str, str], dict[str, str]]:
     """The form fields and headers that authenticate the client, per ``token_auth_method``.
 
     ``client_secret_basic``: an ``Authorization: Basic`` header of the client id and secret,
     each form-urlencoded first (RFC 6749 §2.3.1, Appendix B), and nothing in the form.
     ``client_secret_post``: :func:`client_credentials` in the form. ``none``: the client id
     alone in the form (a public client, RFC 6749 §2.1).
+
+    :param method: authenticate by this method instead of the spec's ``token_auth_method``.
     """
-    method = provider.spec.token_auth_method
+    method = method or provider.spec.token_auth_method
     if method == "client_secret_basic":
         user = quote_plus(provider.client_id, safe="")
         password = quote_plus(provider.client_secret, safe="")
@@ -80,6 +86,21 @@ def client_authentication(provider: Provider) -> tuple[dict[str, str], dict[str,
     if method == "none":
         return {provider.spec.client_id_param: provider.client_id}, {}
     return client_credentials(provider), {}
+
+
+def check_implied_scopes(provider: Provider) -> None:
+    """Refuse a requested scope that another requested scope includes (``spec.implied_scopes``).
+
+    A provider that keeps only the wider scope in the token would fail every login's scope
+    check; the core's scope policy runs this when the app is configured.
+
+    :raises ConfigurationError: naming the wider scope and those it includes.
+    """
+    spec = provider.spec
+    for wide in sorted(provider.scopes & spec.implied_scopes.keys()):
+        if narrow := sorted(provider.scopes & spec.implied_scopes[wide]):
+            msg = f"{spec.name} scope '{wide}' includes {', '.join(narrow)}: request '{wide}' alone"
+            raise ConfigurationError(msg, provider_id=spec.id)
 
 
 def parse_token_response(
@@ -158,11 +179,14 @@ async def revoke_token(provider: Provider, tokens: TokenSet, http: HttpClient) -
     """RFC 7009 revocation, if the provider has an endpoint.
 
     The access token; first the refresh token too, when ``spec.revoke_refresh_token``
-    says the provider revokes them (each with its ``token_type_hint``).
+    says the provider revokes them (each with its ``token_type_hint``). The request
+    follows the spec's ``revoke_method``, ``revoke_encoding``, ``revoke_token_param``,
+    ``revoke_auth_method`` and ``api_headers``; ``{client_id}`` in the URL is the client id.
     """
     url = (await oidc.endpoints(provider, http)).revoke_url
     if not url:
         return False
+    url = url.replace("{client_id}", quote(provider.client_id, safe=""))
     if provider.spec.revoke_refresh_token and tokens.refresh_token:
         await _revoke(provider, http, url, tokens.refresh_token, "refresh_token")
         await _revoke(provider, http, url, tokens.access_token, "access_token")
@@ -174,10 +198,20 @@ async def revoke_token(provider: Provider, tokens: TokenSet, http: HttpClient) -
 async def _revoke(
     provider: Provider, http: HttpClient, url: str, token: str, hint: str | None
 ) -> None:
-    fields, headers = client_authentication(provider)
-    form = {**fields, "token": token, **({"token_type_hint": hint} if hint else {})}
-    response = await http.post_form(
-        url, form, idempotent=True, headers=headers or None, provider_id=provider.id
+    spec = provider.spec
+    fields, auth = client_authentication(provider, spec.revoke_auth_method)
+    body = {**fields, spec.revoke_token_param: token}
+    if hint:
+        body["token_type_hint"] = hint
+    json = spec.revoke_encoding == "json"
+    response = await http.request(
+        spec.revoke_method,
+        url,
+        data=None if json else body,
+        json_body=body if json else None,
+        headers={**spec.api_headers, **auth} or None,
+        idempotent=True,
+        provider_id=provider.id,
     )
     if response.ok:
         # An RFC 6749 error body wins over a 2xx status (some providers answer errors with 200);
@@ -211,7 +245,7 @@ async def fetch_profile(provider: Provider, tokens: TokenSet, http: HttpClient) 
     response = await http.get(
         url,
         bearer=tokens.access_token,
-        headers=_JSON,
+        headers={**_JSON, **provider.spec.api_headers} if provider.spec.api_headers else _JSON,
         provider_id=provider.id,
     )
     data = response.json_object(ProfileError, provider.id)

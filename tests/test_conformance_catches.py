@@ -51,7 +51,6 @@ class GitHubVariant:
     """The GitHub plugin's hooks, offered as the provider ``brokenhub``."""
 
     spec: ProviderSpec = SPEC
-    revoke_token = staticmethod(keyloom_github.revoke_token)
     fetch_profile = staticmethod(keyloom_github.fetch_profile)
 
     @hookimpl

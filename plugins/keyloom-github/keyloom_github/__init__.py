@@ -1,29 +1,27 @@
 """Sign in with GitHub (OAuth apps, and GitHub Apps with expiring user tokens) for Keyloom.
 
-The core's RFC 6749 hooks build the authorization URL, exchange the code (reading GitHub's
-errors, sent with HTTP 200), refresh (``bad_refresh_token`` means sign in again) and read
-``/user`` (``login`` and ``avatar_url`` where ``name`` or ``picture`` is missing). This
-plugin adds GitHub's scope rules, the e-mail of ``/user/emails`` and revocation.
+``SPEC`` describes GitHub's dialect and the core's hooks follow it: they build the
+authorization URL, exchange the code (reading GitHub's errors, sent with HTTP 200), refresh
+(``bad_refresh_token`` means sign in again), read ``/user`` (``login`` and ``avatar_url``
+where ``name`` or ``picture`` is missing), refuse a scope another requested scope includes,
+and revoke (``DELETE``, a JSON body, the app's HTTP Basic credentials). This plugin adds
+the e-mail of ``/user/emails``.
 """
 
 from __future__ import annotations
 
-import base64
-import warnings
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import quote
 
 from keyloom_core import (
-    ConfigurationError,
     HttpClient,
     Profile,
     ProfileError,
     Provider,
     ProviderSpec,
-    RevokeError,
     TokenSet,
     configure_provider,
+    deprecated_module_names,
     hookimpl,
     oauth2,
     parse_scopes,
@@ -40,11 +38,9 @@ IMPLIED_SCOPES = {
     "write:packages": "read:packages",
     "project": "read:project",
 }
+_PLAIN = "gist notifications workflow delete_repo codespace admin:repo_hook"
 #: Every OAuth app scope this plugin accepts: those above, and those that include no other.
-SCOPES = parse_scopes(
-    " ".join([*IMPLIED_SCOPES, *IMPLIED_SCOPES.values()])
-    + " gist notifications workflow delete_repo codespace admin:repo_hook"
-)
+SCOPES = parse_scopes(" ".join([*IMPLIED_SCOPES, *IMPLIED_SCOPES.values(), _PLAIN]))
 SPEC = ProviderSpec(
     id="github",
     name="GitHub",
@@ -53,14 +49,19 @@ SPEC = ProviderSpec(
     profile_url="https://api.github.com/user",
     revoke_url="https://api.github.com/applications/{client_id}/token",
     known_scopes=SCOPES,
+    implied_scopes=IMPLIED_SCOPES,
     default_scopes="read:user user:email",
     refresh_expires_field="refresh_token_expires_in",
     reauth_errors={"bad_refresh_token"},  # GitHub's invalid_grant
     profile_fields={"name": "login", "image": "avatar_url"},
+    revoke_method="DELETE",
+    revoke_encoding="json",
+    revoke_token_param="access_token",
+    revoke_auth_method="client_secret_basic",  # the app's id and secret, not the user's token
+    api_headers={"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": "2022-11-28"},
     emulator="keyloom_github.emulator:GitHubEmulator",
     plugin="keyloom_github",
 )
-_API = {"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": "2022-11-28"}
 
 
 def github(**options: Any) -> Provider:
@@ -75,40 +76,15 @@ def register_providers(register: Callable[..., None]) -> None:
 
 
 @hookimpl
-def validate_scopes(provider: Provider) -> None:
-    """Refuse a scope that another requested scope includes (GitHub would drop it)."""
-    for wide in provider.scopes if provider.id == SPEC.id else ():
-        if narrow := sorted(provider.scopes & parse_scopes(IMPLIED_SCOPES.get(wide))):
-            msg = f"GitHub scope '{wide}' includes {', '.join(narrow)}: request '{wide}' alone"
-            raise ConfigurationError(msg, provider_id=provider.id)
-
-
-@hookimpl
-async def revoke_token(provider: Provider, tokens: TokenSet, http: HttpClient) -> bool:
-    """``DELETE`` the token, authenticated as the app (basic auth); GitHub answers 204."""
-    url = (provider.spec.revoke_url or "").replace("{client_id}", quote(provider.client_id))
-    app = base64.b64encode(f"{provider.client_id}:{provider.client_secret}".encode()).decode()
-    headers, body = {**_API, "Authorization": f"Basic {app}"}, {"access_token": tokens.access_token}
-    response = await http.request(
-        "DELETE", url, json_body=body, headers=headers, idempotent=True, provider_id=provider.id
-    )
-    if response.status != 204:
-        data = response.json_object(RevokeError, provider.id)
-        oauth2.raise_for_error(response, data, provider, RevokeError)
-    return True
-
-
-@hookimpl
 async def fetch_profile(provider: Provider, tokens: TokenSet, http: HttpClient) -> Profile | None:
     """The core reads ``/user``; the e-mail is the primary, verified one of ``/user/emails``."""
     profile = await oauth2.fetch_profile(provider, tokens, http)
-    if profile is None:
-        return None
     granted = provider.scopes if tokens.scopes is None else tokens.scopes
-    if not {"user", "user:email"} & granted:
+    if profile is None or not {"user", "user:email"} & granted:
         return profile
-    url, bearer = f"{provider.spec.profile_url}/emails", tokens.access_token
-    response = await http.get(url, bearer=bearer, headers=_API, provider_id=provider.id)
+    url = f"{provider.spec.profile_url}/emails"
+    headers, bearer = provider.spec.api_headers, tokens.access_token
+    response = await http.get(url, bearer=bearer, headers=headers, provider_id=provider.id)
     emails = response.json(ProfileError, provider.id)  # a list, where all is well
     error = emails if isinstance(emails, dict) else {}
     oauth2.raise_for_error(response, error, provider, ProfileError)
@@ -119,10 +95,12 @@ async def fetch_profile(provider: Provider, tokens: TokenSet, http: HttpClient) 
     return profile
 
 
-def __getattr__(name: str) -> Any:
-    if name == "refresh_token":  # the core's refresh reads SPEC.reauth_errors now
-        msg = "keyloom_github.refresh_token is deprecated: use keyloom_core.oauth2.refresh_token"
-        warnings.warn(msg, DeprecationWarning, stacklevel=2)
-        return oauth2.refresh_token
-    msg = f"module {__name__!r} has no attribute {name!r}"
-    raise AttributeError(msg)
+# The hooks this module had before the core read GitHub's dialect from SPEC still import.
+__getattr__ = deprecated_module_names(
+    __name__,
+    {
+        "refresh_token": ("keyloom_core.oauth2.refresh_token", oauth2.refresh_token),
+        "revoke_token": ("keyloom_core.oauth2.revoke_token", oauth2.revoke_token),
+        "validate_scopes": ("ProviderSpec.implied_scopes", oauth2.check_implied_scopes),
+    },
+)

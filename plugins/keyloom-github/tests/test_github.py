@@ -474,3 +474,20 @@ def test_the_plugin_refresh_hook_name_still_imports_with_a_warning() -> None:
     with pytest.warns(DeprecationWarning, match=r"keyloom_core\.oauth2\.refresh_token"):
         assert keyloom_github.refresh_token is oauth2.refresh_token
     assert "refresh_token" not in dir(keyloom_github)  # so no second refresh hook
+
+
+def test_the_hooks_the_spec_replaced_still_import_with_a_warning() -> None:
+    import keyloom_github
+
+    from keyloom_core import oauth2
+
+    with pytest.warns(DeprecationWarning, match=r"revoke_token is deprecated; use keyloom_core\."):
+        from keyloom_github import revoke_token
+    assert revoke_token is oauth2.revoke_token  # it follows SPEC's revoke_* fields
+    with pytest.warns(DeprecationWarning, match=r"use ProviderSpec\.implied_scopes"):
+        from keyloom_github import validate_scopes
+    with pytest.raises(ConfigurationError, match="'repo' includes public_repo"):
+        validate_scopes(github(client_id="id", client_secret="s", scopes="repo public_repo"))
+    assert not {"revoke_token", "validate_scopes"} & set(dir(keyloom_github))
+    with pytest.raises(AttributeError, match="has no attribute 'nope'"):
+        _ = keyloom_github.nope
