@@ -37,7 +37,6 @@ import html
 import logging
 import math
 import secrets
-import time
 import uuid
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, TypeAlias, get_args
 from urllib.parse import quote, urlencode
@@ -47,19 +46,18 @@ from aiohttp import web
 
 from keyloom_core.testing.authserver import (
     AuthorizationServer,
+    DeprecatedAlias,
     EndpointFailure,
     PendingAuthorization,
     RegisteredClient,
     RequestFailure,
+    Setting,
 )
 from keyloom_core.testing.emulator import (
-    LOOPBACK_HOST,
     AccessToken,
     AuthorizationCode,
-    Clock,
     CodeFailure,
     ConsentMode,
-    FaultInjector,
     FaultKind,
     PkceEncoding,
     SlidingWindowLimiter,
@@ -406,74 +404,46 @@ class TikTokEmulator(AuthorizationServer):
     }
     clients: dict[str, EmulatedApp]  # type: ignore[assignment]  # it registers only apps
 
-    def __init__(
-        self,
-        *,
-        clients: Iterable[EmulatedApp] | None = None,
-        users: Iterable[EmulatedUser] | None = None,
-        default_user: str | None = None,
-        consent: ConsentMode = "form",
-        withheld_scopes: Iterable[str] = (),
-        error_status: ErrorStatus = "200",
-        api_errors_http_200: bool = False,
-        require_pkce_web: bool = True,
-        require_code_challenge_method: bool = False,
-        pkce_encoding: PkceMode = "hex",
-        min_verifier_length: int = 32,
-        rotate_refresh_tokens: bool = True,
-        access_token_ttl: int = 7_200,
-        refresh_token_ttl: int = 15_552_000,
-        client_token_ttl: int = 7_200,
-        code_ttl: float = 600.0,
-        consent_ttl: float = 600.0,
-        codes_need_encoding: bool = True,
-        auto_auth: bool = True,
-        revoke_forgets_consent: bool = True,
-        user_info_rate_limit: int | None = 600,
-        rate_limit_window: float = 60.0,
-        rate_limit_retry_after: bool = False,
-        faults: FaultInjector | None = None,
-        clock: Clock = time.time,
-        host: str = LOOPBACK_HOST,
-        port: int = 0,
-    ) -> None:
-        """Configure the emulator; see the class docstring for the parameters."""
-        faults = faults if faults is not None else FaultInjector()
-        super().__init__(
-            clients=clients,
-            users=users,
-            default_user=default_user,
-            host=host,
-            port=port,
-            faults=faults,
-            clock=clock,
-            consent=consent,
-        )
+    # The constructor's options (see the class docstring), settable while the emulator runs:
+    error_status = Setting[ErrorStatus](  # type: ignore[assignment]  # TikTok's two modes
+        "200",
+        choices=get_args(ErrorStatus),
+        flag="--error-status",
+        help_text="HTTP status of token and revoke errors: 200 as TikTok answers, or 4xx",
+    )
+    api_errors_http_200: bool = False
+    require_pkce_web = Setting(
+        default=True, flag="--no-pkce-web", help_text="do not require PKCE from web apps"
+    )
+    require_code_challenge_method: bool = False
+    pkce_encoding = Setting[PkceMode]("hex", choices=get_args(PkceMode), flag="--pkce-encoding")
+    min_verifier_length = Setting(32, bounds=(1, _MAX_VERIFIER_LENGTH))
+    rotate_refresh_tokens = Setting(
+        default=True, flag="--no-rotation", help_text="keep refresh tokens on refresh"
+    )
+    access_token_ttl = Setting[float](7_200, at="book.access_ttl", flag="--access-token-ttl")
+    refresh_token_ttl = Setting[float](
+        15_552_000, at="book.refresh_ttl", flag="--refresh-token-ttl"
+    )
+    client_token_ttl: float | None = 7_200
+    code_ttl = Setting[float](600.0, at="book.code_ttl")
+    codes_need_encoding: bool = True
+    auto_auth: bool = True
+    revoke_forgets_consent: bool = True
+    user_info_rate_limit = Setting[int | None](
+        600, at="rate_limiter.limit", flag="--user-info-rate-limit"
+    )
+    rate_limit_window = Setting[float](60.0, at="rate_limiter.window")
+    rate_limit_retry_after: bool = False
+    #: The kit's :attr:`book` of codes and tokens, by TikTok's emulator's older name.
+    grants = DeprecatedAlias("book")
+
+    def setup(self) -> None:
+        """Refuse an empty user directory; build the per-app ``/v2/user/info/`` limiter."""
         if not self.users:
             raise ValueError("the emulator needs at least one user")
-        self.withheld_scopes = frozenset(withheld_scopes)
-        self.error_status = error_status
-        self.api_errors_http_200 = api_errors_http_200
-        self.require_pkce_web = require_pkce_web
-        self.require_code_challenge_method = require_code_challenge_method
-        self.pkce_encoding = pkce_encoding
-        self.min_verifier_length = min_verifier_length
-        self.rotate_refresh_tokens = rotate_refresh_tokens
-        self.client_token_ttl = client_token_ttl
-        self.consent_ttl = consent_ttl
-        self.codes_need_encoding = codes_need_encoding
-        self.auto_auth = auto_auth
-        self.revoke_forgets_consent = revoke_forgets_consent
-        self.rate_limit_retry_after = rate_limit_retry_after
-        #: The kit's :attr:`book` of codes and tokens, by TikTok's emulator's older name.
-        self.grants = self.book
-        self.code_ttl = code_ttl
-        self.access_token_ttl = access_token_ttl
-        self.refresh_token_ttl = refresh_token_ttl
         #: The per-app rate limiter of ``/v2/user/info/``.
-        self.rate_limiter = SlidingWindowLimiter(
-            user_info_rate_limit, rate_limit_window, clock=self.clock
-        )
+        self.rate_limiter = SlidingWindowLimiter(None, 60.0, clock=self.clock)
 
     # -- the apps, the conformance convention and the command line -------------------------
 
@@ -524,29 +494,14 @@ class TikTokEmulator(AuthorizationServer):
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        """The app's type and scopes, and the knobs of TikTok's open behaviours."""
+        """The app's type and scopes, and the settings' flags (TikTok's open behaviours)."""
         parser.add_argument("--app-type", choices=get_args(AppType), default="desktop")
         parser.add_argument(
             "--scopes",
             default=",".join(sorted(DEFAULT_APPROVED_SCOPES)),
             help="comma-separated scopes the app is approved for",
         )
-        parser.add_argument("--pkce-encoding", choices=get_args(PkceMode), default="hex")
-        parser.add_argument(
-            "--no-pkce-web", action="store_true", help="do not require PKCE from web apps"
-        )
-        parser.add_argument(
-            "--no-rotation", action="store_true", help="keep refresh tokens on refresh"
-        )
-        parser.add_argument(
-            "--error-status",
-            choices=get_args(ErrorStatus),
-            default="200",
-            help="HTTP status of token and revoke errors: 200 as TikTok answers, or 4xx",
-        )
-        parser.add_argument("--access-token-ttl", type=int, default=7_200)
-        parser.add_argument("--refresh-token-ttl", type=int, default=15_552_000)
-        parser.add_argument("--user-info-rate-limit", type=int, default=600)
+        super().add_arguments(parser)
 
     @classmethod
     def client_options(cls, args: argparse.Namespace) -> dict[str, Any]:
@@ -554,19 +509,6 @@ class TikTokEmulator(AuthorizationServer):
         if args.app_type == "web" and not args.redirect_uri:
             raise ValueError("web apps need at least one --redirect-uri (https, not localhost)")
         return {"app_type": args.app_type, "approved_scopes": args.scopes.split(",")}
-
-    @classmethod
-    def server_options(cls, args: argparse.Namespace) -> dict[str, Any]:
-        """The knobs of TikTok's open behaviours."""
-        return {
-            "pkce_encoding": args.pkce_encoding,
-            "require_pkce_web": not args.no_pkce_web,
-            "rotate_refresh_tokens": not args.no_rotation,
-            "error_status": args.error_status,
-            "access_token_ttl": args.access_token_ttl,
-            "refresh_token_ttl": args.refresh_token_ttl,
-            "user_info_rate_limit": args.user_info_rate_limit,
-        }
 
     def describe(self) -> list[str]:
         """The endpoints, the app type and the redirect URIs."""
@@ -591,90 +533,10 @@ class TikTokEmulator(AuthorizationServer):
             "image": self.url_for(f"/emulator/avatar/{user.user_id}.svg"),
         }
 
-    # -- configuration -------------------------------------------------------------------
-
-    @property
-    def pkce_encoding(self) -> PkceMode:
-        """Challenge encodings the token endpoint accepts: ``hex``, ``base64url`` or ``either``."""
-        return self._pkce_encoding
-
-    @pkce_encoding.setter
-    def pkce_encoding(self, value: PkceMode) -> None:
-        if value not in _PKCE_ENCODINGS:
-            raise ValueError(f"pkce_encoding must be one of {get_args(PkceMode)}")
-        self._pkce_encoding = value
-
-    @property  # type: ignore[override]  # TikTok's two modes, not the kit's one status
-    def error_status(self) -> ErrorStatus:
-        """The HTTP status of OAuth errors: ``"200"`` (TikTok) or ``"4xx"`` (RFC 6749)."""
-        return self._error_status
-
-    @error_status.setter
-    def error_status(self, value: ErrorStatus) -> None:
-        if value not in get_args(ErrorStatus):
-            raise ValueError(f"error_status must be one of {get_args(ErrorStatus)}")
-        self._error_status = value
-
     @property
     def pkce_encodings(self) -> tuple[PkceEncoding, ...]:
         """The encodings :attr:`pkce_encoding` names."""
         return _PKCE_ENCODINGS[self.pkce_encoding]
-
-    @property
-    def min_verifier_length(self) -> int:
-        """The shortest code verifier the token endpoint accepts (RFC 7636 says 43)."""
-        return self._min_verifier_length
-
-    @min_verifier_length.setter
-    def min_verifier_length(self, value: int) -> None:
-        if not 1 <= value <= _MAX_VERIFIER_LENGTH:
-            raise ValueError("min_verifier_length must be between 1 and 128")
-        self._min_verifier_length = value
-
-    @property
-    def access_token_ttl(self) -> float:
-        """Access token lifetime in seconds (of the ``act.`` tokens issued from now on)."""
-        return self.book.access_ttl
-
-    @access_token_ttl.setter
-    def access_token_ttl(self, value: float) -> None:
-        self.book.access_ttl = value
-
-    @property
-    def refresh_token_ttl(self) -> float:
-        """Refresh token lifetime in seconds (of the ``rft.`` tokens issued from now on)."""
-        return self.book.refresh_ttl
-
-    @refresh_token_ttl.setter
-    def refresh_token_ttl(self, value: float) -> None:
-        self.book.refresh_ttl = value
-
-    @property
-    def code_ttl(self) -> float:
-        """Authorization code lifetime in seconds."""
-        return self.book.code_ttl
-
-    @code_ttl.setter
-    def code_ttl(self, value: float) -> None:
-        self.book.code_ttl = value
-
-    @property
-    def user_info_rate_limit(self) -> int | None:
-        """``/v2/user/info/`` requests allowed per app per window (``None``: unlimited)."""
-        return self.rate_limiter.limit
-
-    @user_info_rate_limit.setter
-    def user_info_rate_limit(self, value: int | None) -> None:
-        self.rate_limiter.limit = value
-
-    @property
-    def rate_limit_window(self) -> float:
-        """The rate-limit window in seconds."""
-        return self.rate_limiter.window
-
-    @rate_limit_window.setter
-    def rate_limit_window(self, value: float) -> None:
-        self.rate_limiter.window = value
 
     @property
     def revoke_url(self) -> str:
