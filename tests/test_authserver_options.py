@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterable, Sequence
 from typing import Literal
 
 import aiohttp
+import attrs
 import pytest
 
 from keyloom_core import ProviderSpec
@@ -187,3 +189,40 @@ async def test_a_kit_client_registered_with_a_star_port_signs_in_from_any_port()
     ):
         assert response.status == 302
         assert response.headers["Location"].startswith("http://127.0.0.1:41234/cb?code=")
+
+
+@attrs.frozen(kw_only=True)
+class ReviewedClient(Client):
+    """A client with the scopes it was approved for."""
+
+    approved: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+
+
+class ReviewedEmulator(AuthorizationServer):
+    """A server whose clients record their approved scopes."""
+
+    spec = SPEC
+    client_scopes_option = "approved"
+
+    @classmethod
+    def make_client(
+        cls,
+        client_id: str,
+        client_secret: str,
+        redirect_uris: Sequence[str],
+        approved: Iterable[str] = (),
+    ) -> ReviewedClient:
+        """A client approved for *approved*."""
+        return ReviewedClient(
+            client_id=client_id,
+            client_secret=client_secret,
+            redirect_uris=redirect_uris,
+            approved=approved,
+        )
+
+
+def test_for_client_hands_the_scopes_to_the_client_scopes_option() -> None:
+    server = ReviewedEmulator.for_client("c", "s", ["http://127.0.0.1/cb"], ["profile", "x"])
+    assert server.default_app.approved == ("profile", "x")
+    plain = OptionsEmulator.for_client("c", "s", ["http://127.0.0.1/cb"], ["profile"], depth=2)
+    assert (type(plain.default_app), plain.depth) == (Client, 2)

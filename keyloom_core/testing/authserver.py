@@ -60,7 +60,6 @@ from typing import (
     ClassVar,
     Final,
     Generic,
-    NamedTuple,
     Protocol,
     TypeAlias,
     TypeVar,
@@ -150,17 +149,18 @@ class RegisteredClient(Protocol):
         ...
 
 
-class RedirectUriParts(NamedTuple):
+@attrs.frozen
+class RedirectUriParts:
     """A redirect URI as :func:`split_redirect_uri` reads it, each part as written."""
 
+    #: The scheme (``https``).
     scheme: str
-    """The scheme (``https``)."""
+    #: The host (an IPv6 address keeps its brackets).
     host: str
-    """The host (an IPv6 address keeps its brackets)."""
+    #: The port: digits, ``*`` (any port) or ``None`` (none written).
     port: str | None
-    """The port: digits, ``*`` (any port) or ``None`` (none written)."""
+    #: Everything after the host and port: the path, then any query and fragment.
     path: str
-    """Everything after the host and port: the path, then any query and fragment."""
 
 
 def split_redirect_uri(uri: str) -> RedirectUriParts | None:
@@ -352,7 +352,7 @@ class Setting(Generic[T]):
     which the constructor sets to *default* (after :meth:`AuthorizationServer.setup`). With
     *flag*, :meth:`AuthorizationServer.main` offers it on the command line: ``--flag VALUE``
     of *default*'s type (one of *choices*, if any), or, for a boolean, a switch that sets
-    the opposite of *default* (``Setting(True, flag="--no-rotation")``).
+    the opposite of *default* (``Setting(default=True, flag="--no-rotation")``).
 
     :param default: The value until one is set.
     :param at: A dotted attribute path that holds the value instead (``"book.code_ttl"``).
@@ -557,6 +557,9 @@ class AuthorizationServer(EmulatorServer):
     #: Whether an authorization request may leave out ``redirect_uri``: the client's first
     #: registered one is used then (RFC 6749 §3.1.2.3).
     redirect_uri_optional: ClassVar[bool] = False
+    #: The :meth:`make_client` keyword that gets :meth:`for_client`'s *scopes* (the scopes a
+    #: client was approved for, where the provider reviews them); ``None``: none does.
+    client_scopes_option: ClassVar[str | None] = None
     #: The users who may sign in, by default (:meth:`user_key` names each; the first is
     #: :attr:`default_user`); none: only :attr:`user`.
     default_users: ClassVar[tuple[Any, ...]] = ()
@@ -688,11 +691,13 @@ class AuthorizationServer(EmulatorServer):
     ) -> Self:
         """A server where one client is registered (any scope may be requested).
 
-        The *options* :meth:`make_client` names go to it, the others to the constructor.
+        The *options* :meth:`make_client` names go to it, the others to the constructor;
+        *scopes* go to it as :attr:`client_scopes_option` (if set).
         """
-        del scopes
         names = set(inspect.signature(cls.make_client).parameters)
         own = {k: options.pop(k) for k in list(options) if k in names}
+        if cls.client_scopes_option is not None:
+            own.setdefault(cls.client_scopes_option, scopes)
         client = cls.make_client(client_id, client_secret, redirect_uris, **own)
         return cls(clients=[client], **options)
 

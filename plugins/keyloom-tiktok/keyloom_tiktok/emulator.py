@@ -32,7 +32,6 @@ or alone: ``python -m keyloom_tiktok.emulator --port 9000`` (see ``--help``).
 from __future__ import annotations
 
 import argparse
-import hmac
 import html
 import logging
 import math
@@ -46,6 +45,7 @@ from aiohttp import web
 
 from keyloom_core.testing.authserver import (
     AuthorizationServer,
+    Client,
     DeprecatedAlias,
     EndpointFailure,
     PendingAuthorization,
@@ -71,13 +71,11 @@ from keyloom_tiktok import BASIC, FIELDS_BY_SCOPE, SPEC
 from keyloom_tiktok.emulator_redirects import (
     MAX_REDIRECT_URIS,
     AppType,
-    redirect_matches,
     redirect_uri_problem,
 )
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
-    from typing import Self
 
 __all__ = [
     "AUTHORIZE_PATH",
@@ -209,11 +207,11 @@ def _approved(values: Iterable[str]) -> frozenset[str]:
 
 
 @attrs.frozen(kw_only=True)
-class EmulatedApp:
+class EmulatedApp(Client):
     """A client registered with the emulated TikTok developer portal.
 
     Attributes:
-        client_key: TikTok's client id.
+        client_id: TikTok's client id, the ``client_key`` (the constructor's keyword).
         client_secret: The client secret.
         redirect_uris: Registered redirect URIs (1 to 10), checked by the rules of
             *app_type* (see :func:`redirect_uri_problem`).
@@ -223,7 +221,7 @@ class EmulatedApp:
 
     """
 
-    client_key: str = attrs.field(validator=attrs.validators.min_len(1))
+    client_id: str = attrs.field(alias="client_key", validator=attrs.validators.min_len(1))
     client_secret: str = attrs.field(repr=False, validator=attrs.validators.min_len(1))
     redirect_uris: tuple[str, ...] = attrs.field(converter=_str_tuple)
     app_type: AppType = attrs.field(
@@ -232,7 +230,6 @@ class EmulatedApp:
     approved_scopes: frozenset[str] = attrs.field(
         default=DEFAULT_APPROVED_SCOPES, converter=_approved
     )
-    name: str = "Keyloom Test App"
 
     def __attrs_post_init__(self) -> None:
         """Check the redirect URIs and scopes like the developer portal does."""
@@ -262,17 +259,9 @@ class EmulatedApp:
         )
 
     @property
-    def client_id(self) -> str:
-        """The :attr:`client_key` (the kit's name for it)."""
-        return self.client_key
-
-    def accepts_redirect_uri(self, uri: str) -> bool:
-        """Return whether *uri* matches a registered redirect URI (exactly, or by wildcard port)."""
-        return any(redirect_matches(registered, uri) for registered in self.redirect_uris)
-
-    def secret_matches(self, secret: str) -> bool:
-        """Compare *secret* with the client secret in constant time."""
-        return hmac.compare_digest(secret.encode(), self.client_secret.encode())
+    def client_key(self) -> str:
+        """The :attr:`client_id` (TikTok's name for it)."""
+        return self.client_id
 
 
 @attrs.frozen(kw_only=True)
@@ -397,6 +386,7 @@ class TikTokEmulator(AuthorizationServer):
     client_token_prefix = "clt."
     token_prefixes = ("act.", "rft.")
     token_error_descriptions = _TOKEN_ERRORS
+    client_scopes_option = "approved_scopes"
     # TikTok's own example answers a redirect URI mismatch with invalid_request.
     token_error_codes: ClassVar[Mapping[EndpointFailure, str]] = {
         CodeFailure.REDIRECT_MISMATCH: "invalid_request",
@@ -478,19 +468,6 @@ class TikTokEmulator(AuthorizationServer):
     def user_label(user: EmulatedUser) -> str:
         """The display name and the ``@username``."""
         return f"{user.display_name} (@{user.username})"
-
-    @classmethod
-    def for_client(
-        cls,
-        client_id: str,
-        client_secret: str,
-        redirect_uris: Sequence[str],
-        scopes: Iterable[str],
-        **options: Any,
-    ) -> Self:
-        """An emulator with one app approved for *scopes*; *options* go to the constructor."""
-        app = cls.make_client(client_id, client_secret, redirect_uris, approved_scopes=scopes)
-        return cls(clients=[app], **options)
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
