@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Iterable, Sequence
 from typing import Literal
+from urllib.parse import quote, unquote
 
 import aiohttp
 import attrs
@@ -20,7 +21,7 @@ from keyloom_core.testing.authserver import (
     redirect_uri_matches,
     split_redirect_uri,
 )
-from keyloom_core.testing.emulator import SlidingWindowLimiter
+from keyloom_core.testing.emulator import SlidingWindowLimiter, avatar_response
 
 pytestmark = pytest.mark.anyio
 
@@ -226,3 +227,24 @@ def test_for_client_hands_the_scopes_to_the_client_scopes_option() -> None:
     assert server.default_app.approved == ("profile", "x")
     plain = OptionsEmulator.for_client("c", "s", ["http://127.0.0.1/cb"], ["profile"], depth=2)
     assert (type(plain.default_app), plain.depth) == (Client, 2)
+
+
+def test_codes_that_need_encoding_decode_once_to_themselves() -> None:
+    plain = OptionsEmulator().new_code()
+    assert quote(plain, safe="") == plain
+    code = OptionsEmulator(codes_need_encoding=True).new_code()
+    assert {"*", "!", "~", "%"} <= set(code)
+    assert unquote(quote(code, safe="")) == code
+    assert unquote(code) != code  # decoding twice changes it
+
+
+def test_an_initials_avatar() -> None:
+    response = avatar_response("Ada <Lovelace> King", size=80, colour="#123456", max_age=60)
+    assert response.content_type == "image/svg+xml"
+    assert response.headers["Cache-Control"] == "public, max-age=60"
+    svg = response.text or ""
+    assert 'width="80"' in svg
+    assert 'fill="#123456"' in svg
+    assert ">A&lt;</text>" in svg  # the first two words' initials, escaped
+    assert 'aria-label="Ada &lt;Lovelace&gt; King"' in svg
+    assert ">?</text>" in (avatar_response("  ").text or "")

@@ -520,6 +520,9 @@ class AuthorizationServer(EmulatorServer):
     client_token_prefix: ClassVar[str] = ""
     #: The shortest PKCE code verifier accepted (RFC 7636: 43).
     min_verifier_length: int = 43
+    #: Whether codes carry characters the client must percent-decode from the callback
+    #: exactly once (:meth:`new_code`).
+    codes_need_encoding: bool = False
     #: Whether revoking a live access token forgets the user's remembered consent.
     revoke_forgets_consent: bool = False
     #: Whether a refresh returns a new refresh token and kills the old one (RFC 6749 §6).
@@ -764,8 +767,15 @@ class AuthorizationServer(EmulatorServer):
         return answer
 
     def new_code(self) -> str:
-        """A new authorization code value: 32 random URL-safe bytes."""
-        return secrets.token_urlsafe(32)
+        """A new authorization code value: 32 random URL-safe bytes.
+
+        With :attr:`codes_need_encoding`, it also has ``*``, ``!``, ``~`` and a ``%xx``
+        sequence that a second decoding would change.
+        """
+        base = secrets.token_urlsafe(32)
+        if not self.codes_need_encoding:
+            return base
+        return f"{base[:16]}*{base[16:32]}!{secrets.token_hex(2)}~%{secrets.token_hex(1)}"
 
     def issue(self, client: RegisteredClient, code: AuthorizationCode) -> TokenPair:
         """The token pair for an exchanged *code*."""

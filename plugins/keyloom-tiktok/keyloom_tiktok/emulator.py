@@ -32,10 +32,8 @@ or alone: ``python -m keyloom_tiktok.emulator --port 9000`` (see ``--help``).
 from __future__ import annotations
 
 import argparse
-import html
 import logging
 import math
-import secrets
 import uuid
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, TypeAlias, get_args
 from urllib.parse import quote, urlencode
@@ -63,6 +61,7 @@ from keyloom_core.testing.emulator import (
     SlidingWindowLimiter,
     TokenFailure,
     TokenPair,
+    avatar_response,
     html_response,
     log_id,
     message_page,
@@ -168,6 +167,7 @@ _PKCE_ENCODINGS: Final[Mapping[str, tuple[PkceEncoding, ...]]] = {
     "either": ("hex", "base64url"),
 }
 _MAX_VERIFIER_LENGTH: Final = 128
+_AVATAR_COLOURS: Final = ("#fe2c55", "#25f4ee", "#7b61ff", "#ff9f1c", "#2ec4b6", "#3a86ff")
 
 _TOKEN_ERRORS: Final[Mapping[EndpointFailure, str]] = {
     RequestFailure.CONTENT_TYPE: (
@@ -558,15 +558,6 @@ class TikTokEmulator(AuthorizationServer):
         error = "server_error" if status == 500 else "temporarily_unavailable"
         return self.answer(request, self.error_body(error, "Injected fault."), status)
 
-    def new_code(self) -> str:
-        """A code with characters a client must percent-decode (:attr:`codes_need_encoding`)."""
-        base = secrets.token_urlsafe(32)
-        if not self.codes_need_encoding:
-            return base
-        # Characters a client must percent-decode exactly once: "*", "!", and a "%xx"
-        # sequence that a second decoding would change.
-        return f"{base[:16]}*{base[16:32]}!{secrets.token_hex(2)}~%{secrets.token_hex(1)}"
-
     @staticmethod
     def _headers(lid: str) -> dict[str, str]:
         return {"x-tt-logid": lid, "Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -824,11 +815,8 @@ class TikTokEmulator(AuthorizationServer):
             size = min(max(int(request.query.get("size", "168")), 16), 1080)
         except ValueError:
             size = 168
-        return web.Response(
-            text=_avatar_svg(user, size),
-            content_type="image/svg+xml",
-            headers={"Cache-Control": "public, max-age=3600"},
-        )
+        colour = _AVATAR_COLOURS[int(self.union_id(user.user_id)[:8], 16) % 6]
+        return avatar_response(user.display_name, size=size, colour=colour)
 
     async def profile_page(self, request: web.Request) -> web.StreamResponse:
         """A tiny profile page (the ``profile_deep_link``)."""
@@ -849,21 +837,6 @@ class TikTokEmulator(AuthorizationServer):
             ],
         )
         return html_response(page)
-
-
-_AVATAR_COLOURS: Final = ("#fe2c55", "#25f4ee", "#7b61ff", "#ff9f1c", "#2ec4b6", "#3a86ff")
-
-
-def _avatar_svg(user: EmulatedUser, size: int) -> str:
-    initials = "".join(word[0] for word in user.display_name.split()[:2]).upper() or "?"
-    colour = _AVATAR_COLOURS[int(TikTokEmulator.union_id(user.user_id)[:8], 16) % 6]
-    return (
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{size}" height="{size}" '
-        f'viewBox="0 0 100 100" role="img" aria-label="{html.escape(user.display_name)}">'
-        f'<rect width="100" height="100" rx="50" fill="{colour}"/>'
-        '<text x="50" y="50" dy=".35em" text-anchor="middle" font-family="sans-serif" '
-        f'font-size="38" font-weight="700" fill="#fff">{html.escape(initials)}</text></svg>'
-    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
