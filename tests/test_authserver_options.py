@@ -248,3 +248,25 @@ def test_an_initials_avatar() -> None:
     assert ">A&lt;</text>" in svg  # the first two words' initials, escaped
     assert 'aria-label="Ada &lt;Lovelace&gt; King"' in svg
     assert ">?</text>" in (avatar_response("  ").text or "")
+
+
+@attrs.frozen
+class Member:
+    """A user known by a login."""
+
+    login: str
+
+
+class LoginEmulator(AuthorizationServer):
+    """Users known by their login."""
+
+    spec = SPEC
+    default_users = (Member("ada"), Member("bob"))
+    user_key_attribute = "login"
+
+
+def test_users_are_known_by_the_user_key_attribute() -> None:
+    server = LoginEmulator()
+    assert list(server.users) == ["ada", "bob"]
+    assert server.default_user == "ada"
+    assert AuthorizationServer.user_key("plain") == "plain"  # no such attribute: itself

@@ -560,6 +560,8 @@ class AuthorizationServer(EmulatorServer):
     #: Whether an authorization request may leave out ``redirect_uri``: the client's first
     #: registered one is used then (RFC 6749 §3.1.2.3).
     redirect_uri_optional: ClassVar[bool] = False
+    #: The attribute of a user that :meth:`user_key` reads.
+    user_key_attribute: ClassVar[str] = "id"
     #: The :meth:`make_client` keyword that gets :meth:`for_client`'s *scopes* (the scopes a
     #: client was approved for, where the provider reviews them); ``None``: none does.
     client_scopes_option: ClassVar[str | None] = None
@@ -964,10 +966,13 @@ class AuthorizationServer(EmulatorServer):
         """Whether *user_id* may sign in (the consent page's picker is checked against it)."""
         return user_id in self.users if self.users else user_id == self.default_user
 
-    @staticmethod
-    def user_key(user: Any) -> str:
-        """The id :attr:`users` knows *user* by, and codes and tokens record: its ``id``."""
-        return str(getattr(user, "id", user))
+    @classmethod
+    def user_key(cls, user: Any) -> str:
+        """The id :attr:`users` knows *user* by, and codes and tokens record.
+
+        Its :attr:`user_key_attribute` (``id``), or the user itself if it has none.
+        """
+        return str(getattr(user, cls.user_key_attribute, user))
 
     @staticmethod
     def user_label(user: Any) -> str:

@@ -374,6 +374,7 @@ class TikTokEmulator(AuthorizationServer):
     builtin_client = (DEFAULT_CLIENT_KEY, DEFAULT_CLIENT_SECRET)
     default_redirect_uris = _DEFAULT_REDIRECT_URIS
     default_users = DEFAULT_USERS
+    user_key_attribute = "user_id"
     consent_path = CONSENT_PATH
     user: ClassVar[Mapping[str, str]] = {"sub": "emulated-creator"}
     api_paths = frozenset({TOKEN_PATH, REVOKE_PATH, USER_INFO_PATH})
@@ -458,11 +459,6 @@ class TikTokEmulator(AuthorizationServer):
             app_type=app_type,
             approved_scopes=approved_scopes,
         )
-
-    @staticmethod
-    def user_key(user: EmulatedUser) -> str:
-        """A user is known by their ``user_id``."""
-        return user.user_id
 
     @staticmethod
     def user_label(user: EmulatedUser) -> str:
