@@ -654,11 +654,15 @@ class AuthorizationServer(EmulatorServer):
     @classmethod
     def _unknown_options(cls, unknown: Sequence[str]) -> str:
         own = set(inspect.signature(AuthorizationServer.__init__).parameters) - {"self", "options"}
-        valid = sorted(cls.option_names() | _SERVER_KEYWORDS | own)
+        names = cls.option_names() | _SERVER_KEYWORDS | own
+        old = {
+            n for n in names if isinstance(inspect.getattr_static(cls, n, None), DeprecatedAlias)
+        }
+        valid = sorted(names - old)
         close = difflib.get_close_matches(unknown[0], valid, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        names = ", ".join(repr(name) for name in unknown)
-        return f"{cls.__name__}() got unknown options {names}{hint}; valid: {', '.join(valid)}"
+        given = ", ".join(repr(name) for name in unknown)
+        return f"{cls.__name__}() got unknown options {given}{hint}; valid: {', '.join(valid)}"
 
     # -- the conformance convention and the clients ---------------------------------------
 
