@@ -28,6 +28,11 @@ The emulated user answers authorization requests as :attr:`~EmulatorServer.conse
 (``rate_limit=``, a :class:`~keyloom_core.testing.emulator.SlidingWindowLimiter`) are
 optional constructor keywords, for the tests that need them.
 
+A subclass declares its own options in its class body, not in a constructor: each
+:class:`Setting` (checked on every change, possibly kept in another attribute, possibly
+with a command-line flag) and each annotated attribute with a default is a keyword of the
+constructor; any other keyword is a :class:`TypeError` naming the closest option.
+
 The token and revocation routes name each refusal with a typed reason (a
 :class:`RequestFailure`, or the code's :class:`~keyloom_core.testing.emulator.CodeFailure` or
 token's :class:`~keyloom_core.testing.emulator.TokenFailure`) that one hook,
