@@ -73,9 +73,8 @@ class ExampleEmulator(AuthorizationServer):
     code_ttl = DeprecatedAlias("code_lifetime")
 ```
 
-The building
-blocks of `keyloom_core.testing.emulator` are there for emulators that need more (TikTok's
-consent rules, GitHub's callback matching).
+The building blocks of `keyloom_core.testing.emulator` are there for emulators that need
+more (TikTok's consent rules, GitHub's callback matching).
 
 ## Running conformance
 
