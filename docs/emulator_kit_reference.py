@@ -55,9 +55,26 @@ if __name__ == "__main__":
 
 Name it in the spec (`emulator="keyloom_example.emulator:ExampleEmulator"`). Fault injection
 (`faults=`, a `FaultInjector`; an idle one by default, so tests can `queue` faults) and rate
-limiting (`rate_limit=`, a `SlidingWindowLimiter`) are constructor options. The building
-blocks of `keyloom_core.testing.emulator` are there for emulators that need more (TikTok's
-consent rules, GitHub's callback matching).
+limiting (`rate_limit=`, a `SlidingWindowLimiter`) are constructor options.
+
+The provider's own options are declared in the class body, not in a constructor: a
+`Setting` (a constructor keyword that stays a settable attribute, checked on every change,
+which may live in another attribute and may have a command-line flag) or an annotated
+attribute with a default. The constructor refuses any other keyword with a `TypeError`
+naming the closest option and the valid ones. A `DeprecatedAlias` keeps an old attribute
+name working, with a `DeprecationWarning` naming the new one:
+
+```python
+class ExampleEmulator(AuthorizationServer):
+    spec = SPEC
+    pkce_encoding = Setting("hex", choices=("hex", "base64url"), flag="--pkce-encoding")
+    code_lifetime = Setting(600.0, at="book.code_ttl")
+    answers_errors_with_200: bool = False
+    code_ttl = DeprecatedAlias("code_lifetime")
+```
+
+The building blocks of `keyloom_core.testing.emulator` are there for emulators that need
+more (TikTok's consent rules, GitHub's callback matching).
 
 ## Running conformance
 

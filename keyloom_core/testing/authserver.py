@@ -28,6 +28,11 @@ The emulated user answers authorization requests as :attr:`~EmulatorServer.conse
 (``rate_limit=``, a :class:`~keyloom_core.testing.emulator.SlidingWindowLimiter`) are
 optional constructor keywords, for the tests that need them.
 
+A subclass declares its own options in its class body, not in a constructor: each
+:class:`Setting` (checked on every change, possibly kept in another attribute, possibly
+with a command-line flag) and each annotated attribute with a default is a keyword of the
+constructor; any other keyword is a :class:`TypeError` naming the closest option.
+
 The token and revocation routes name each refusal with a typed reason (a
 :class:`RequestFailure`, or the code's :class:`~keyloom_core.testing.emulator.CodeFailure` or
 token's :class:`~keyloom_core.testing.emulator.TokenFailure`) that one hook,
@@ -43,6 +48,7 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
+import difflib
 import enum
 import functools
 import hashlib
@@ -53,7 +59,18 @@ import re
 import secrets
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar, Final, Protocol, TypeAlias, final
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    ClassVar,
+    Final,
+    Generic,
+    Protocol,
+    TypeAlias,
+    TypeVar,
+    final,
+    overload,
+)
 from urllib.parse import quote, unquote_plus, urlencode, urlsplit
 
 import attrs
@@ -96,9 +113,13 @@ __all__ = [
     "DeprecatedAlias",
     "EndpointFailure",
     "PendingAuthorization",
+    "RedirectUriParts",
     "RegisteredClient",
     "RequestFailure",
+    "Setting",
     "deprecated_module_names",
+    "redirect_uri_matches",
+    "split_redirect_uri",
 ]
 
 #: Where the consent form posts its answer.
@@ -133,6 +154,67 @@ class RegisteredClient(Protocol):
         ...
 
 
+@attrs.frozen
+class RedirectUriParts:
+    """A redirect URI as :func:`split_redirect_uri` reads it, each part as written."""
+
+    #: The scheme (``https``).
+    scheme: str
+    #: The host (an IPv6 address keeps its brackets).
+    host: str
+    #: The port: digits, ``*`` (any port) or ``None`` (none written).
+    port: str | None
+    #: Everything after the host and port: the path, then any query and fragment.
+    path: str
+
+
+def split_redirect_uri(uri: str) -> RedirectUriParts | None:
+    """*uri*'s parts, or ``None`` if it is not absolute or has user info (``user@``).
+
+    Unlike :func:`urllib.parse.urlsplit`, it takes ``*`` as a port (any port).
+    """
+    scheme, sep, rest = uri.partition("://")
+    if not sep or not scheme:
+        return None
+    authority, slash, path = rest.partition("/")
+    if not authority or "@" in authority:
+        return None
+    if authority.startswith("["):
+        inner, bracket, after = authority.partition("]")
+        if not bracket or (after and not after.startswith(":")):
+            return None
+        host, port = inner + "]", (after[1:] if after else None)
+    else:
+        host, colon, port_text = authority.partition(":")
+        port = port_text if colon else None
+    return RedirectUriParts(scheme, host, port, slash + path)
+
+
+def _valid_port(port: str | None) -> bool:
+    return port is not None and port.isdigit() and 0 < int(port) < 65536
+
+
+def redirect_uri_matches(registered: str, candidate: str) -> bool:
+    """Whether *candidate* is the *registered* redirect URI: exactly, or on any port for ``*``.
+
+    A registered ``*`` port (``http://127.0.0.1:*/callback``) matches any valid port with
+    the same scheme, host and path; a candidate with a query or fragment matches only
+    exactly.
+    """
+    if candidate == registered:
+        return True
+    pattern = split_redirect_uri(registered)
+    if pattern is None or pattern.port != "*" or "?" in candidate or "#" in candidate:
+        return False
+    actual = split_redirect_uri(candidate)
+    return (
+        actual is not None
+        and _valid_port(actual.port)
+        and (actual.scheme, actual.host, actual.path)
+        == (pattern.scheme, pattern.host, pattern.path)
+    )
+
+
 def _uris(values: Iterable[str]) -> tuple[str, ...]:
     return (values,) if isinstance(values, str) else tuple(values)
 
@@ -144,7 +226,8 @@ class Client:
     Attributes:
         client_id: The client's id.
         client_secret: The client's secret (hidden from repr).
-        redirect_uris: The registered redirect URIs, matched exactly.
+        redirect_uris: The registered redirect URIs (:func:`redirect_uri_matches`: exactly,
+            or on any port where the port is ``*``).
         name: The name the consent page shows.
     """
 
@@ -158,8 +241,8 @@ class Client:
         return hmac.compare_digest(secret.encode(), self.client_secret.encode())
 
     def accepts_redirect_uri(self, uri: str) -> bool:
-        """Whether *uri* is one of :attr:`redirect_uris`."""
-        return uri in self.redirect_uris
+        """Whether *uri* matches one of :attr:`redirect_uris` (:func:`redirect_uri_matches`)."""
+        return any(redirect_uri_matches(registered, uri) for registered in self.redirect_uris)
 
 
 @attrs.frozen(kw_only=True)
@@ -260,8 +343,108 @@ class DeprecatedAlias:
         setattr(operator.attrgetter(head)(instance) if head else instance, last, value)
 
 
-def _is_alias(cls: type, name: str) -> bool:
-    return isinstance(inspect.getattr_static(cls, name, None), DeprecatedAlias)
+T = TypeVar("T")
+
+
+@final
+class Setting(Generic[T]):
+    """A constructor option that stays a settable attribute, checked on every change.
+
+    ``pkce_encoding = Setting("hex", choices=("hex", "base64url"))`` in a class body makes
+    ``pkce_encoding=`` a keyword of :class:`AuthorizationServer`'s constructor and checks
+    each value set later the same way (a :class:`ValueError` names what is allowed). With
+    *at* (``Setting(7200, at="book.access_ttl")``) the value lives in another attribute,
+    which the constructor sets to *default* (after :meth:`AuthorizationServer.setup`). With
+    *flag*, :meth:`AuthorizationServer.main` offers it on the command line: ``--flag VALUE``
+    of *default*'s type (one of *choices*, if any), or, for a boolean, a switch that sets
+    the opposite of *default* (``Setting(default=True, flag="--no-rotation")``).
+
+    :param default: The value until one is set.
+    :param at: A dotted attribute path that holds the value instead (``"book.code_ttl"``).
+    :param choices: The allowed values, if limited.
+    :param bounds: The smallest and the largest allowed value, if limited.
+    :param convert: Applied to each value before the checks (``frozenset``, say).
+    :param flag: The command-line option, if any.
+    :param help_text: The command-line option's help.
+    """
+
+    def __init__(
+        self,
+        default: T,
+        *,
+        at: str = "",
+        choices: Iterable[T] = (),
+        bounds: tuple[float, float] | None = None,
+        convert: Callable[[Any], T] | None = None,
+        flag: str = "",
+        help_text: str = "",
+    ) -> None:
+        """Declare the option; its name is the attribute's."""
+        self.default = default
+        self.at = at
+        self.choices = tuple(choices)
+        self.bounds = bounds
+        self.convert = convert
+        self.flag = flag
+        self.help_text = help_text
+        self.name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        """Remember the option's name."""
+        self.name = name
+
+    @overload
+    def __get__(self, instance: None, owner: type | None = None) -> Setting[T]: ...
+    @overload
+    def __get__(self, instance: object, owner: type | None = None) -> T: ...
+    def __get__(self, instance: object | None, owner: type | None = None) -> T | Setting[T]:
+        """The value (the setting itself on the class)."""
+        if instance is None:
+            return self
+        if self.at:
+            return operator.attrgetter(self.at)(instance)  # type: ignore[no-any-return]
+        return instance.__dict__.get(self.name, self.default)  # type: ignore[no-any-return]
+
+    def __set__(self, instance: object, value: T) -> None:
+        """Convert and check *value*, then store it."""
+        if self.convert is not None:
+            value = self.convert(value)
+        if self.choices and value not in self.choices:
+            raise ValueError(f"{self.name} must be one of {self.choices}")
+        if self.bounds is not None and not self.bounds[0] <= value <= self.bounds[1]:  # type: ignore[operator]
+            low, high = self.bounds
+            raise ValueError(f"{self.name} must be between {low:g} and {high:g}")
+        if not self.at:
+            instance.__dict__[self.name] = value
+            return
+        head, _, last = self.at.rpartition(".")
+        setattr(operator.attrgetter(head)(instance) if head else instance, last, value)
+
+    def add_argument(self, parser: argparse.ArgumentParser) -> None:
+        """Add :attr:`flag` to *parser* (its value lands in ``args.<name>``)."""
+        help_text = self.help_text or None
+        if isinstance(self.default, bool):
+            action = "store_false" if self.default else "store_true"
+            parser.add_argument(self.flag, dest=self.name, action=action, help=help_text)
+            return
+        parser.add_argument(
+            self.flag,
+            dest=self.name,
+            type=str if self.default is None else type(self.default),
+            default=self.default,
+            choices=self.choices or None,
+            help=help_text,
+        )
+
+
+def _settings(cls: type) -> dict[str, Setting[Any]]:
+    found: dict[str, Setting[Any]] = {}
+    for klass in reversed(cls.__mro__):
+        for name, value in vars(klass).items():
+            found.pop(name, None)
+            if isinstance(value, Setting):
+                found[name] = value
+    return found
 
 
 def deprecated_module_names(
@@ -282,6 +465,11 @@ def deprecated_module_names(
         return value
 
     return getattr_
+
+
+_SERVER_KEYWORDS: Final = frozenset(inspect.signature(EmulatorServer.__init__).parameters) - {
+    "self"
+}
 
 
 class AuthorizationServer(EmulatorServer):
@@ -312,7 +500,7 @@ class AuthorizationServer(EmulatorServer):
     }
     #: The HTTP status of token errors (RFC 6749 §5.2: 400; a wrong client secret always
     #: gets 401 unless this is 200). Some providers answer errors with 200.
-    error_status: ClassVar[int] = 400
+    error_status: int = 400
     #: Access token lifetime in seconds.
     access_ttl: ClassVar[float] = 3600.0
     #: The token endpoint's ``error`` for an unknown, expired or used refresh token.
@@ -337,6 +525,9 @@ class AuthorizationServer(EmulatorServer):
     client_token_prefix: ClassVar[str] = ""
     #: The shortest PKCE code verifier accepted (RFC 7636: 43).
     min_verifier_length: int = 43
+    #: Whether codes carry characters the client must percent-decode from the callback
+    #: exactly once (:meth:`new_code`).
+    codes_need_encoding: bool = False
     #: Whether revoking a live access token forgets the user's remembered consent.
     revoke_forgets_consent: bool = False
     #: Whether a refresh returns a new refresh token and kills the old one (RFC 6749 §6).
@@ -359,7 +550,7 @@ class AuthorizationServer(EmulatorServer):
     required_scopes: ClassVar[frozenset[str]] = frozenset()
     #: Scopes the emulated user declines: withheld at once with ``consent="approve"``, and
     #: unticked on the consent page (never a :attr:`required_scopes` one).
-    withheld_scopes: frozenset[str] = frozenset()
+    withheld_scopes = Setting[frozenset[str]](frozenset(), convert=frozenset)
     #: The consent page's text under each scope.
     scope_descriptions: ClassVar[Mapping[str, str]] = {}
     #: The ``error_description`` an authorization error's redirect carries, by ``error``
@@ -374,6 +565,11 @@ class AuthorizationServer(EmulatorServer):
     #: Whether an authorization request may leave out ``redirect_uri``: the client's first
     #: registered one is used then (RFC 6749 §3.1.2.3).
     redirect_uri_optional: ClassVar[bool] = False
+    #: The attribute of a user that :meth:`user_key` reads.
+    user_key_attribute: ClassVar[str] = "id"
+    #: The :meth:`make_client` keyword that gets :meth:`for_client`'s *scopes* (the scopes a
+    #: client was approved for, where the provider reviews them); ``None``: none does.
+    client_scopes_option: ClassVar[str | None] = None
     #: The users who may sign in, by default (:meth:`user_key` names each; the first is
     #: :attr:`default_user`); none: only :attr:`user`.
     default_users: ClassVar[tuple[Any, ...]] = ()
@@ -391,10 +587,16 @@ class AuthorizationServer(EmulatorServer):
         """Register *clients* and *users*; nothing listens until started.
 
         *users* default to :attr:`default_users`, *default_user* (a :meth:`user_key`) to the
-        first, *require_pkce* to the class's. A keyword naming a :class:`DeprecatedAlias` of
-        the class is set through it (and warns).
+        first, *require_pkce* to the class's. The other keywords are
+        :class:`~keyloom_core.testing.emulator.EmulatorServer`'s or name one of
+        :meth:`option_names` (a :class:`Setting`, an annotated attribute with a default, or a
+        :class:`DeprecatedAlias`, which warns), set after :meth:`setup`.
+
+        :raises TypeError: for any other keyword, naming the valid ones (and the closest).
         """
-        aliased = {k: options.pop(k) for k in list(options) if _is_alias(type(self), k)}
+        named = {k: options.pop(k) for k in list(options) if k in self.option_names()}
+        if unknown := sorted(set(options) - _SERVER_KEYWORDS):
+            raise TypeError(self._unknown_options(unknown))
         options.setdefault("faults", FaultInjector())
         super().__init__(**options)
         chosen = self.default_clients() if clients is None else clients
@@ -425,8 +627,47 @@ class AuthorizationServer(EmulatorServer):
             "profile": _path(spec.profile_url),
             "revoke": _path(spec.revoke_url),
         }
-        for name, value in aliased.items():
+        self.setup()
+        for name, setting in _settings(type(self)).items():
+            if setting.at and name not in named:
+                setattr(self, name, setting.default)
+        for name, value in named.items():
             setattr(self, name, value)
+
+    def setup(self) -> None:
+        """Build what the options reach (a :class:`Setting`'s ``at``); called before they are set.
+
+        The clients, users, :attr:`book` and :attr:`clock` exist by then. Nothing here.
+        """
+
+    @classmethod
+    def option_names(cls) -> frozenset[str]:
+        """The constructor's keywords besides its own and ``EmulatorServer``'s.
+
+        Each :class:`Setting` and :class:`DeprecatedAlias` of the class, and each attribute
+        annotated (not ``ClassVar``) and given a default in a class body.
+        """
+        names = {n for n, v in inspect.getmembers(cls) if isinstance(v, Setting | DeprecatedAlias)}
+        names |= _settings(cls).keys()
+        for klass in cls.__mro__:
+            for name, annotation in inspect.get_annotations(klass).items():
+                declared = name in vars(klass) and not name.startswith("_")
+                if declared and not str(annotation).startswith(("ClassVar", "typing.ClassVar")):
+                    names.add(name)
+        return frozenset(names)
+
+    @classmethod
+    def _unknown_options(cls, unknown: Sequence[str]) -> str:
+        own = set(inspect.signature(AuthorizationServer.__init__).parameters) - {"self", "options"}
+        names = cls.option_names() | _SERVER_KEYWORDS | own
+        old = {
+            n for n in names if isinstance(inspect.getattr_static(cls, n, None), DeprecatedAlias)
+        }
+        valid = sorted(names - old)
+        close = difflib.get_close_matches(unknown[0], valid, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        given = ", ".join(repr(name) for name in unknown)
+        return f"{cls.__name__}() got unknown options {given}{hint}; valid: {', '.join(valid)}"
 
     # -- the conformance convention and the clients ---------------------------------------
 
@@ -464,11 +705,13 @@ class AuthorizationServer(EmulatorServer):
     ) -> Self:
         """A server where one client is registered (any scope may be requested).
 
-        The *options* :meth:`make_client` names go to it, the others to the constructor.
+        The *options* :meth:`make_client` names go to it, the others to the constructor;
+        *scopes* go to it as :attr:`client_scopes_option` (if set).
         """
-        del scopes
         names = set(inspect.signature(cls.make_client).parameters)
         own = {k: options.pop(k) for k in list(options) if k in names}
+        if cls.client_scopes_option is not None:
+            own.setdefault(cls.client_scopes_option, scopes)
         client = cls.make_client(client_id, client_secret, redirect_uris, **own)
         return cls(clients=[client], **options)
 
@@ -535,8 +778,15 @@ class AuthorizationServer(EmulatorServer):
         return answer
 
     def new_code(self) -> str:
-        """A new authorization code value: 32 random URL-safe bytes."""
-        return secrets.token_urlsafe(32)
+        """A new authorization code value: 32 random URL-safe bytes.
+
+        With :attr:`codes_need_encoding`, it also has ``*``, ``!``, ``~`` and a ``%xx``
+        sequence that a second decoding would change.
+        """
+        base = secrets.token_urlsafe(32)
+        if not self.codes_need_encoding:
+            return base
+        return f"{base[:16]}*{base[16:32]}!{secrets.token_hex(2)}~%{secrets.token_hex(1)}"
 
     def issue(self, client: RegisteredClient, code: AuthorizationCode) -> TokenPair:
         """The token pair for an exchanged *code*."""
@@ -725,10 +975,13 @@ class AuthorizationServer(EmulatorServer):
         """Whether *user_id* may sign in (the consent page's picker is checked against it)."""
         return user_id in self.users if self.users else user_id == self.default_user
 
-    @staticmethod
-    def user_key(user: Any) -> str:
-        """The id :attr:`users` knows *user* by, and codes and tokens record: its ``id``."""
-        return str(getattr(user, "id", user))
+    @classmethod
+    def user_key(cls, user: Any) -> str:
+        """The id :attr:`users` knows *user* by, and codes and tokens record.
+
+        Its :attr:`user_key_attribute` (``id``), or the user itself if it has none.
+        """
+        return str(getattr(user, cls.user_key_attribute, user))
 
     @staticmethod
     def user_label(user: Any) -> str:
@@ -1042,7 +1295,13 @@ class AuthorizationServer(EmulatorServer):
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        """Add the subclass's own command-line options to :meth:`main`'s (none here)."""
+        """Add the ``flag`` of each :class:`Setting` to :meth:`main`'s options.
+
+        A subclass with options of its own adds them after calling this.
+        """
+        for setting in _settings(cls).values():
+            if setting.flag:
+                setting.add_argument(parser)
 
     @classmethod
     def client_options(cls, args: argparse.Namespace) -> dict[str, Any]:
@@ -1052,9 +1311,8 @@ class AuthorizationServer(EmulatorServer):
 
     @classmethod
     def server_options(cls, args: argparse.Namespace) -> dict[str, Any]:
-        """Constructor keywords from the subclass's own options (none here)."""
-        del args
-        return {}
+        """Constructor keywords from the options: each :class:`Setting` with a ``flag``."""
+        return {n: getattr(args, n) for n, s in _settings(cls).items() if s.flag and n in args}
 
     def describe(self) -> list[str]:
         """The lines :meth:`main` prints under the URL: the registered redirect URIs."""
@@ -1066,7 +1324,8 @@ class AuthorizationServer(EmulatorServer):
         """Serve until Ctrl-C: ``python -m your_plugin.emulator [--consent form] ...``.
 
         The options are :func:`~keyloom_core.testing.emulator.add_emulator_arguments`'s (the
-        client id option named after ``spec.client_id_param``) and ``--redirect-uri``.
+        client id option named after ``spec.client_id_param``), ``--redirect-uri`` and
+        :meth:`add_arguments`'.
         """
         spec = cls.spec
         parser = argparse.ArgumentParser(prog=f"python -m {cls.__module__}")

@@ -98,6 +98,7 @@ __all__ = [
     "TokenPair",
     "UserOption",
     "add_emulator_arguments",
+    "avatar_response",
     "consent_page",
     "emulator_main",
     "emulator_options",
@@ -1335,6 +1336,31 @@ def html_response(text: str, *, status: int = 200) -> web.Response:
     """Wrap an HTML document in a response with restrictive security headers."""
     return web.Response(
         status=status, text=text, content_type="text/html", headers=dict(_HTML_HEADERS)
+    )
+
+
+def avatar_response(
+    name: str, *, size: int = 64, colour: str = "#2f6feb", max_age: int = 3600
+) -> web.Response:
+    """A round SVG avatar with the initials of *name* (its first two words), on *colour*.
+
+    :param name: The user's display name (``?`` when it has no word).
+    :param size: The width and height in pixels.
+    :param colour: The background colour (a CSS colour).
+    :param max_age: The seconds a browser may cache it (``Cache-Control: public``).
+    """
+    initials = "".join(word[0] for word in name.split()[:2]).upper() or "?"
+    svg = (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{size}" height="{size}" '
+        f'viewBox="0 0 100 100" role="img" aria-label="{html.escape(name)}">'
+        f'<rect width="100" height="100" rx="50" fill="{html.escape(colour)}"/>'
+        '<text x="50" y="50" dy=".35em" text-anchor="middle" font-family="sans-serif" '
+        f'font-size="38" font-weight="700" fill="#fff">{html.escape(initials)}</text></svg>'
+    )
+    return web.Response(
+        text=svg,
+        content_type="image/svg+xml",
+        headers={"Cache-Control": f"public, max-age={max_age}"},
     )
 
 

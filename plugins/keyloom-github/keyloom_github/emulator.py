@@ -165,6 +165,7 @@ class GitHubEmulator(AuthorizationServer):
     default_redirect_uris = ("http://127.0.0.1/", "http://localhost/")  # any port and path
     redirect_uri_optional = True
     default_users = DEFAULT_USERS
+    user_key_attribute = "login"
     api_paths = frozenset({"/login/oauth/access_token", "/user", "/user/emails"})
     error_status = 200
     require_pkce = False
@@ -242,11 +243,6 @@ class GitHubEmulator(AuthorizationServer):
             return super().refused(params)
         error = {"error": "redirect_uri_mismatch", **self._state(params)}
         return self.back(getattr(app, "callback_urls", [""])[0], error)
-
-    @staticmethod
-    def user_key(user: EmulatedUser) -> str:
-        """A user is known by their login."""
-        return user.login
 
     @staticmethod
     def user_label(user: EmulatedUser) -> str:

@@ -32,12 +32,8 @@ or alone: ``python -m keyloom_tiktok.emulator --port 9000`` (see ``--help``).
 from __future__ import annotations
 
 import argparse
-import hmac
-import html
 import logging
 import math
-import secrets
-import time
 import uuid
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, TypeAlias, get_args
 from urllib.parse import quote, urlencode
@@ -47,24 +43,25 @@ from aiohttp import web
 
 from keyloom_core.testing.authserver import (
     AuthorizationServer,
+    Client,
+    DeprecatedAlias,
     EndpointFailure,
     PendingAuthorization,
     RegisteredClient,
     RequestFailure,
+    Setting,
 )
 from keyloom_core.testing.emulator import (
-    LOOPBACK_HOST,
     AccessToken,
     AuthorizationCode,
-    Clock,
     CodeFailure,
     ConsentMode,
-    FaultInjector,
     FaultKind,
     PkceEncoding,
     SlidingWindowLimiter,
     TokenFailure,
     TokenPair,
+    avatar_response,
     html_response,
     log_id,
     message_page,
@@ -73,13 +70,11 @@ from keyloom_tiktok import BASIC, FIELDS_BY_SCOPE, SPEC
 from keyloom_tiktok.emulator_redirects import (
     MAX_REDIRECT_URIS,
     AppType,
-    redirect_matches,
     redirect_uri_problem,
 )
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
-    from typing import Self
 
 __all__ = [
     "AUTHORIZE_PATH",
@@ -172,6 +167,7 @@ _PKCE_ENCODINGS: Final[Mapping[str, tuple[PkceEncoding, ...]]] = {
     "either": ("hex", "base64url"),
 }
 _MAX_VERIFIER_LENGTH: Final = 128
+_AVATAR_COLOURS: Final = ("#fe2c55", "#25f4ee", "#7b61ff", "#ff9f1c", "#2ec4b6", "#3a86ff")
 
 _TOKEN_ERRORS: Final[Mapping[EndpointFailure, str]] = {
     RequestFailure.CONTENT_TYPE: (
@@ -211,11 +207,11 @@ def _approved(values: Iterable[str]) -> frozenset[str]:
 
 
 @attrs.frozen(kw_only=True)
-class EmulatedApp:
+class EmulatedApp(Client):
     """A client registered with the emulated TikTok developer portal.
 
     Attributes:
-        client_key: TikTok's client id.
+        client_id: TikTok's client id, the ``client_key`` (the constructor's keyword).
         client_secret: The client secret.
         redirect_uris: Registered redirect URIs (1 to 10), checked by the rules of
             *app_type* (see :func:`redirect_uri_problem`).
@@ -225,7 +221,7 @@ class EmulatedApp:
 
     """
 
-    client_key: str = attrs.field(validator=attrs.validators.min_len(1))
+    client_id: str = attrs.field(alias="client_key", validator=attrs.validators.min_len(1))
     client_secret: str = attrs.field(repr=False, validator=attrs.validators.min_len(1))
     redirect_uris: tuple[str, ...] = attrs.field(converter=_str_tuple)
     app_type: AppType = attrs.field(
@@ -234,7 +230,6 @@ class EmulatedApp:
     approved_scopes: frozenset[str] = attrs.field(
         default=DEFAULT_APPROVED_SCOPES, converter=_approved
     )
-    name: str = "Keyloom Test App"
 
     def __attrs_post_init__(self) -> None:
         """Check the redirect URIs and scopes like the developer portal does."""
@@ -264,17 +259,9 @@ class EmulatedApp:
         )
 
     @property
-    def client_id(self) -> str:
-        """The :attr:`client_key` (the kit's name for it)."""
-        return self.client_key
-
-    def accepts_redirect_uri(self, uri: str) -> bool:
-        """Return whether *uri* matches a registered redirect URI (exactly, or by wildcard port)."""
-        return any(redirect_matches(registered, uri) for registered in self.redirect_uris)
-
-    def secret_matches(self, secret: str) -> bool:
-        """Compare *secret* with the client secret in constant time."""
-        return hmac.compare_digest(secret.encode(), self.client_secret.encode())
+    def client_key(self) -> str:
+        """The :attr:`client_id` (TikTok's name for it)."""
+        return self.client_id
 
 
 @attrs.frozen(kw_only=True)
@@ -387,6 +374,7 @@ class TikTokEmulator(AuthorizationServer):
     builtin_client = (DEFAULT_CLIENT_KEY, DEFAULT_CLIENT_SECRET)
     default_redirect_uris = _DEFAULT_REDIRECT_URIS
     default_users = DEFAULT_USERS
+    user_key_attribute = "user_id"
     consent_path = CONSENT_PATH
     user: ClassVar[Mapping[str, str]] = {"sub": "emulated-creator"}
     api_paths = frozenset({TOKEN_PATH, REVOKE_PATH, USER_INFO_PATH})
@@ -399,6 +387,7 @@ class TikTokEmulator(AuthorizationServer):
     client_token_prefix = "clt."
     token_prefixes = ("act.", "rft.")
     token_error_descriptions = _TOKEN_ERRORS
+    client_scopes_option = "approved_scopes"
     # TikTok's own example answers a redirect URI mismatch with invalid_request.
     token_error_codes: ClassVar[Mapping[EndpointFailure, str]] = {
         CodeFailure.REDIRECT_MISMATCH: "invalid_request",
@@ -406,74 +395,46 @@ class TikTokEmulator(AuthorizationServer):
     }
     clients: dict[str, EmulatedApp]  # type: ignore[assignment]  # it registers only apps
 
-    def __init__(
-        self,
-        *,
-        clients: Iterable[EmulatedApp] | None = None,
-        users: Iterable[EmulatedUser] | None = None,
-        default_user: str | None = None,
-        consent: ConsentMode = "form",
-        withheld_scopes: Iterable[str] = (),
-        error_status: ErrorStatus = "200",
-        api_errors_http_200: bool = False,
-        require_pkce_web: bool = True,
-        require_code_challenge_method: bool = False,
-        pkce_encoding: PkceMode = "hex",
-        min_verifier_length: int = 32,
-        rotate_refresh_tokens: bool = True,
-        access_token_ttl: int = 7_200,
-        refresh_token_ttl: int = 15_552_000,
-        client_token_ttl: int = 7_200,
-        code_ttl: float = 600.0,
-        consent_ttl: float = 600.0,
-        codes_need_encoding: bool = True,
-        auto_auth: bool = True,
-        revoke_forgets_consent: bool = True,
-        user_info_rate_limit: int | None = 600,
-        rate_limit_window: float = 60.0,
-        rate_limit_retry_after: bool = False,
-        faults: FaultInjector | None = None,
-        clock: Clock = time.time,
-        host: str = LOOPBACK_HOST,
-        port: int = 0,
-    ) -> None:
-        """Configure the emulator; see the class docstring for the parameters."""
-        faults = faults if faults is not None else FaultInjector()
-        super().__init__(
-            clients=clients,
-            users=users,
-            default_user=default_user,
-            host=host,
-            port=port,
-            faults=faults,
-            clock=clock,
-            consent=consent,
-        )
+    # The constructor's options (see the class docstring), settable while the emulator runs:
+    error_status = Setting[ErrorStatus](  # type: ignore[assignment]  # TikTok's two modes
+        "200",
+        choices=get_args(ErrorStatus),
+        flag="--error-status",
+        help_text="HTTP status of token and revoke errors: 200 as TikTok answers, or 4xx",
+    )
+    api_errors_http_200: bool = False
+    require_pkce_web = Setting(
+        default=True, flag="--no-pkce-web", help_text="do not require PKCE from web apps"
+    )
+    require_code_challenge_method: bool = False
+    pkce_encoding = Setting[PkceMode]("hex", choices=get_args(PkceMode), flag="--pkce-encoding")
+    min_verifier_length = Setting(32, bounds=(1, _MAX_VERIFIER_LENGTH))
+    rotate_refresh_tokens = Setting(
+        default=True, flag="--no-rotation", help_text="keep refresh tokens on refresh"
+    )
+    access_token_ttl = Setting[float](7_200, at="book.access_ttl", flag="--access-token-ttl")
+    refresh_token_ttl = Setting[float](
+        15_552_000, at="book.refresh_ttl", flag="--refresh-token-ttl"
+    )
+    client_token_ttl: float | None = 7_200
+    code_ttl = Setting[float](600.0, at="book.code_ttl")
+    codes_need_encoding: bool = True
+    auto_auth: bool = True
+    revoke_forgets_consent: bool = True
+    user_info_rate_limit = Setting[int | None](
+        600, at="rate_limiter.limit", flag="--user-info-rate-limit"
+    )
+    rate_limit_window = Setting[float](60.0, at="rate_limiter.window")
+    rate_limit_retry_after: bool = False
+    #: The kit's :attr:`book` of codes and tokens, by TikTok's emulator's older name.
+    grants = DeprecatedAlias("book")
+
+    def setup(self) -> None:
+        """Refuse an empty user directory; build the per-app ``/v2/user/info/`` limiter."""
         if not self.users:
             raise ValueError("the emulator needs at least one user")
-        self.withheld_scopes = frozenset(withheld_scopes)
-        self.error_status = error_status
-        self.api_errors_http_200 = api_errors_http_200
-        self.require_pkce_web = require_pkce_web
-        self.require_code_challenge_method = require_code_challenge_method
-        self.pkce_encoding = pkce_encoding
-        self.min_verifier_length = min_verifier_length
-        self.rotate_refresh_tokens = rotate_refresh_tokens
-        self.client_token_ttl = client_token_ttl
-        self.consent_ttl = consent_ttl
-        self.codes_need_encoding = codes_need_encoding
-        self.auto_auth = auto_auth
-        self.revoke_forgets_consent = revoke_forgets_consent
-        self.rate_limit_retry_after = rate_limit_retry_after
-        #: The kit's :attr:`book` of codes and tokens, by TikTok's emulator's older name.
-        self.grants = self.book
-        self.code_ttl = code_ttl
-        self.access_token_ttl = access_token_ttl
-        self.refresh_token_ttl = refresh_token_ttl
         #: The per-app rate limiter of ``/v2/user/info/``.
-        self.rate_limiter = SlidingWindowLimiter(
-            user_info_rate_limit, rate_limit_window, clock=self.clock
-        )
+        self.rate_limiter = SlidingWindowLimiter(None, 60.0, clock=self.clock)
 
     # -- the apps, the conformance convention and the command line -------------------------
 
@@ -500,53 +461,20 @@ class TikTokEmulator(AuthorizationServer):
         )
 
     @staticmethod
-    def user_key(user: EmulatedUser) -> str:
-        """A user is known by their ``user_id``."""
-        return user.user_id
-
-    @staticmethod
     def user_label(user: EmulatedUser) -> str:
         """The display name and the ``@username``."""
         return f"{user.display_name} (@{user.username})"
 
     @classmethod
-    def for_client(
-        cls,
-        client_id: str,
-        client_secret: str,
-        redirect_uris: Sequence[str],
-        scopes: Iterable[str],
-        **options: Any,
-    ) -> Self:
-        """An emulator with one app approved for *scopes*; *options* go to the constructor."""
-        app = cls.make_client(client_id, client_secret, redirect_uris, approved_scopes=scopes)
-        return cls(clients=[app], **options)
-
-    @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        """The app's type and scopes, and the knobs of TikTok's open behaviours."""
+        """The app's type and scopes, and the settings' flags (TikTok's open behaviours)."""
         parser.add_argument("--app-type", choices=get_args(AppType), default="desktop")
         parser.add_argument(
             "--scopes",
             default=",".join(sorted(DEFAULT_APPROVED_SCOPES)),
             help="comma-separated scopes the app is approved for",
         )
-        parser.add_argument("--pkce-encoding", choices=get_args(PkceMode), default="hex")
-        parser.add_argument(
-            "--no-pkce-web", action="store_true", help="do not require PKCE from web apps"
-        )
-        parser.add_argument(
-            "--no-rotation", action="store_true", help="keep refresh tokens on refresh"
-        )
-        parser.add_argument(
-            "--error-status",
-            choices=get_args(ErrorStatus),
-            default="200",
-            help="HTTP status of token and revoke errors: 200 as TikTok answers, or 4xx",
-        )
-        parser.add_argument("--access-token-ttl", type=int, default=7_200)
-        parser.add_argument("--refresh-token-ttl", type=int, default=15_552_000)
-        parser.add_argument("--user-info-rate-limit", type=int, default=600)
+        super().add_arguments(parser)
 
     @classmethod
     def client_options(cls, args: argparse.Namespace) -> dict[str, Any]:
@@ -554,19 +482,6 @@ class TikTokEmulator(AuthorizationServer):
         if args.app_type == "web" and not args.redirect_uri:
             raise ValueError("web apps need at least one --redirect-uri (https, not localhost)")
         return {"app_type": args.app_type, "approved_scopes": args.scopes.split(",")}
-
-    @classmethod
-    def server_options(cls, args: argparse.Namespace) -> dict[str, Any]:
-        """The knobs of TikTok's open behaviours."""
-        return {
-            "pkce_encoding": args.pkce_encoding,
-            "require_pkce_web": not args.no_pkce_web,
-            "rotate_refresh_tokens": not args.no_rotation,
-            "error_status": args.error_status,
-            "access_token_ttl": args.access_token_ttl,
-            "refresh_token_ttl": args.refresh_token_ttl,
-            "user_info_rate_limit": args.user_info_rate_limit,
-        }
 
     def describe(self) -> list[str]:
         """The endpoints, the app type and the redirect URIs."""
@@ -591,90 +506,10 @@ class TikTokEmulator(AuthorizationServer):
             "image": self.url_for(f"/emulator/avatar/{user.user_id}.svg"),
         }
 
-    # -- configuration -------------------------------------------------------------------
-
-    @property
-    def pkce_encoding(self) -> PkceMode:
-        """Challenge encodings the token endpoint accepts: ``hex``, ``base64url`` or ``either``."""
-        return self._pkce_encoding
-
-    @pkce_encoding.setter
-    def pkce_encoding(self, value: PkceMode) -> None:
-        if value not in _PKCE_ENCODINGS:
-            raise ValueError(f"pkce_encoding must be one of {get_args(PkceMode)}")
-        self._pkce_encoding = value
-
-    @property  # type: ignore[override]  # TikTok's two modes, not the kit's one status
-    def error_status(self) -> ErrorStatus:
-        """The HTTP status of OAuth errors: ``"200"`` (TikTok) or ``"4xx"`` (RFC 6749)."""
-        return self._error_status
-
-    @error_status.setter
-    def error_status(self, value: ErrorStatus) -> None:
-        if value not in get_args(ErrorStatus):
-            raise ValueError(f"error_status must be one of {get_args(ErrorStatus)}")
-        self._error_status = value
-
     @property
     def pkce_encodings(self) -> tuple[PkceEncoding, ...]:
         """The encodings :attr:`pkce_encoding` names."""
         return _PKCE_ENCODINGS[self.pkce_encoding]
-
-    @property
-    def min_verifier_length(self) -> int:
-        """The shortest code verifier the token endpoint accepts (RFC 7636 says 43)."""
-        return self._min_verifier_length
-
-    @min_verifier_length.setter
-    def min_verifier_length(self, value: int) -> None:
-        if not 1 <= value <= _MAX_VERIFIER_LENGTH:
-            raise ValueError("min_verifier_length must be between 1 and 128")
-        self._min_verifier_length = value
-
-    @property
-    def access_token_ttl(self) -> float:
-        """Access token lifetime in seconds (of the ``act.`` tokens issued from now on)."""
-        return self.book.access_ttl
-
-    @access_token_ttl.setter
-    def access_token_ttl(self, value: float) -> None:
-        self.book.access_ttl = value
-
-    @property
-    def refresh_token_ttl(self) -> float:
-        """Refresh token lifetime in seconds (of the ``rft.`` tokens issued from now on)."""
-        return self.book.refresh_ttl
-
-    @refresh_token_ttl.setter
-    def refresh_token_ttl(self, value: float) -> None:
-        self.book.refresh_ttl = value
-
-    @property
-    def code_ttl(self) -> float:
-        """Authorization code lifetime in seconds."""
-        return self.book.code_ttl
-
-    @code_ttl.setter
-    def code_ttl(self, value: float) -> None:
-        self.book.code_ttl = value
-
-    @property
-    def user_info_rate_limit(self) -> int | None:
-        """``/v2/user/info/`` requests allowed per app per window (``None``: unlimited)."""
-        return self.rate_limiter.limit
-
-    @user_info_rate_limit.setter
-    def user_info_rate_limit(self, value: int | None) -> None:
-        self.rate_limiter.limit = value
-
-    @property
-    def rate_limit_window(self) -> float:
-        """The rate-limit window in seconds."""
-        return self.rate_limiter.window
-
-    @rate_limit_window.setter
-    def rate_limit_window(self, value: float) -> None:
-        self.rate_limiter.window = value
 
     @property
     def revoke_url(self) -> str:
@@ -718,15 +553,6 @@ class TikTokEmulator(AuthorizationServer):
             return self._api_error(code, "Injected fault.", status=status, fault=True)
         error = "server_error" if status == 500 else "temporarily_unavailable"
         return self.answer(request, self.error_body(error, "Injected fault."), status)
-
-    def new_code(self) -> str:
-        """A code with characters a client must percent-decode (:attr:`codes_need_encoding`)."""
-        base = secrets.token_urlsafe(32)
-        if not self.codes_need_encoding:
-            return base
-        # Characters a client must percent-decode exactly once: "*", "!", and a "%xx"
-        # sequence that a second decoding would change.
-        return f"{base[:16]}*{base[16:32]}!{secrets.token_hex(2)}~%{secrets.token_hex(1)}"
 
     @staticmethod
     def _headers(lid: str) -> dict[str, str]:
@@ -985,11 +811,8 @@ class TikTokEmulator(AuthorizationServer):
             size = min(max(int(request.query.get("size", "168")), 16), 1080)
         except ValueError:
             size = 168
-        return web.Response(
-            text=_avatar_svg(user, size),
-            content_type="image/svg+xml",
-            headers={"Cache-Control": "public, max-age=3600"},
-        )
+        colour = _AVATAR_COLOURS[int(self.union_id(user.user_id)[:8], 16) % 6]
+        return avatar_response(user.display_name, size=size, colour=colour)
 
     async def profile_page(self, request: web.Request) -> web.StreamResponse:
         """A tiny profile page (the ``profile_deep_link``)."""
@@ -1010,21 +833,6 @@ class TikTokEmulator(AuthorizationServer):
             ],
         )
         return html_response(page)
-
-
-_AVATAR_COLOURS: Final = ("#fe2c55", "#25f4ee", "#7b61ff", "#ff9f1c", "#2ec4b6", "#3a86ff")
-
-
-def _avatar_svg(user: EmulatedUser, size: int) -> str:
-    initials = "".join(word[0] for word in user.display_name.split()[:2]).upper() or "?"
-    colour = _AVATAR_COLOURS[int(TikTokEmulator.union_id(user.user_id)[:8], 16) % 6]
-    return (
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{size}" height="{size}" '
-        f'viewBox="0 0 100 100" role="img" aria-label="{html.escape(user.display_name)}">'
-        f'<rect width="100" height="100" rx="50" fill="{colour}"/>'
-        '<text x="50" y="50" dy=".35em" text-anchor="middle" font-family="sans-serif" '
-        f'font-size="38" font-weight="700" fill="#fff">{html.escape(initials)}</text></svg>'
-    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

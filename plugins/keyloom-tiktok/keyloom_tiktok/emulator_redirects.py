@@ -10,7 +10,11 @@ from __future__ import annotations
 
 from typing import Final, Literal, TypeAlias
 
-import attrs
+from keyloom_core.testing.authserver import (
+    RedirectUriParts,
+    redirect_uri_matches,
+    split_redirect_uri,
+)
 
 __all__ = ["MAX_REDIRECT_URIS", "AppType", "redirect_matches", "redirect_uri_problem"]
 
@@ -21,32 +25,8 @@ MAX_REDIRECT_URIS: Final = 10
 
 _MAX_LENGTH: Final = 512
 _DESKTOP_HOSTS: Final = frozenset({"localhost", "127.0.0.1"})
-
-
-@attrs.frozen
-class _UriParts:
-    scheme: str
-    host: str
-    port: str | None
-    path: str
-
-
-def _split_uri(uri: str) -> _UriParts | None:
-    scheme, sep, rest = uri.partition("://")
-    if not sep or not scheme:
-        return None
-    authority, slash, path = rest.partition("/")
-    if not authority or "@" in authority:
-        return None
-    if authority.startswith("["):
-        inner, bracket, after = authority.partition("]")
-        if not bracket or (after and not after.startswith(":")):
-            return None
-        host, port = inner + "]", (after[1:] if after else None)
-    else:
-        host, colon, port_text = authority.partition(":")
-        port = port_text if colon else None
-    return _UriParts(scheme, host, port, slash + path)
+#: Whether a redirect URI matches a registered one: exactly, or on any port for ``*``.
+redirect_matches = redirect_uri_matches
 
 
 def _valid_port(port: str) -> bool:
@@ -64,7 +44,7 @@ def redirect_uri_problem(uri: str, app_type: AppType) -> str | None:
         return "must be shorter than 512 characters"
     if "?" in uri or "#" in uri:
         return "must be static: no query string or fragment"
-    parts = _split_uri(uri)
+    parts = split_redirect_uri(uri)
     if parts is None or any(char.isspace() for char in uri):
         return "must be an absolute URL"
     if app_type == "web":
@@ -72,7 +52,7 @@ def redirect_uri_problem(uri: str, app_type: AppType) -> str | None:
     return _desktop_uri_problem(parts)
 
 
-def _web_uri_problem(parts: _UriParts) -> str | None:
+def _web_uri_problem(parts: RedirectUriParts) -> str | None:
     if parts.scheme != "https":
         return "must use https for web apps"
     if parts.host.lower() in _DESKTOP_HOSTS:
@@ -82,7 +62,7 @@ def _web_uri_problem(parts: _UriParts) -> str | None:
     return None
 
 
-def _desktop_uri_problem(parts: _UriParts) -> str | None:
+def _desktop_uri_problem(parts: RedirectUriParts) -> str | None:
     if parts.scheme not in {"http", "https"}:
         return "must use http or https"
     if parts.host not in _DESKTOP_HOSTS:
@@ -92,20 +72,3 @@ def _desktop_uri_problem(parts: _UriParts) -> str | None:
     if parts.port != "*" and not _valid_port(parts.port):
         return "has an invalid port"
     return None
-
-
-def redirect_matches(registered: str, candidate: str) -> bool:
-    """Whether *candidate* matches the *registered* URI: exactly, or on any port for ``*``."""
-    if candidate == registered:
-        return True
-    pattern = _split_uri(registered)
-    if pattern is None or pattern.port != "*" or "?" in candidate or "#" in candidate:
-        return False
-    actual = _split_uri(candidate)
-    return (
-        actual is not None
-        and actual.port is not None
-        and _valid_port(actual.port)
-        and (actual.scheme, actual.host, actual.path)
-        == (pattern.scheme, pattern.host, pattern.path)
-    )

@@ -119,9 +119,7 @@ class RecordingEmulator(TikTokEmulator):
                 form = {k: v for k, v in (await request.post()).items() if isinstance(v, str)}
             entry = Recorded(request.method, request.path, dict(request.query), form)
             if request.path == TOKEN_PATH and form.get("grant_type") == "authorization_code":
-                found = self.grants.inspect_code(
-                    form.get("code", ""), client_id="", redirect_uri=""
-                )
+                found = self.book.inspect_code(form.get("code", ""), client_id="", redirect_uri="")
                 entry.code_used_on_arrival = found is CodeFailure.USED
             self.requests.append(entry)
             response = await handler(request)

@@ -1271,7 +1271,7 @@ def test_constructor_validation() -> None:
     with pytest.raises(ValueError, match="default user"):
         TikTokEmulator(default_user="nobody")
     with pytest.raises(ValueError, match="consent"):
-        TikTokEmulator(consent="maybe")  # type: ignore[arg-type]
+        TikTokEmulator(consent="maybe")
     with pytest.raises(ValueError, match="loopback"):
         TikTokEmulator(host="0.0.0.0")  # noqa: S104 - checks that it is refused
     emulator = TikTokEmulator()

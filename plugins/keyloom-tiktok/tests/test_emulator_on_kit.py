@@ -190,3 +190,21 @@ async def test_describe_lists_the_endpoints_and_the_redirect_uris() -> None:
     assert any("user info:" in line for line in lines)
     assert f"  redirect URI:  {REDIRECT}" in lines
     assert "  app type:      web" in lines
+
+
+def test_the_old_grants_name_warns_and_names_book() -> None:
+    emulator = TikTokEmulator()
+    with pytest.warns(DeprecationWarning, match=r"TikTokEmulator\.grants is deprecated; use book"):
+        assert emulator.grants is emulator.book
+
+
+def test_a_misspelt_option_names_the_intended_one() -> None:
+    with pytest.raises(TypeError, match=r"'pkce_encodng' \(did you mean 'pkce_encoding'\?\)"):
+        TikTokEmulator(pkce_encodng="either")
+
+
+def test_ttl_and_rate_limit_options_reach_the_book_and_the_limiter() -> None:
+    emulator = TikTokEmulator(access_token_ttl=60, code_ttl=5, user_info_rate_limit=None)
+    assert (emulator.book.access_ttl, emulator.book.code_ttl) == (60, 5)
+    assert (emulator.book.refresh_ttl, emulator.rate_limiter.limit) == (15_552_000, None)
+    assert TikTokEmulator().rate_limiter.limit == 600
