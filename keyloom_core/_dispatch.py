@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Awaitable, Iterator, Mapping
+from collections.abc import Awaitable, Mapping
 from inspect import isawaitable
 from types import TracebackType
 from typing import Any, TypeVar
@@ -144,9 +144,9 @@ class HookDispatcher:
         msg = f"the provider did not answer within {self.timeout:g}s ({hook})"
         return ProviderTimeoutError(msg, provider_id=provider_id)
 
-    async def provider_call(
+    def provider_call(
         self, hook: str, provider: Provider, operation: Operation | None = None, **kwargs: Any
-    ) -> Any:
+    ) -> Awaitable[Any]:
         """Await the owning plugin's implementation, then the built-in one, until not None.
 
         An implementation is only called if the one before it answered ``None``; together
@@ -155,15 +155,29 @@ class HookDispatcher:
         ``authorize_params`` may be one) answers at once, and cannot wait for anything a
         deadline could end.
 
+        It is not a coroutine itself but returns the one to await: a coroutine less alive
+        for the whole call, which under load means fewer garbage collections
+        (``bench_login.py`` prints them).
+
         :raises PluginError: an implementation failed or answered the wrong type.
         :raises ProviderTimeoutError: no answer within the timeout.
         """
         kwargs["provider"] = provider
-        impls = iter(self.registry.provider_impls(hook, provider.id))
-        if operation is not None:
-            operation.start(hook, self.timeout)  # one budget, fallback included
-            return await self._answer(hook, provider, operation, impls, kwargs)
-        for plugin, function, argnames in impls:
+        impls = self.registry.provider_impls(hook, provider.id)
+        if operation is None:
+            return self._own_operation(hook, provider, impls, kwargs)
+        operation.start(hook, self.timeout)  # one budget, fallback included
+        return self._answer(hook, provider, operation, impls, kwargs)
+
+    async def _own_operation(
+        self,
+        hook: str,
+        provider: Provider,
+        impls: tuple[ProviderImpl, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        """:meth:`provider_call` outside an operation: one starts at the first awaitable."""
+        for index, (plugin, function, argnames) in enumerate(impls):
             try:
                 value = function(*[kwargs[name] for name in argnames])  # as pluggy calls
             except KeyloomError:
@@ -173,7 +187,8 @@ class HookDispatcher:
             if isawaitable(value):  # the rest runs in an operation, with the whole timeout
                 with Operation() as own:
                     own.start(hook, self.timeout)
-                    return await self._answer(hook, provider, own, impls, kwargs, plugin, value)
+                    rest = self._answer(hook, provider, own, impls, kwargs, index, value)
+                    return await rest
                 raise self.timed_out(hook, provider.id)  # the scope caught its deadline
             if value is not None:
                 return _checked(value, hook, plugin, provider.id)
@@ -185,21 +200,22 @@ class HookDispatcher:
         hook: str,
         provider: Provider,
         operation: Operation,
-        impls: Iterator[ProviderImpl],
+        impls: tuple[ProviderImpl, ...],
         kwargs: dict[str, Any],
-        plugin: str = "",
+        index: int = 0,
         value: Any = None,
     ) -> Any:
-        """:meth:`provider_call`'s implementations, in time; *value*: *plugin*'s pending one."""
+        """:meth:`provider_call`'s implementations from *index*, in time.
+
+        *value* is what the implementation at *index* has already returned, if it was called.
+        """
         provider_id = provider.id
-        while True:
+        while index < len(impls):
+            plugin, function, argnames = impls[index]
+            index += 1
             # run()'s work, without its coroutine on the way of every answer
             try:
                 if value is None:
-                    found = next(impls, None)
-                    if found is None:
-                        break
-                    plugin, function, argnames = found
                     value = function(*[kwargs[name] for name in argnames])  # as pluggy calls
                 if isawaitable(value):
                     value = await value

@@ -12,7 +12,7 @@ import logging
 import random
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode, urlsplit
 
@@ -322,7 +322,7 @@ class HttpClient:
             raise RuntimeError(msg)
         return self._session
 
-    async def post_form(
+    def post_form(
         self,
         url: str,
         form: Mapping[str, str],
@@ -330,9 +330,14 @@ class HttpClient:
         idempotent: bool = False,
         headers: Mapping[str, str] | None = None,
         provider_id: str | None = None,
-    ) -> HttpResponse:
-        """POST an ``application/x-www-form-urlencoded`` body (token, refresh, revoke calls)."""
-        return await self.request(
+    ) -> Coroutine[Any, Any, HttpResponse]:
+        """POST an ``application/x-www-form-urlencoded`` body (token, refresh, revoke calls).
+
+        Like :meth:`get`, it returns :meth:`request`'s coroutine to await rather than being
+        a coroutine of its own: one object less alive through the call, which under load
+        means fewer garbage collections (``bench_login.py`` counts them).
+        """
+        return self.request(
             "POST",
             url,
             data=form,
@@ -341,7 +346,7 @@ class HttpClient:
             provider_id=provider_id,
         )
 
-    async def get(
+    def get(
         self,
         url: str,
         *,
@@ -349,9 +354,9 @@ class HttpClient:
         bearer: str | None = None,
         headers: Mapping[str, str] | None = None,
         provider_id: str | None = None,
-    ) -> HttpResponse:
-        """GET, optionally with a bearer token (safe to retry)."""
-        return await self.request(
+    ) -> Coroutine[Any, Any, HttpResponse]:
+        """GET, optionally with a bearer token (safe to retry); returns the call to await."""
+        return self.request(
             "GET",
             url,
             params=params,
