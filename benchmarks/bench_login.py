@@ -52,6 +52,21 @@ def _callback_query(location: str) -> dict[str, str]:
     return dict(parse_qsl(urlsplit(location).query))
 
 
+async def _authorize(
+    session: aiohttp.ClientSession, url: str, params: dict[str, str] | None = None
+) -> dict[str, str]:
+    """The browser's part: ``GET`` the authorization URL; the callback query of its 302.
+
+    A function of its own, so that no contender keeps the response alive through the rest
+    of its login: under load the objects a login keeps alive set how often the garbage
+    collector runs (the table's GC column).
+    """
+    async with session.get(url, params=params, allow_redirects=False) as resp:
+        if resp.status != 302:
+            raise RuntimeError(f"authorize answered {resp.status}")
+        return _callback_query(resp.headers["Location"])
+
+
 # -- contenders ------------------------------------------------------------------------------
 
 
@@ -86,11 +101,7 @@ class Raw:
             "code_challenge": hashlib.sha256(verifier.encode()).hexdigest(),
             "code_challenge_method": "S256",
         }
-        async with session.get(self.authorize_url, params=params, allow_redirects=False) as resp:
-            if resp.status != 302:
-                raise RuntimeError(f"authorize answered {resp.status}")
-            location = resp.headers["Location"]
-        query = _callback_query(location)
+        query = await _authorize(session, self.authorize_url, params)
         if query.get("state") != state:
             raise RuntimeError("state mismatch")
         form = {
@@ -146,11 +157,8 @@ class KeyloomContender:
         """One login; returns the profile id (TikTok's ``open_id``)."""
         keyloom = self.keyloom
         start = await keyloom.begin_login("tiktok")
-        async with self.session.get(start.url, allow_redirects=False) as resp:
-            if resp.status != 302:
-                raise RuntimeError(f"authorize answered {resp.status}")
-            location = resp.headers["Location"]
-        result = await keyloom.complete_login("tiktok", _callback_query(location), start.state)
+        query = await _authorize(self.session, start.url)
+        result = await keyloom.complete_login("tiktok", query, start.state)
         return result.profile.id
 
 
@@ -267,6 +275,14 @@ class Batch:
     first_error: str | None
     round: int = 0
     server_cpu: float | None = None  #: the emulator's CPU seconds, where it can be read
+    gc_collections: int = 0  #: garbage collections (all generations) during the batch
+    gc_seconds: float = 0.0  #: time spent in them
+
+    @property
+    def gc_per_login(self) -> tuple[float, float]:
+        """Collections per 1,000 logins, and their µs per login."""
+        logins = max(1, len(self.latencies) + self.errors)
+        return self.gc_collections * 1000 / logins, self.gc_seconds / logins * 1e6
 
     @property
     def throughput(self) -> float:
@@ -306,15 +322,31 @@ async def run_batch(login: Login, n: int, concurrency: int, *, collect: bool = T
             else:
                 latencies.append(time.perf_counter() - started)
 
+    collections = [0, 0.0, 0.0]  # count, seconds, start of the one under way
+
+    def timed(phase: str, info: dict[str, int]) -> None:
+        del info
+        if phase == "start":
+            collections[2] = time.perf_counter()
+        else:
+            collections[0] += 1
+            collections[1] += time.perf_counter() - collections[2]
+
     if collect:
         gc.collect()
     cpu = time.process_time()
     started = time.perf_counter()
-    async with asyncio.TaskGroup() as group:
-        for _ in range(min(concurrency, n)):
-            group.create_task(worker())
+    gc.callbacks.append(timed)
+    try:
+        async with asyncio.TaskGroup() as group:
+            for _ in range(min(concurrency, n)):
+                group.create_task(worker())
+    finally:
+        gc.callbacks.remove(timed)
     wall = time.perf_counter() - started
-    return Batch(wall, time.process_time() - cpu, latencies, errors, first_error)
+    batch = Batch(wall, time.process_time() - cpu, latencies, errors, first_error)
+    batch.gc_collections, batch.gc_seconds = int(collections[0]), collections[1]
+    return batch
 
 
 @dataclass
@@ -340,6 +372,18 @@ class Series:
     def throughput(self) -> float:
         """Median logins per second across rounds."""
         return median(self.throughputs())
+
+    def gc_per_login(self) -> tuple[float, float]:
+        """Medians across rounds: garbage collections per 1,000 logins, and their µs per login.
+
+        Under load the collector is a large share of a client's CPU: it runs when the number
+        of objects alive grows by 700 since the last collection, so objects a login keeps
+        alive across its awaits (while other logins run) set how often it runs.
+        """
+        return (
+            median([b.gc_per_login[0] for b in self.batches]),
+            median([b.gc_per_login[1] for b in self.batches]),
+        )
 
     def cpu_per_login(self) -> float:
         """Median across rounds of the client's CPU µs per login."""
@@ -409,7 +453,7 @@ class LoginResults:
             for name in self.contenders:
                 s = self.get(name, concurrency)
                 if s is None:
-                    rows.append([name, str(concurrency), *["-"] * 8])
+                    rows.append([name, str(concurrency), *["-"] * 9])
                     continue
                 rows.append(
                     [
@@ -422,6 +466,7 @@ class LoginResults:
                         f"{s.latency(50):.2f}",
                         f"{s.latency(99):.2f}",
                         f"{s.cpu_per_login():.0f}",
+                        "{:.0f} / {:.0f}".format(*s.gc_per_login()),
                         _fmt_us(s.server_cpu_per_login()),
                     ]
                 )
@@ -436,6 +481,7 @@ class LoginResults:
                 "p50 ms",
                 "p99 ms",
                 "client CPU µs/login",
+                "GC per 1k logins / µs per login",
                 "emulator CPU µs/login",
             ],
             rows,
