@@ -45,12 +45,12 @@ from keyloom_core.testing.authserver import (
     AuthorizationServer,
     Client,
     DeprecatedAlias,
-    deprecated_module_names,
     EndpointFailure,
     PendingAuthorization,
     RegisteredClient,
     RequestFailure,
     Setting,
+    deprecated_module_names,
 )
 from keyloom_core.testing.emulator import (
     AuthorizationCode,
@@ -67,7 +67,8 @@ from keyloom_core.testing.emulator import (
     message_page,
 )
 from keyloom_tiktok import BASIC, SPEC
-from keyloom_tiktok.emulator_api import FIELD_SCOPES, USER_INFO_PATH, ContentAPI
+from keyloom_tiktok.emulator_api import FIELD_SCOPES as _FIELD_SCOPES
+from keyloom_tiktok.emulator_api import USER_INFO_PATH, ContentAPI
 from keyloom_tiktok.emulator_redirects import (
     MAX_REDIRECT_URIS,
     AppType,
@@ -146,7 +147,7 @@ DEFAULT_APPROVED_SCOPES: Final = frozenset(
     {"user.info.basic", "user.info.profile", "user.info.stats", "video.list"}
 )
 __getattr__ = deprecated_module_names(
-    __name__, {"FIELD_SCOPES": ("keyloom_tiktok.emulator_api.FIELD_SCOPES", FIELD_SCOPES)}
+    __name__, {"FIELD_SCOPES": ("keyloom_tiktok.emulator_api.FIELD_SCOPES", _FIELD_SCOPES)}
 )
 
 DEFAULT_CLIENT_KEY: Final = "awkeyloomemulator"

@@ -558,7 +558,9 @@ class ContentAPI:
         error = {"code": refusal.code, "message": refusal.message, "log_id": lid}
         http_200 = self.emulator.api_errors_http_200 and not refusal.fault
         return web.json_response(
-            {"data": {}, "error": error}, status=200 if http_200 else refusal.status, headers=headers
+            {"data": {}, "error": error},
+            status=200 if http_200 else refusal.status,
+            headers=headers,
         )
 
     def fault(self, status: int) -> web.Response:
@@ -566,9 +568,7 @@ class ContentAPI:
         code = "rate_limit_exceeded" if status == 429 else "internal_error"
         return self._answer(None, _RefusalError(code, status, "Injected fault.", fault=True))
 
-    def _authorized(
-        self, request: web.Request, *scopes: str
-    ) -> tuple[AccessToken, EmulatedUser]:
+    def _authorized(self, request: web.Request, *scopes: str) -> tuple[AccessToken, EmulatedUser]:
         """The bearer token and its user; the token must hold one of *scopes* (if any).
 
         Then the endpoint's rate limit: the emulator's per-app :attr:`rate_limiter` for
@@ -586,9 +586,7 @@ class ContentAPI:
             raise _RefusalError("rate_limit_exceeded", 429, retry_after=wait)
         return found, user
 
-    def _limiter(
-        self, path: str, token: AccessToken
-    ) -> tuple[SlidingWindowLimiter | None, object]:
+    def _limiter(self, path: str, token: AccessToken) -> tuple[SlidingWindowLimiter | None, object]:
         if path == USER_INFO_PATH:
             return self.emulator.rate_limiter, (token.client_id, path)
         limit = self.limits.get(path)
