@@ -158,7 +158,7 @@ class GitHubEmulator(AuthorizationServer):
     redirect_uri_optional = True
     default_users = DEFAULT_USERS
     user_key_attribute = "login"
-    api_paths = frozenset({"/login/oauth/access_token", "/user", "/user/emails"})
+    api_paths = frozenset({"/user", "/user/emails"})  # with the spec's token and revoke routes
     error_status = 200
     require_pkce = False
     require_response_type = False
