@@ -73,6 +73,13 @@ class ExampleEmulator(AuthorizationServer):
     code_ttl = DeprecatedAlias("code_lifetime")
 ```
 
+The revocation route takes the spec's `revoke_method`. A provider whose revocation answers
+unlike RFC 7009 writes its own `revoke` on `revocation_body` (the body as `revoke_encoding`
+says, the token at `revoke_token_param`) and `revoking_client` (authenticated as
+`revoke_auth_method` says, matching a `{client_id}` in the path); `revocation_url` fills
+that segment in. A provider that keeps only the wider of nested scopes returns
+`narrowest_scopes` (from `known_scopes` and `implied_scopes`) from `requested_scopes`.
+
 The building blocks of `keyloom_core.testing.emulator` are there for emulators that need
 more (TikTok's consent rules, GitHub's callback matching).
 

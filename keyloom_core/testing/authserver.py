@@ -11,7 +11,13 @@ It takes every provider-specific detail from its :attr:`~AuthorizationServer.spe
 - the PKCE challenge encoding (``pkce_encoding``);
 - how clients authenticate (``token_auth_method``: form body, HTTP Basic or none);
 - the token answer's account and refresh-lifetime fields (``account_id_field``,
-  ``refresh_expires_field``).
+  ``refresh_expires_field``);
+- the revocation route's method (``revoke_method``), and for a provider's own revocation
+  handler the body (``revoke_encoding``, ``revoke_token_param``) and the client's
+  authentication (``revoke_auth_method``): :meth:`~AuthorizationServer.revocation_body`,
+  :meth:`~AuthorizationServer.revoking_client`;
+- the scopes that include others (``implied_scopes``):
+  :meth:`~AuthorizationServer.narrowest_scopes`.
 
 A provider's emulator is a subclass that sets :attr:`~AuthorizationServer.spec` and overrides
 only what its provider does differently::
@@ -560,8 +566,9 @@ class AuthorizationServer(EmulatorServer):
     refresh_ttl: ClassVar[float] = 31_536_000.0
     #: The prefixes of access and refresh token values (e.g. ``("at_", "rt_")``).
     token_prefixes: ClassVar[tuple[str, str]] = ("", "")
-    #: The revocation route's HTTP method (RFC 7009: ``POST``); :meth:`revoke` handles it.
-    revoke_method: ClassVar[str] = "POST"
+    #: The revocation route's HTTP method; ``None``: ``spec.revoke_method`` (RFC 7009:
+    #: ``POST``). :meth:`revoke` handles it.
+    revoke_method: ClassVar[str | None] = None
     #: Whether an authorization request may leave out ``redirect_uri``: the client's first
     #: registered one is used then (RFC 6749 §3.1.2.3).
     redirect_uri_optional: ClassVar[bool] = False
@@ -741,6 +748,16 @@ class AuthorizationServer(EmulatorServer):
         """Absolute URL of the profile route (only while started)."""
         return self.url_for(self.routes["profile"] or "/")
 
+    def revocation_url(self, client_id: str | None = None) -> str:
+        """Absolute URL of the revocation route (only while started).
+
+        A ``{client_id}`` segment of the spec's ``revoke_url`` becomes *client_id*
+        (URL-quoted; by default the first registered client's).
+        """
+        client_id = self.default_app.client_id if client_id is None else client_id
+        path = (self.routes["revoke"] or "/").replace("{client_id}", quote(client_id, safe=""))
+        return self.url_for(path)
+
     @property
     def default_app(self) -> Any:
         """The first registered client (typed ``Any``: a subclass's client type)."""
@@ -751,6 +768,19 @@ class AuthorizationServer(EmulatorServer):
     def requested_scopes(self, raw: str) -> tuple[str, ...]:
         """The scopes of the ``scope`` parameter, split on ``spec.scope_separator``, each once."""
         return tuple(dict.fromkeys(s for s in raw.split(self.spec.scope_separator) if s))
+
+    @classmethod
+    def narrowest_scopes(cls, scopes: Iterable[str]) -> tuple[str, ...]:
+        """*scopes* as a provider that keeps only the wider of nested scopes grants them.
+
+        Each once, in order, only known ones (``spec.known_scopes``, unless empty) and
+        without those another one includes (``spec.implied_scopes``). For a provider like
+        GitHub, whose :meth:`requested_scopes` returns these.
+        """
+        known = cls.spec.known_scopes
+        wanted = list(dict.fromkeys(s for s in scopes if not known or s in known))
+        implied = {s for scope in wanted for s in cls.spec.implied_scopes.get(scope, ())}
+        return tuple(s for s in wanted if s not in implied)
 
     def check_authorization(self, params: Mapping[str, str]) -> str | None:
         """Return an RFC 6749 §4.1.2.1 error code for an approved request, or ``None``.
@@ -848,11 +878,12 @@ class AuthorizationServer(EmulatorServer):
 
     def add_routes(self, app: web.Application) -> None:
         """The spec's routes, the consent form's answer and the avatar."""
+        revoke_method = self.revoke_method or self.spec.revoke_method
         add: dict[str, tuple[Callable[[str, Handler], object], Handler]] = {
             "authorize": (app.router.add_get, self.authorize),
             "token": (app.router.add_post, self.token),
             "profile": (app.router.add_get, self.userinfo),
-            "revoke": (functools.partial(app.router.add_route, self.revoke_method), self.revoke),
+            "revoke": (functools.partial(app.router.add_route, revoke_method), self.revoke),
         }
         for name, path in self.routes.items():
             if path is not None:
@@ -1285,6 +1316,42 @@ class AuthorizationServer(EmulatorServer):
         if self.revoke_forgets_consent and isinstance(live, AccessToken) and live.user_id:
             self.granted.pop((client.client_id, live.user_id), None)
         return self.answer(request, {})
+
+    async def revocation_body(self, request: web.Request) -> dict[str, str]:
+        """The revocation request's body as ``spec.revoke_encoding`` says: JSON or a form.
+
+        Only its string values; a body that is not one (malformed JSON, another content
+        type) is empty, so the token in ``spec.revoke_token_param`` is missing.
+        """
+        if self.spec.revoke_encoding == "form":
+            form = await request.post() if request.content_type == _FORM_TYPE else {}
+            return {k: v for k, v in form.items() if isinstance(v, str)}
+        try:
+            body = await request.json() if request.content_type == "application/json" else {}
+        except (ValueError, RecursionError):  # not JSON (or not UTF-8, or too deep)
+            body = {}
+        if not isinstance(body, dict):
+            return {}
+        return {k: v for k, v in body.items() if isinstance(v, str)}
+
+    def revoking_client(
+        self, request: web.Request, body: Mapping[str, str]
+    ) -> RegisteredClient | None:
+        """The client authenticated as ``spec.revoke_auth_method`` says, or ``None``.
+
+        ``None`` also if the route has a ``{client_id}`` segment naming another client.
+        """
+        method = self.spec.revoke_auth_method or self.spec.token_auth_method
+        if method == "client_secret_basic":
+            client_id, secret = self.basic_credentials(request) or ("", "")
+        else:
+            client_id = body.get(self.spec.client_id_param, "")
+            secret = body.get("client_secret", "")
+        client = self.clients.get(client_id)
+        if client is None or (method != "none" and not client.secret_matches(secret)):
+            return None
+        in_path = request.match_info.get("client_id", client_id)
+        return client if in_path == client_id else None
 
     async def avatar(self, request: web.Request) -> web.StreamResponse:
         """A one-colour SVG avatar."""

@@ -195,7 +195,7 @@ class CodeLedger:
         code = form.get("code")
         if form.get("grant_type") != "authorization_code" or not isinstance(code, str):
             return await handler(request)
-        found = self.emulator.grants.inspect_code(
+        found = self.emulator.book.inspect_code(
             code,
             client_id=str(form.get("client_key", "")),
             redirect_uri=str(form.get("redirect_uri", "")),

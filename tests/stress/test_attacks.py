@@ -268,12 +268,12 @@ async def test_pkce_downgrade_authorize_without_code_challenge_is_refused(stack)
             assert answer.status == 400, (expected, answer.text)
             assert "Location" not in answer.headers
             assert f'data-error-param="{expected}"' in answer.text
-        assert stack.emulator.grants._codes == {}
+        assert stack.emulator.book._codes == {}
         no_method = _with_query(location, code_challenge_method=None)
         answer = await stresskit.call(client, "GET", no_method, encoded=True)
     assert answer.status == 302
     code = dict(parse_qsl(urlsplit(answer.headers["Location"]).query))["code"]
-    (entry,) = stack.emulator.grants._codes.values()
+    (entry,) = stack.emulator.book._codes.values()
     assert entry.code.code == code
     assert entry.code.code_challenge == dict(parse_qsl(urlsplit(location).query))["code_challenge"]
     assert entry.code.code_challenge_method == "S256"
@@ -338,7 +338,7 @@ async def test_pkce_verifier_from_another_login_fails(stack):
         # TikTok answers OAuth errors with HTTP 200 (the emulator's default error_status)
         assert direct.status == (200 if stack.emulator.error_status == "200" else 400)
         assert direct.json()["error"] == "invalid_request"
-    grants = stack.emulator.grants
+    grants = stack.emulator.book
     code = first.params["code"]
     assert (
         grants.inspect_code(
@@ -371,7 +371,7 @@ async def test_authorization_code_injection(stack):
         (submission,) = _ledger(stack).codes[stolen.params["code"]]
         # the emulator refused the verifier (with HTTP 200, as TikTok does, by default)
         assert submission.status == (200 if stack.emulator.error_status == "200" else 400)
-        unused = stack.emulator.grants.inspect_code(
+        unused = stack.emulator.book.inspect_code(
             stolen.params["code"],
             client_id=DEFAULT_CLIENT_KEY,
             redirect_uri=stack.auth("/oauth/tiktok/callback"),

@@ -94,7 +94,7 @@ async def test_client_disconnect_mid_callback_leaves_nothing_behind(path):
         assert len(stack.logins) == logins_before
         assert stack.emulator is not None
         if path == TOKEN_PATH:
-            found = stack.emulator.grants.inspect_code(
+            found = stack.emulator.book.inspect_code(
                 started.params["code"],
                 client_id=DEFAULT_CLIENT_KEY,
                 redirect_uri=stack.auth("/oauth/tiktok/callback"),

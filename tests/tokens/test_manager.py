@@ -147,11 +147,11 @@ async def test_expiring_token_is_refreshed_and_the_rotated_token_saved(
     assert grant.tokens.refresh_token not in (None, result.tokens.refresh_token)
     assert grant.granted_scopes == frozenset(SCOPES)
     # The old refresh token was rotated away at the provider; the new access token works.
-    old = emulator.grants.refresh(
+    old = emulator.book.refresh(
         result.tokens.refresh_token or "", client_id=emulator.default_app.client_key
     )
     assert old is TokenFailure.REVOKED
-    assert isinstance(emulator.grants.lookup_access(token), AccessToken)
+    assert isinstance(emulator.book.lookup_access(token), AccessToken)
 
 
 async def test_concurrent_tasks_refresh_once(
@@ -214,7 +214,7 @@ async def test_invalid_grant_deletes_and_asks_to_sign_in_again(
     manager = TokenManager(store, clock=clock)
     keyloom, result = await signed_in(make_keyloom, login, manager)
     account = result.profile.id
-    assert emulator.grants.revoke(result.tokens.refresh_token or "") is None  # user revoked
+    assert emulator.book.revoke(result.tokens.refresh_token or "") is None  # user revoked
     clock.advance(3_600)
     async with keyloom:
         with pytest.raises(ReauthenticationRequiredError) as info:
@@ -371,14 +371,14 @@ async def test_logout_revokes_and_deletes(
     manager = TokenManager(store)
     keyloom, result = await signed_in(make_keyloom, login, manager)
     account = result.profile.id
-    assert isinstance(emulator.grants.lookup_access(result.tokens.access_token), AccessToken)
+    assert isinstance(emulator.book.lookup_access(result.tokens.access_token), AccessToken)
     async with keyloom:
         assert await manager.logout("tiktok", account) is True
         assert await manager.logout("tiktok", account) is False
     assert await store.get("tiktok", account) is None
     # Revoked at the provider: the access and the refresh token are dead.
-    assert emulator.grants.lookup_access(result.tokens.access_token) is TokenFailure.REVOKED
-    dead = emulator.grants.refresh(
+    assert emulator.book.lookup_access(result.tokens.access_token) is TokenFailure.REVOKED
+    dead = emulator.book.refresh(
         result.tokens.refresh_token or "", client_id=emulator.default_app.client_key
     )
     assert dead is TokenFailure.REVOKED
@@ -448,4 +448,4 @@ async def test_logout_waits_for_a_refresh_in_flight_and_revokes_its_result(
         assert await manager.logout("tiktok", account) is True
     assert emulator.refreshes == 1
     assert await store.get("tiktok", account) is None
-    assert emulator.grants.lookup_access(refreshed[0]) is TokenFailure.REVOKED
+    assert emulator.book.lookup_access(refreshed[0]) is TokenFailure.REVOKED

@@ -156,7 +156,7 @@ async def test_two_processes_refresh_an_expiring_token_once(
     assert grant.tokens.access_token == token
     # The rotated refresh token is the one stored; the old one is dead at the provider.
     assert grant.tokens.refresh_token != result.tokens.refresh_token
-    old = emulator.grants.refresh(
+    old = emulator.book.refresh(
         result.tokens.refresh_token, client_id=emulator.default_app.client_key
     )
     assert old is TokenFailure.REVOKED

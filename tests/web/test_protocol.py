@@ -861,7 +861,7 @@ async def test_tiktok_login_approve(serve, browser, tiktok_emulator, tiktok_prov
     from keyloom_core.testing.emulator import TokenFailure
 
     (tokens,) = issued
-    assert tiktok_emulator.grants.lookup_access(tokens.access_token) is TokenFailure.REVOKED
+    assert tiktok_emulator.book.lookup_access(tokens.access_token) is TokenFailure.REVOKED
     payload = base64.urlsafe_b64decode(value.split(".")[0] + "==").decode()
     assert "act." not in payload
     assert "rft." not in payload

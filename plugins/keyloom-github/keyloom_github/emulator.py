@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import attrs
 from aiohttp import web
@@ -26,7 +26,6 @@ from keyloom_core.testing.authserver import (
     deprecated_module_names,
 )
 from keyloom_core.testing.emulator import AccessToken, AuthorizationCode, TokenFailure, TokenPair
-from keyloom_github import IMPLIED_SCOPES as _IMPLIED
 from keyloom_github import SCOPES, SPEC
 
 __all__ = [
@@ -44,13 +43,6 @@ __all__ = [
 DEFAULT_CLIENT_ID: Final = "Ov23liKeyloomEmulator"
 DEFAULT_CLIENT_SECRET: Final = "keyloom-github-emulator-client-secret"
 _EMAIL_SCOPES: Final = frozenset({"user", "user:email"})
-
-
-def normalise_scopes(requested: Iterable[str]) -> tuple[str, ...]:
-    """The scopes GitHub grants: known ones, in order, without those another one includes."""
-    wanted = list(dict.fromkeys(s for s in requested if s in SCOPES))
-    implied = {s for scope in wanted for s in _IMPLIED.get(scope, "").split()}
-    return tuple(s for s in wanted if s not in implied)
 
 
 def callback_matches(callback: str, redirect_uri: str) -> bool:
@@ -166,7 +158,7 @@ class GitHubEmulator(AuthorizationServer):
     redirect_uri_optional = True
     default_users = DEFAULT_USERS
     user_key_attribute = "login"
-    api_paths = frozenset({"/login/oauth/access_token", "/user", "/user/emails"})
+    api_paths = frozenset({"/user", "/user/emails"})  # with the spec's token and revoke routes
     error_status = 200
     require_pkce = False
     require_response_type = False
@@ -180,7 +172,6 @@ class GitHubEmulator(AuthorizationServer):
     access_ttl = 8 * 3600  # expiring tokens
     refresh_ttl = 184 * 86_400
     token_prefixes = ("ghu_", "ghr_")
-    revoke_method = "DELETE"
 
     @classmethod
     def make_client(
@@ -218,7 +209,7 @@ class GitHubEmulator(AuthorizationServer):
 
     def revoke_url(self, client_id: str) -> str:
         """Absolute URL of the revocation route of *client_id*."""
-        return self.url_for(f"/applications/{quote(client_id, safe='')}/token")
+        return self.revocation_url(client_id)
 
     def expected_profile(self, client_id: str, scopes: Iterable[str]) -> Mapping[str, Any]:
         """The default user as the plugin reads it (e-mail only with an e-mail scope)."""
@@ -233,8 +224,8 @@ class GitHubEmulator(AuthorizationServer):
         }
 
     def requested_scopes(self, raw: str) -> tuple[str, ...]:
-        """Split on spaces and commas, then :func:`normalise_scopes`."""
-        return normalise_scopes(raw.replace(",", " ").split())
+        """Split on spaces and commas, then :meth:`narrowest_scopes` (as SPEC says)."""
+        return self.narrowest_scopes(raw.replace(",", " ").split())
 
     def refused(self, params: Mapping[str, str]) -> web.Response | None:
         """An unknown client gets a page; a callback mismatch goes to the registered one."""
@@ -314,17 +305,12 @@ class GitHubEmulator(AuthorizationServer):
         return web.json_response(rows, headers=headers)
 
     async def revoke(self, request: web.Request) -> web.StreamResponse:
-        """``DELETE``, authenticated as the app (basic); 204, or 404 for an unknown token."""
-        app = self.clients.get(request.match_info["client_id"])
-        if (
-            app is None
-            or self.basic_credentials(request) is None
-            or (self.client_of(request, {}) is not app)
-        ):
+        """Revocation as SPEC says (the app's basic credentials); 204, or 404 if unknown."""
+        body = await self.revocation_body(request)
+        app = self.revoking_client(request, body)
+        if app is None:
             return self.error_answer(401, "Requires authentication")
-        body = await request.json() if request.content_type == "application/json" else {}
-        token = body.get("access_token") if isinstance(body, dict) else None
-        found = self.book.lookup_access(token if isinstance(token, str) else "")
+        found = self.book.lookup_access(body.get(SPEC.revoke_token_param, ""))
         if isinstance(found, TokenFailure) or found.client_id != app.client_id:
             return self.error_answer(404, "Not Found")
         self.book.revoke(found.token, client_id=app.client_id)
@@ -349,11 +335,17 @@ __getattr__ = deprecated_module_names(
         "KNOWN_SCOPES": ("keyloom_github.SCOPES", SCOPES),
         "IMPLIED_SCOPES": (
             "keyloom_github.IMPLIED_SCOPES (space-separated)",
-            {k: frozenset(v.split()) for k, v in _IMPLIED.items()},
+            dict(SPEC.implied_scopes),
         ),
         "main": ("GitHubEmulator.main", GitHubEmulator.main),
     },
 )
+
+
+def normalise_scopes(requested: Iterable[str]) -> tuple[str, ...]:
+    """The scopes GitHub grants: known ones, in order, without those another one includes."""
+    return GitHubEmulator.narrowest_scopes(requested)
+
 
 if __name__ == "__main__":
     raise SystemExit(GitHubEmulator.main())

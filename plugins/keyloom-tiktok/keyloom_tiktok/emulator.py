@@ -8,9 +8,8 @@ approved scopes; an HTML error page, never a redirect, for a bad ``client_key``,
 ``redirect_uri`` or missing PKCE, and TikTok's scope error page for an unknown or unapproved
 scope; the ``scopes`` callback parameter and codes that need percent-decoding; credentials
 in the form body only; ``act.``/``rft.``/``clt.`` tokens, rotating refresh tokens and client
-credentials; ``{error, error_description, log_id}`` OAuth errors; the v2 ``{"data",
-"error"}`` envelope with per-field scope checks and a per-app rate limit; ``open_id`` per
-app and ``union_id`` per user.
+credentials; ``{error, error_description, log_id}`` OAuth errors; ``open_id`` per app and
+``union_id`` per user.
 
 Its defaults follow what TikTok is documented or observed to do, where that departs from
 RFC 6749 too: OAuth errors come with HTTP 200 (``error_status="4xx"`` gives RFC statuses),
@@ -21,7 +20,9 @@ Each behaviour TikTok's pages leave open has a constructor knob for the alternat
 
 Besides the spec's routes (authorization also without its trailing slash) it serves
 ``/emulator/avatar/{user_id}.svg``, ``/emulator/@{username}`` (the ``profile_deep_link``)
-and the Display and Content Posting APIs of :mod:`keyloom_tiktok.emulator_api`. In tests::
+and TikTok's v2 APIs of :mod:`keyloom_tiktok.emulator_api`: ``/v2/user/info/`` (the spec's
+profile route, whose per-app :attr:`~TikTokEmulator.rate_limiter` and error options are
+here) with the Display and Content Posting APIs. In tests::
 
     async with TikTokEmulator(consent="approve") as tiktok:
         authorize_url = tiktok.authorize_url
@@ -33,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import uuid
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, TypeAlias, get_args
 from urllib.parse import quote, urlencode
@@ -50,9 +50,9 @@ from keyloom_core.testing.authserver import (
     RegisteredClient,
     RequestFailure,
     Setting,
+    deprecated_module_names,
 )
 from keyloom_core.testing.emulator import (
-    AccessToken,
     AuthorizationCode,
     CodeFailure,
     ConsentMode,
@@ -66,7 +66,9 @@ from keyloom_core.testing.emulator import (
     log_id,
     message_page,
 )
-from keyloom_tiktok import BASIC, FIELDS_BY_SCOPE, SPEC
+from keyloom_tiktok import BASIC, SPEC
+from keyloom_tiktok.emulator_api import FIELD_SCOPES as _FIELD_SCOPES
+from keyloom_tiktok.emulator_api import USER_INFO_PATH, ContentAPI
 from keyloom_tiktok.emulator_redirects import (
     MAX_REDIRECT_URIS,
     AppType,
@@ -83,7 +85,6 @@ __all__ = [
     "DEFAULT_CLIENT_KEY",
     "DEFAULT_CLIENT_SECRET",
     "DEFAULT_USERS",
-    "FIELD_SCOPES",
     "KNOWN_SCOPES",
     "REVOKE_PATH",
     "SCOPE_DESCRIPTIONS",
@@ -106,7 +107,6 @@ AUTHORIZE_PATH: Final = "/v2/auth/authorize/"
 CONSENT_PATH: Final = "/v2/auth/authorize/consent"
 TOKEN_PATH: Final = "/v2/oauth/token/"
 REVOKE_PATH: Final = "/v2/oauth/revoke/"
-USER_INFO_PATH: Final = "/v2/user/info/"
 
 #: Which PKCE challenge encodings the token endpoint accepts.
 PkceMode: TypeAlias = Literal["hex", "base64url", "either"]
@@ -146,10 +146,9 @@ KNOWN_SCOPES: Final = frozenset(SCOPE_DESCRIPTIONS)
 DEFAULT_APPROVED_SCOPES: Final = frozenset(
     {"user.info.basic", "user.info.profile", "user.info.stats", "video.list"}
 )
-#: The scope each ``/v2/user/info/`` field needs (after TikTok's 2024 scope migration).
-FIELD_SCOPES: Final[Mapping[str, str]] = {
-    field: scope for scope, fields in FIELDS_BY_SCOPE.items() for field in fields
-}
+__getattr__ = deprecated_module_names(
+    __name__, {"FIELD_SCOPES": ("keyloom_tiktok.emulator_api.FIELD_SCOPES", _FIELD_SCOPES)}
+)
 
 DEFAULT_CLIENT_KEY: Final = "awkeyloomemulator"
 DEFAULT_CLIENT_SECRET: Final = "keyloom-emulator-client-secret"
@@ -189,12 +188,6 @@ _TOKEN_ERRORS: Final[Mapping[EndpointFailure, str]] = {
     TokenFailure.EXPIRED: "Refresh token is expired.",
     TokenFailure.REVOKED: "Refresh token has been revoked or rotated.",
     TokenFailure.CLIENT_MISMATCH: "Refresh token was issued to another client.",
-}
-_ACCESS_FAILURES: Final[Mapping[TokenFailure, str]] = {
-    TokenFailure.UNKNOWN: "Access token is invalid or not found in the request.",
-    TokenFailure.EXPIRED: "Access token has expired, please refresh token and retry.",
-    TokenFailure.REVOKED: "Access token has been revoked.",
-    TokenFailure.CLIENT_MISMATCH: "Access token is invalid.",
 }
 
 
@@ -333,8 +326,9 @@ class TikTokEmulator(AuthorizationServer):
         ``"200"`` (TikTok's observed behaviour: the error is only in the body) or ``"4xx"``
         (400, and 401 for ``invalid_client``, as RFC 6749 §5.2 has it). Injected faults
         keep their own status.
-    :param api_errors_http_200: Answer ``/v2/user/info/`` errors with HTTP 200 too (one
-        client reports TikTok doing so; its documentation gives 400/401/429).
+    :param api_errors_http_200: Answer v2 API errors (``/v2/user/info/`` and the routes of
+        :mod:`~keyloom_tiktok.emulator_api`) with HTTP 200 too (one client reports TikTok
+        doing so; its documentation gives 400/401/429).
     :param require_pkce_web: Whether web apps must send a PKCE challenge too.
     :param require_code_challenge_method: Refuse a ``code_challenge`` sent without
         ``code_challenge_method`` (error page). By default it means S256, because TikTok's
@@ -361,8 +355,8 @@ class TikTokEmulator(AuthorizationServer):
     :param user_info_rate_limit: ``/v2/user/info/`` requests allowed per app per window,
         or ``None`` for no limit.
     :param rate_limit_window: Sliding window length in seconds.
-    :param rate_limit_retry_after: Add a ``Retry-After`` header to the 429 of the rate
-        limit. TikTok documents none, so by default there is none.
+    :param rate_limit_retry_after: Add a ``Retry-After`` header to the 429 of the v2 APIs'
+        rate limits. TikTok documents none, so by default there is none.
     :param faults: Fault injector for the token, revoke and user-info endpoints; a disabled
         one (rate 0) by default.
     :param clock: The time source (codes, tokens, rate limits, consent forms).
@@ -539,8 +533,6 @@ class TikTokEmulator(AuthorizationServer):
         app.router.add_get(AUTHORIZE_PATH.rstrip("/"), self.authorize)
         app.router.add_get("/emulator/avatar/{user_id}.svg", self.avatar)
         app.router.add_get("/emulator/@{username}", self.profile_page)
-        from .emulator_api import ContentAPI  # noqa: PLC0415  (Display + Content Posting)
-
         ContentAPI.of(self).add_routes(app)
 
     def render_fault(
@@ -549,39 +541,9 @@ class TikTokEmulator(AuthorizationServer):
         """Shape injected HTTP errors like TikTok: v2 envelope or OAuth error body."""
         del kind
         if request.path == USER_INFO_PATH:
-            code = "rate_limit_exceeded" if status == 429 else "internal_error"
-            return self._api_error(code, "Injected fault.", status=status, fault=True)
+            return ContentAPI.of(self).fault(status)
         error = "server_error" if status == 500 else "temporarily_unavailable"
         return self.answer(request, self.error_body(error, "Injected fault."), status)
-
-    @staticmethod
-    def _headers(lid: str) -> dict[str, str]:
-        return {"x-tt-logid": lid, "Cache-Control": "no-store", "Pragma": "no-cache"}
-
-    def _api_ok(self, data: Mapping[str, object]) -> web.Response:
-        lid = log_id(self.clock)
-        return web.json_response(
-            {"data": data, "error": {"code": "ok", "message": "", "log_id": lid}},
-            headers=self._headers(lid),
-        )
-
-    def _api_error(
-        self,
-        code: str,
-        message: str,
-        *,
-        status: int,
-        headers: Mapping[str, str] | None = None,
-        fault: bool = False,
-    ) -> web.Response:
-        """A v2 error envelope; HTTP 200 with :attr:`api_errors_http_200`, unless a *fault*."""
-        lid = log_id(self.clock)
-        logger.info("API error %s (%s), log_id %s", code, message, lid)
-        return web.json_response(
-            {"data": {}, "error": {"code": code, "message": message, "log_id": lid}},
-            status=200 if self.api_errors_http_200 and not fault else status,
-            headers={**self._headers(lid), **(headers or {})},
-        )
 
     # -- authorization -------------------------------------------------------------------
 
@@ -718,87 +680,14 @@ class TikTokEmulator(AuthorizationServer):
             description = body["error_description"]
             logger.info("OAuth error %s (%s), log_id %s", body["error"], description, lid)
             body = {**body, "log_id": lid}
-        return web.json_response(dict(body), status=status, headers=self._headers(lid))
+        headers = {"x-tt-logid": lid, "Cache-Control": "no-store", "Pragma": "no-cache"}
+        return web.json_response(dict(body), status=status, headers=headers)
 
     # -- user info -----------------------------------------------------------------------
 
     async def userinfo(self, request: web.Request) -> web.StreamResponse:
-        """``/v2/user/info/``: the requested ``fields`` the token's scopes allow."""
-        found = self._bearer(request)
-        if isinstance(found, web.Response):
-            return found
-        token, user = found
-        retry_after = self.rate_limiter.hit((token.client_id, USER_INFO_PATH))
-        if retry_after is not None:
-            headers = {"Retry-After": str(max(1, math.ceil(retry_after)))}
-            return self._api_error(
-                "rate_limit_exceeded",
-                "The API rate limit was exceeded. Please retry later.",
-                status=429,
-                headers=headers if self.rate_limit_retry_after else None,
-            )
-        fields = self._requested_fields(request.query.get("fields", ""), token.scopes)
-        if isinstance(fields, web.Response):
-            return fields
-        values = self._user_fields(user, token.client_id)
-        return self._api_ok({"user": {name: values[name] for name in fields}})
-
-    def _bearer(self, request: web.Request) -> tuple[AccessToken, EmulatedUser] | web.Response:
-        found = self.authorized(request)  # a client-credentials token has no user: UNKNOWN
-        if isinstance(found, TokenFailure):
-            return self._api_error("access_token_invalid", _ACCESS_FAILURES[found], status=401)
-        return found, self.users[found.user_id or ""]
-
-    def _requested_fields(self, raw: str, granted: Sequence[str]) -> list[str] | web.Response:
-        fields: list[str] = []
-        for name in (part.strip() for part in raw.split(",")):
-            if name and name not in fields:
-                fields.append(name)
-        unknown = [name for name in fields if name not in FIELD_SCOPES]
-        missing = sorted({FIELD_SCOPES[name] for name in fields if name in FIELD_SCOPES})
-        missing = [scope for scope in missing if scope not in granted]
-        response: web.Response | None = None
-        if not fields:
-            response = self._api_error(
-                "invalid_params", "The fields parameter is required.", status=400
-            )
-        elif unknown:
-            response = self._api_error(
-                "invalid_params", f"Unknown fields: {', '.join(unknown)}.", status=400
-            )
-        elif BASIC not in granted:
-            response = self._api_error(
-                "scope_not_authorized",
-                f"The user did not authorize the scope required: {BASIC}.",
-                status=401,
-            )
-        elif missing:
-            response = self._api_error(
-                "scope_not_authorized",
-                "The user did not authorize the scope required for completing this request: "
-                f"{', '.join(missing)}.",
-                status=401,
-            )
-        return fields if response is None else response
-
-    def _user_fields(self, user: EmulatedUser, client_key: str) -> dict[str, object]:
-        avatar = self.url_for(f"/emulator/avatar/{user.user_id}.svg")
-        return {
-            "open_id": self.open_id(user.user_id, client_key),
-            "union_id": self.union_id(user.user_id),
-            "avatar_url": avatar,
-            "avatar_url_100": f"{avatar}?size=100",
-            "avatar_large_url": f"{avatar}?size=720",
-            "display_name": user.display_name,
-            "bio_description": user.bio_description,
-            "profile_deep_link": self.url_for(f"/emulator/@{user.username}"),
-            "is_verified": user.is_verified,
-            "username": user.username,
-            "follower_count": user.follower_count,
-            "following_count": user.following_count,
-            "likes_count": user.likes_count,
-            "video_count": user.video_count,
-        }
+        """``/v2/user/info/``, served by :meth:`ContentAPI.user_info` with the other v2 routes."""
+        return await ContentAPI.of(self).user_info(request)
 
     # -- helper pages --------------------------------------------------------------------
 

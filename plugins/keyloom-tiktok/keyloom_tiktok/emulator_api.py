@@ -1,8 +1,11 @@
-"""The emulated TikTok Display API and Content Posting API, mounted on :class:`TikTokEmulator`.
+"""TikTok's emulated v2 APIs (Display, Content Posting), mounted on :class:`TikTokEmulator`.
 
-Endpoints (same origin as the rest of the emulator):
+Endpoints (same origin as the rest of the emulator), all answering in TikTok's ``{"data",
+"error"}`` envelope with an ``x-tt-logid`` header, all checking the bearer token, its
+scopes and a rate limit the same way:
 
 ========  ==========================================  =====================================
+``GET``   ``/v2/user/info/``                          the user's profile ``fields``
 ``POST``  ``/v2/video/list/``                         the user's public videos (cursor pages)
 ``POST``  ``/v2/video/query/``                        videos by id (at most 20)
 ``POST``  ``/v2/post/publish/creator_info/query/``    what the creator may post
@@ -14,6 +17,12 @@ Endpoints (same origin as the rest of the emulator):
 ``PUT``   ``/emulator/upload/video/?upload_id&…``      chunk transfer (the ``upload_url``)
 ``GET``   ``/emulator/cover/{video_id}.svg?…``        a signed cover image (expires after 6 h)
 ========  ==========================================  =====================================
+
+``/v2/user/info/`` is the emulator's profile route (the kit registers it, and
+:meth:`TikTokEmulator.userinfo` hands it to :meth:`ContentAPI.user_info`): each field needs
+its scope (:data:`FIELD_SCOPES`), and its limit is the emulator's per-app
+:attr:`~TikTokEmulator.rate_limiter`. The emulator's ``api_errors_http_200`` and
+``rate_limit_retry_after`` options apply to every endpoint here.
 
 TikTok's rules are enforced: the chunk plan at init and each chunk's ``Content-Range``
 (416 out of order, 403 once the one-hour upload URL expired, 404 for an unknown upload),
@@ -41,30 +50,35 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
+import math
 import random
 import re
 import secrets
 import weakref
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, Literal
 from urllib.parse import urlencode, urlsplit
 
 import attrs
 from aiohttp import web
 
-from keyloom_core.testing.emulator import SlidingWindowLimiter, TokenFailure, log_id
+from keyloom_core.testing.emulator import AccessToken, SlidingWindowLimiter, TokenFailure, log_id
+from keyloom_tiktok import BASIC, FIELDS_BY_SCOPE
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # emulator imports this module; only the types come back
     from .emulator import EmulatedUser, TikTokEmulator
 
 __all__ = [
     "CANCEL_PATH",
     "CONTENT_INIT_PATH",
     "CREATOR_INFO_PATH",
+    "FIELD_SCOPES",
     "INBOX_INIT_PATH",
     "STATUS_PATH",
     "UPLOAD_PATH",
+    "USER_INFO_PATH",
     "VIDEO_INIT_PATH",
     "VIDEO_LIST_PATH",
     "VIDEO_QUERY_PATH",
@@ -75,6 +89,9 @@ __all__ = [
     "PutFault",
 ]
 
+logger = logging.getLogger(__name__)
+
+USER_INFO_PATH: Final = "/v2/user/info/"
 VIDEO_LIST_PATH: Final = "/v2/video/list/"
 VIDEO_QUERY_PATH: Final = "/v2/video/query/"
 CREATOR_INFO_PATH: Final = "/v2/post/publish/creator_info/query/"
@@ -123,8 +140,17 @@ _HEAD_BYTES: Final = 64 * 1024
 #: 503 (as if the answer were lost); ``"reset"`` keeps it and drops the connection.
 PutFault = Literal["503", "503-after", "reset"]
 
+#: The scope each ``/v2/user/info/`` field needs (after TikTok's 2024 scope migration).
+FIELD_SCOPES: Final[Mapping[str, str]] = {
+    field: scope for scope, fields in FIELDS_BY_SCOPE.items() for field in fields
+}
+_ACCESS_FAILURES: Final[Mapping[TokenFailure, str]] = {
+    TokenFailure.UNKNOWN: "Access token is invalid or not found in the request.",
+    TokenFailure.EXPIRED: "Access token has expired, please refresh token and retry.",
+    TokenFailure.REVOKED: "Access token has been revoked.",
+    TokenFailure.CLIENT_MISMATCH: "Access token is invalid.",
+}
 _MESSAGES: Final[Mapping[str, str]] = {
-    "access_token_invalid": "The access token is invalid or not found in the request.",
     "scope_not_authorized": "The user did not authorize the scope required for completing "
     "this request.",
     "rate_limit_exceeded": "The API rate limit was exceeded. Please retry later.",
@@ -262,11 +288,23 @@ class EmulatedPost:
 
 
 class _RefusalError(Exception):
-    def __init__(self, code: str, status: int, message: str | None = None) -> None:
+    """A v2 API error: its code, HTTP status and message (a *fault* keeps its status)."""
+
+    def __init__(
+        self,
+        code: str,
+        status: int,
+        message: str | None = None,
+        *,
+        retry_after: float | None = None,
+        fault: bool = False,
+    ) -> None:
         super().__init__(code)
         self.code = code
         self.status = status
         self.message = message or _MESSAGES.get(code, "The request is invalid.")
+        self.retry_after = retry_after
+        self.fault = fault
 
 
 _STATES: weakref.WeakKeyDictionary[Any, ContentAPI] = weakref.WeakKeyDictionary()
@@ -502,44 +540,70 @@ class ContentAPI:
         app.router.add_put(UPLOAD_PATH, self._put)
         app.router.add_get(COVER_PATH, self._cover)
 
-    # -- plumbing --------------------------------------------------------------------------
+    # -- plumbing: one envelope, bearer check, rate limit and refusal for every v2 route ----
 
     def _answer(
         self, data: Mapping[str, object] | None, refusal: _RefusalError | None = None
     ) -> web.Response:
+        """TikTok's envelope; an error with HTTP 200 if ``api_errors_http_200`` (not a fault)."""
         lid = log_id(self.emulator.clock)
-        headers = {"x-tt-logid": lid, "Cache-Control": "no-store"}
+        headers = {"x-tt-logid": lid, "Cache-Control": "no-store", "Pragma": "no-cache"}
         if refusal is None:
-            body: dict[str, object] = {"error": {"code": "ok", "message": "", "log_id": lid}}
-            if data is not None:
-                body["data"] = data
+            body: dict[str, object] = {} if data is None else {"data": data}
+            body["error"] = {"code": "ok", "message": "", "log_id": lid}
             return web.json_response(body, headers=headers)
+        logger.info("API error %s (%s), log_id %s", refusal.code, refusal.message, lid)
+        if refusal.retry_after is not None and self.emulator.rate_limit_retry_after:
+            headers["Retry-After"] = str(max(1, math.ceil(refusal.retry_after)))
         error = {"code": refusal.code, "message": refusal.message, "log_id": lid}
+        http_200 = self.emulator.api_errors_http_200 and not refusal.fault
         return web.json_response(
-            {"data": {}, "error": error}, status=refusal.status, headers=headers
+            {"data": {}, "error": error},
+            status=200 if http_200 else refusal.status,
+            headers=headers,
         )
 
-    def _caller(self, request: web.Request, *scopes: str) -> tuple[str, EmulatedUser]:
-        """``(client_key, user)`` of the bearer token, which must hold one of *scopes*."""
+    def fault(self, status: int) -> web.Response:
+        """An injected fault's answer: ``rate_limit_exceeded`` for 429, else ``internal_error``."""
+        code = "rate_limit_exceeded" if status == 429 else "internal_error"
+        return self._answer(None, _RefusalError(code, status, "Injected fault.", fault=True))
+
+    def _authorized(self, request: web.Request, *scopes: str) -> tuple[AccessToken, EmulatedUser]:
+        """The bearer token and its user; the token must hold one of *scopes* (if any).
+
+        Then the endpoint's rate limit: the emulator's per-app :attr:`rate_limiter` for
+        ``/v2/user/info/``, per app for the other Display endpoints, else per token.
+        """
         found = self.emulator.authorized(request)  # a client token has no user: UNKNOWN
         if isinstance(found, TokenFailure):
-            raise _RefusalError("access_token_invalid", 401)
+            raise _RefusalError("access_token_invalid", 401, _ACCESS_FAILURES[found])
         user = self.emulator.users[found.user_id or ""]
         if scopes and not set(scopes) & set(found.scopes):
             raise _RefusalError("scope_not_authorized", 401)
-        limit = self.limits.get(request.path)
-        if limit is not None:
-            limiter = self._limiters.get(request.path)
-            if limiter is None:
-                limiter = self._limiters[request.path] = SlidingWindowLimiter(
-                    limit, 60.0, clock=self.emulator.clock
-                )
-            limiter.limit = limit
-            display = request.path in {VIDEO_LIST_PATH, VIDEO_QUERY_PATH}
-            key = found.client_id if display else found.token
-            if limiter.hit(key) is not None:
-                raise _RefusalError("rate_limit_exceeded", 429)
-        return found.client_id, user
+        limiter, key = self._limiter(request.path, found)
+        wait = None if limiter is None else limiter.hit(key)
+        if wait is not None:
+            raise _RefusalError("rate_limit_exceeded", 429, retry_after=wait)
+        return found, user
+
+    def _limiter(self, path: str, token: AccessToken) -> tuple[SlidingWindowLimiter | None, object]:
+        if path == USER_INFO_PATH:
+            return self.emulator.rate_limiter, (token.client_id, path)
+        limit = self.limits.get(path)
+        if limit is None:
+            return None, None
+        limiter = self._limiters.get(path)
+        if limiter is None:
+            limiter = SlidingWindowLimiter(limit, 60.0, clock=self.emulator.clock)
+            self._limiters[path] = limiter
+        limiter.limit = limit
+        display = path in {VIDEO_LIST_PATH, VIDEO_QUERY_PATH}
+        return limiter, token.client_id if display else token.token
+
+    def _caller(self, request: web.Request, *scopes: str) -> tuple[str, EmulatedUser]:
+        """``(client_key, user)`` of the bearer token, which must hold one of *scopes*."""
+        token, user = self._authorized(request, *scopes)
+        return token.client_id, user
 
     @staticmethod
     async def _json(request: web.Request, invalid: str = "invalid_param") -> dict[str, Any]:
@@ -560,16 +624,46 @@ class ContentAPI:
         async def handler(request: web.Request) -> web.StreamResponse:
             faults = self._call_faults.get(request.path)
             if faults:
-                status = faults.popleft()
-                return self._answer(
-                    None, _RefusalError("internal_error", status, "Injected fault.")
-                )
+                return self.fault(faults.popleft())
             try:
                 return self._answer(await work(request))
             except _RefusalError as refusal:
                 return self._answer(None, refusal)
 
         return handler
+
+    # -- user info -------------------------------------------------------------------------
+
+    async def user_info(self, request: web.Request) -> web.StreamResponse:
+        """``/v2/user/info/``: the requested ``fields`` the token's scopes allow."""
+        return await self._handle(self._user_info)(request)
+
+    async def _user_info(self, request: web.Request) -> dict[str, object]:
+        token, user = self._authorized(request)
+        fields = _requested_fields(request.query.get("fields", ""), token.scopes)
+        values = self._user_fields(user, token.client_id)
+        return {"user": {name: values[name] for name in fields}}
+
+    def _user_fields(self, user: EmulatedUser, client_key: str) -> dict[str, object]:
+        """Every ``/v2/user/info/`` field of *user*, as the app *client_key* sees it."""
+        emulator = self.emulator
+        avatar = emulator.url_for(f"/emulator/avatar/{user.user_id}.svg")
+        return {
+            "open_id": emulator.open_id(user.user_id, client_key),
+            "union_id": emulator.union_id(user.user_id),
+            "avatar_url": avatar,
+            "avatar_url_100": f"{avatar}?size=100",
+            "avatar_large_url": f"{avatar}?size=720",
+            "display_name": user.display_name,
+            "bio_description": user.bio_description,
+            "profile_deep_link": emulator.url_for(f"/emulator/@{user.username}"),
+            "is_verified": user.is_verified,
+            "username": user.username,
+            "follower_count": user.follower_count,
+            "following_count": user.following_count,
+            "likes_count": user.likes_count,
+            "video_count": user.video_count,
+        }
 
     # -- Display API -----------------------------------------------------------------------
 
@@ -1038,6 +1132,31 @@ class ContentAPI:
             catalogue.insert(0, video)
             post.published_video = video
         return post.published_video
+
+
+def _requested_fields(raw: str, granted: Sequence[str]) -> list[str]:
+    """The ``fields`` asked for, once each; refused if unknown or beyond the granted scopes."""
+    fields: list[str] = []
+    for name in (part.strip() for part in raw.split(",")):
+        if name and name not in fields:
+            fields.append(name)
+    unknown = [name for name in fields if name not in FIELD_SCOPES]
+    missing = sorted({FIELD_SCOPES[name] for name in fields if name in FIELD_SCOPES})
+    missing = [scope for scope in missing if scope not in granted]
+    if not fields:
+        raise _RefusalError("invalid_params", 400, "The fields parameter is required.")
+    if unknown:
+        raise _RefusalError("invalid_params", 400, f"Unknown fields: {', '.join(unknown)}.")
+    if BASIC not in granted:
+        message = f"The user did not authorize the scope required: {BASIC}."
+        raise _RefusalError("scope_not_authorized", 401, message)
+    if missing:
+        message = (
+            "The user did not authorize the scope required for completing this request: "
+            f"{', '.join(missing)}."
+        )
+        raise _RefusalError("scope_not_authorized", 401, message)
+    return fields
 
 
 _WORDS: Final = (

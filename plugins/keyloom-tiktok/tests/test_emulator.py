@@ -29,6 +29,7 @@ from keyloom_tiktok.emulator import (
     TikTokEmulator,
     redirect_uri_problem,
 )
+from keyloom_tiktok.emulator_api import VIDEO_LIST_PATH, ContentAPI
 
 from keyloom_core.testing.emulator import FaultInjector, ManualClock
 
@@ -1168,6 +1169,36 @@ async def test_user_info_errors_with_http_200_when_asked(
     tiktok.faults.queue("500")
     status, body, _ = await user_info(http, tiktok, token["access_token"])
     assert (status, body["error"]["code"]) == (500, "internal_error")  # faults keep theirs
+
+
+async def test_the_display_routes_answer_like_user_info(
+    tiktok: TikTokEmulator, http: aiohttp.ClientSession, clock: ManualClock
+) -> None:
+    """One v2 implementation: the token texts, ``Retry-After`` and ``api_errors_http_200``."""
+    login_answer = await login(http, tiktok, app=DESKTOP, scope="user.info.basic,video.list")
+    api = ContentAPI.of(tiktok)
+    api.limits[VIDEO_LIST_PATH] = 1
+    tiktok.rate_limit_retry_after = True
+
+    async def video_list(token: str) -> tuple[int, dict[str, Any], Mapping[str, str]]:
+        headers = {"Authorization": f"Bearer {token}"}
+        url = tiktok.url_for(VIDEO_LIST_PATH)
+        async with http.post(url, json={}, headers=headers) as response:
+            return response.status, await response.json(), response.headers
+
+    status, body, headers = await video_list(login_answer["access_token"])
+    assert (status, body["error"]["code"], headers["Pragma"]) == (200, "ok", "no-cache")
+    clock.advance(20)
+    status, body, headers = await video_list(login_answer["access_token"])
+    assert (status, body["error"]["code"]) == (429, "rate_limit_exceeded")
+    assert headers["Retry-After"] == "40"
+    tiktok.api_errors_http_200 = True
+    status, body, _ = await video_list("act.unknown")
+    assert (status, body["error"]["code"]) == (200, "access_token_invalid")
+    assert body["error"]["message"] == "Access token is invalid or not found in the request."
+    api.fail_calls(VIDEO_LIST_PATH, 503)
+    status, body, _ = await video_list(login_answer["access_token"])
+    assert (status, body["error"]["code"]) == (503, "internal_error")  # a fault keeps its own
 
 
 # --- faults ------------------------------------------------------------------------------------

@@ -198,6 +198,15 @@ def test_the_old_grants_name_warns_and_names_book() -> None:
         assert emulator.grants is emulator.book
 
 
+def test_field_scopes_moved_to_the_api_module_and_the_old_name_warns() -> None:
+    from keyloom_tiktok import emulator, emulator_api
+
+    with pytest.warns(DeprecationWarning, match=r"use keyloom_tiktok\.emulator_api\.FIELD_SCOPES"):
+        assert emulator.FIELD_SCOPES is emulator_api.FIELD_SCOPES
+    assert emulator_api.FIELD_SCOPES["follower_count"] == "user.info.stats"
+    assert emulator.USER_INFO_PATH == emulator_api.USER_INFO_PATH == "/v2/user/info/"
+
+
 def test_a_misspelt_option_names_the_intended_one() -> None:
     with pytest.raises(TypeError, match=r"'pkce_encodng' \(did you mean 'pkce_encoding'\?\)"):
         TikTokEmulator(pkce_encodng="either")

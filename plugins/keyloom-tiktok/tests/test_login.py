@@ -243,7 +243,7 @@ async def test_a_scope_tiktok_has_not_approved_stops_at_tiktoks_error_page(
     with pytest.raises(RuntimeError, match=r"HTTP 400\): scope"):
         await login(keyloom, emulator)
     assert emulator.code_exchanges() == []
-    assert emulator.grants.sizes()["codes"] == 0
+    assert emulator.book.sizes()["codes"] == 0
 
 
 async def test_approved_scopes_catch_an_unapproved_scope_at_configuration(
@@ -302,7 +302,7 @@ async def test_required_scope_unticked_is_refused_before_the_code_is_redeemed(
     assert STATS in str(info.value)
     assert info.value.provider_id == "tiktok"
     assert emulator.code_exchanges() == []
-    assert emulator.grants.sizes()["access_tokens"] == 0
+    assert emulator.book.sizes()["access_tokens"] == 0
 
 
 async def test_required_scope_missing_from_the_token_answer_revokes_the_issued_token(
@@ -320,8 +320,8 @@ async def test_required_scope_missing_from_the_token_answer_revokes_the_issued_t
     assert revoke.form["client_key"] == DEFAULT_CLIENT_KEY
     token = revoke.form["token"]
     assert token.startswith("act.")
-    assert emulator.grants.lookup_access(token) is TokenFailure.REVOKED
-    sizes = emulator.grants.sizes()
+    assert emulator.book.lookup_access(token) is TokenFailure.REVOKED
+    sizes = emulator.book.sizes()
     assert sizes["access_tokens"] == 0
     assert sizes["refresh_tokens"] == 0
     assert emulator.calls(USER_INFO_PATH) == []
@@ -381,7 +381,7 @@ async def test_unregistered_redirect_uri_stops_at_tiktoks_error_page(
     assert outcome.error_param == "redirect_uri"
     with pytest.raises(RuntimeError, match=r"HTTP 400\): redirect_uri"):
         await login(keyloom, emulator)
-    assert emulator.grants.sizes()["codes"] == 0
+    assert emulator.book.sizes()["codes"] == 0
 
 
 # -- replays and expiry ------------------------------------------------------------------------
