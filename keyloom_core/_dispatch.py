@@ -147,7 +147,7 @@ class HookDispatcher:
     def provider_call(
         self, hook: str, provider: Provider, operation: Operation | None = None, **kwargs: Any
     ) -> Awaitable[Any]:
-        """Await the owning plugin's implementation, then the built-in one, until not None.
+        """The answer of the owning plugin's implementation, then the built-in one's, to await.
 
         An implementation is only called if the one before it answered ``None``; together
         they have the timeout. Outside an *operation*, the call is an operation of its own,
