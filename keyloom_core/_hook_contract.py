@@ -39,7 +39,7 @@ ASYNC_HOOKS = PROVIDER_HOOKS | {
     "user_deleted",
 }
 #: Hooks that may be plain functions too: building an authorization URL needs no I/O, and
-#: a plain ``authorize_params`` spares the login a cancel scope (``bench_core.py``).
+#: a plain ``authorize_params`` spares a non-OpenID ``begin_login`` its cancel scope.
 EITHER_HOOKS = frozenset({"authorize_params"})
 #: Every hook of the contract, for "did you mean" suggestions.
 HOOKS = tuple(
@@ -104,9 +104,9 @@ def impl_problem(
                 f"hook '{hook}' has no argument '{name}' ({hint}its arguments are "
                 f"{', '.join(allowed)}; an implementation may take any of them)"
             )
-    is_async = inspect.iscoroutinefunction(function)
     if hook in EITHER_HOOKS:
         return None
+    is_async = inspect.iscoroutinefunction(function)
     if hook in ASYNC_HOOKS and not is_async:
         return f"hook '{hook}' is asynchronous: define it with 'async def'"
     if hook not in ASYNC_HOOKS and is_async:

@@ -43,8 +43,9 @@ def configure_provider(
     """
     client_id = client_id or env(f"{spec.env_prefix}_CLIENT_ID")
     client_secret = client_secret or env(f"{spec.env_prefix}_CLIENT_SECRET")
+    public = spec.token_auth_method == "none" and spec.revoke_auth_method in (None, "none")
     for value, what in ((client_id, "CLIENT_ID"), (client_secret, "CLIENT_SECRET")):
-        if not value and not (what == "CLIENT_SECRET" and spec.token_auth_method == "none"):
+        if not value and not (what == "CLIENT_SECRET" and public):
             msg = (
                 f"{spec.name}: no {what.lower().replace('_', ' ')}; pass it or set "
                 f"{spec.env_prefix}_{what}"

@@ -5,7 +5,7 @@ A plugin is a module (or object) with functions marked ``@hookimpl``, listed in 
 an implementation may take a subset of a hook's arguments.
 
 *Provider hooks* (``authorize_params`` … ``fetch_profile``) are ``async`` (``authorize_params``
-may be a plain ``def`` too, and then answers without a cancel scope) and are called
+may be a plain ``def`` too, and then answers at once) and are called
 only on the plugin that registered the provider, so a plugin never sees another
 provider's calls. Returning ``None`` defers to the built-in RFC 6749 implementation, so a
 plugin overrides only what its provider does differently; the built-in one is called only
@@ -71,8 +71,8 @@ async def authorize_params(
     ``request.nonce`` and ``request.extra`` when set (an OpenID login, per-login parameters).
 
     Building them needs no I/O, so an implementation may be a plain ``def``: it answers at
-    once, without the cancel scope an awaited call needs. An ``async def`` one gets the
-    provider call's timeout.
+    once, and a login that is not OpenID then starts without a cancel scope. An
+    ``async def`` one gets the provider call's timeout.
     """
 
 

@@ -6,6 +6,7 @@ import math
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final, Literal
 from urllib.parse import urlsplit, urlunsplit
 
@@ -82,12 +83,19 @@ def _aliases(value: Mapping[str, str] | Iterable[tuple[str, str]]) -> tuple[tupl
     return pairs
 
 
-def _implied(value: Mapping[str, str | Iterable[str]]) -> dict[str, frozenset[str]]:
-    return {wide: parse_scopes(narrow) - {wide} for wide, narrow in value.items()}
+def _implied(value: Mapping[str, str | Iterable[str]]) -> Mapping[str, frozenset[str]]:
+    return MappingProxyType({wide: parse_scopes(narrow) - {wide} for wide, narrow in value.items()})
 
 
-def _headers(value: Mapping[str, str]) -> dict[str, str]:
-    return dict(value)
+#: Headers a request sets itself: the client's credentials and the body's type.
+_OWN_HEADERS = frozenset({"authorization", "content-type"})
+
+
+def _headers(value: Mapping[str, str]) -> Mapping[str, str]:
+    if taken := sorted(name for name in value if name.lower() in _OWN_HEADERS):
+        msg = f"api_headers cannot set {', '.join(taken)}: each request sets it itself"
+        raise ValueError(msg)
+    return MappingProxyType(dict(value))
 
 
 def _algorithms(value: Iterable[str]) -> tuple[str, ...]:
@@ -147,8 +155,10 @@ class ProviderSpec:
             ``None``: ``token_auth_method``). Any 2xx answer without an error body
             confirms the revocation.
         api_headers: Headers the provider's API wants on every call (a version or media
-            type): the built-in user-info and revocation requests send them, and a
-            plugin's own API calls pass ``provider.spec.api_headers``.
+            type): the built-in user-info (OpenID UserInfo too) and revocation requests
+            send them, and a plugin's own API calls pass ``provider.spec.api_headers``.
+            Read-only; ``Authorization`` and ``Content-Type`` are refused (each request
+            sets them itself).
         issuer: The OpenID Connect issuer. With it, the ``openid`` scope switches on OpenID
             Connect (ID token, ``nonce``, RFC 9207 ``iss``), and empty endpoints are read
             from ``{issuer}/.well-known/openid-configuration`` on first use.

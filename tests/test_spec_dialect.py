@@ -166,6 +166,20 @@ async def test_the_default_is_rfc_7009(api: tuple[Recorder, str]) -> None:
     assert "Authorization" not in request["headers"]
 
 
+async def test_rfc_7009_with_basic_authentication_and_hints(api: tuple[Recorder, str]) -> None:
+    recorder, origin = api
+    spec = attrs.evolve(SPEC, token_auth_method="client_secret_basic", revoke_refresh_token=True)
+    assert await revoke(spec, origin) is True
+    basic = base64.b64encode(b"app%2Fid:s3cret").decode()
+    for request, (token, hint) in zip(
+        recorder.requests, [("rt-456", "refresh_token"), ("at-123", "access_token")], strict=True
+    ):
+        assert (request["method"], request["path"]) == ("POST", "/revoke")
+        assert request["content_type"] == "application/x-www-form-urlencoded"
+        assert request["headers"]["Authorization"] == f"Basic {basic}"
+        assert parse_qsl(request["body"]) == [("token", token), ("token_type_hint", hint)]
+
+
 async def test_a_declared_revocation_dialect(api: tuple[Recorder, str]) -> None:
     recorder, origin = api
     recorder.status = 204
@@ -234,6 +248,30 @@ def test_the_revocation_fields_are_checked(field: str, value: Any) -> None:
     changes: dict[str, Any] = {field: value}
     with pytest.raises(ValueError, match=field):
         attrs.evolve(SPEC, **changes)
+
+
+@pytest.mark.parametrize("name", ["Authorization", "content-type"])
+def test_api_headers_cannot_set_what_each_request_sets(name: str) -> None:
+    with pytest.raises(ValueError, match=f"api_headers cannot set {name}"):
+        attrs.evolve(SPEC, api_headers={name: "x"})
+
+
+def test_the_spec_s_mappings_cannot_be_changed_behind_its_back() -> None:
+    with pytest.raises(TypeError):
+        DELETING.api_headers["Nested-Version"] = "2099-01-01"  # type: ignore[index]
+    with pytest.raises(TypeError):
+        SPEC.implied_scopes["mail"] = frozenset()  # type: ignore[index]
+    assert DELETING.api_headers == {
+        "Accept": "application/vnd.nested+json",
+        "Nested-Version": "2024-01-01",
+    }
+
+
+def test_a_public_client_cannot_revoke_with_a_secret_it_does_not_have() -> None:
+    public = attrs.evolve(SPEC, token_auth_method="none")
+    assert configure(public, client_secret="").client_id == "app/id"
+    with pytest.raises(ConfigurationError, match="no client secret"):
+        configure(attrs.evolve(public, revoke_auth_method="client_secret_basic"), client_secret="")
 
 
 async def test_the_profile_request_sends_the_api_headers(api: tuple[Recorder, str]) -> None:

@@ -288,7 +288,10 @@ async def fetch_profile(provider: Provider, tokens: TokenSet, http: HttpClient) 
     url = (await endpoints(provider, http)).profile_url
     if url:
         response = await http.get(
-            url, bearer=tokens.access_token, headers=_JSON, provider_id=provider.id
+            url,
+            bearer=tokens.access_token,
+            headers={**_JSON, **provider.spec.api_headers},
+            provider_id=provider.id,
         )
         info = response.json_object(ProfileError, provider.id)
         raise_for_error(response, info, provider, ProfileError)
