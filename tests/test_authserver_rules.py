@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import base64
 import inspect
+import logging
 from typing import ClassVar
 from urllib.parse import parse_qs, urlsplit
 
@@ -17,6 +18,7 @@ from keyloom_core.testing.authserver import (
     AVATAR_PATH,
     AuthorizationServer,
     Client,
+    RedirectUriPolicy,
     client_factory,
     redirect_uri_matches,
 )
@@ -198,3 +200,94 @@ async def test_the_avatar_url_is_the_kits_for_everyone() -> None:
         assert server.avatar_url(object()) == server.url_for(AVATAR_PATH)
         async with http.get(server.avatar_url(None)) as response:
             assert response.content_type == "image/svg+xml"
+
+
+WEB = RedirectUriPolicy(loopback="forbidden", static=True, max_length=64, kind="web apps")
+DESKTOP = RedirectUriPolicy(schemes=("http", "https"), loopback="required", port_required=True)
+
+
+@pytest.mark.parametrize(
+    ("policy", "uri", "problem"),
+    [
+        (WEB, "https://app.example/cb", None),
+        (WEB, "https://app.example:8443/cb", None),
+        (WEB, "https://app.example/" + "a" * 64, "must be shorter than 64 characters"),
+        (WEB, "https://app.example/cb?x=1", "must be static: no query string or fragment"),
+        (WEB, "https://app.example/cb#x", "must be static: no query string or fragment"),
+        (WEB, "app.example/cb", "must be an absolute URL"),
+        (WEB, "https://app.example/c b", "must be an absolute URL"),
+        (WEB, "http://app.example/cb", "must use https for web apps"),
+        (
+            WEB,
+            "https://LOCALHOST:3000/cb",
+            "must not be on 127.0.0.1 or [::1] or localhost for web apps",
+        ),
+        (WEB, "https://app.example:*/cb", "has an invalid port"),
+        (WEB, "https://app.example:0/cb", "has an invalid port"),
+        (DESKTOP, "http://127.0.0.1:*/cb", None),
+        (DESKTOP, "https://[::1]:3000/cb?x=1", None),  # not static
+        (DESKTOP, "ftp://localhost:21/cb", "must use http or https"),
+        (DESKTOP, "http://app.example:3000/cb", "must be on 127.0.0.1 or [::1] or localhost"),
+        (DESKTOP, "http://localhost/cb", "must have a port (or * for any port)"),
+        (DESKTOP, "http://localhost:70000/cb", "has an invalid port"),
+    ],
+)
+def test_a_redirect_uri_policy_names_the_problem(
+    policy: RedirectUriPolicy, uri: str, problem: str | None
+) -> None:
+    assert policy.problem(uri) == problem
+
+
+def test_an_open_policy_takes_any_https_uri() -> None:
+    open_policy = RedirectUriPolicy()
+    assert open_policy.problem("https://127.0.0.1/cb?x=1") is None
+    assert open_policy.problem("https://localhost:*/cb") is None
+    assert open_policy.problem("https://app.example:*/cb") == "has an invalid port"
+
+
+class DenyingServer(AuthorizationServer):
+    """A grant of no scope is a denial."""
+
+    spec = SPEC
+    no_scope_denial = "Nothing was granted."
+    require_pkce = False
+
+
+async def test_a_grant_of_no_scope_is_a_denial_when_declared(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="keyloom_core.testing.authserver")
+    client = Client(client_id="c", client_secret="s", redirect_uris=["http://127.0.0.1/cb"])
+    params = {"client_id": "c", "redirect_uri": "http://127.0.0.1/cb", "response_type": "code"}
+    async with aiohttp.ClientSession() as http:
+        for server_type, scope, expected in (
+            (
+                DenyingServer,
+                "",
+                {"error": ["access_denied"], "error_description": ["Nothing was granted."]},
+            ),
+            (DenyingServer, "profile", None),
+            (LooseServer, "", None),
+        ):
+            query = {**params, "scope": scope}
+            async with (
+                server_type(clients=[client], consent="approve") as server,
+                http.get(server.authorize_url, params=query, allow_redirects=False) as response,
+            ):
+                answer = parse_qs(urlsplit(response.headers["Location"]).query)
+            if expected is None:
+                assert "code" in answer, server_type
+            else:
+                assert answer == expected
+    assert "authorization granted to client c" in caplog.text
+
+
+async def test_describe_lists_the_routes_and_the_redirect_uris() -> None:
+    async with LooseServer(clients=[APP]) as server:
+        assert server.describe() == [
+            f"  authorize:  {server.authorize_url}",
+            f"  token:      {server.token_url}",
+            f"  revoke:     {server.revocation_url()}",
+            f"  user info:  {server.profile_url}",
+            "  redirect URI:  http://127.0.0.1/cb",
+        ]

@@ -60,6 +60,7 @@ import functools
 import hashlib
 import hmac
 import inspect
+import logging
 import operator
 import re
 import secrets
@@ -71,6 +72,7 @@ from typing import (
     ClassVar,
     Final,
     Generic,
+    Literal,
     Protocol,
     TypeAlias,
     TypeVar,
@@ -120,6 +122,7 @@ __all__ = [
     "EndpointFailure",
     "PendingAuthorization",
     "RedirectUriParts",
+    "RedirectUriPolicy",
     "RegisteredClient",
     "RequestFailure",
     "Setting",
@@ -128,6 +131,8 @@ __all__ = [
     "redirect_uri_matches",
     "split_redirect_uri",
 ]
+
+logger = logging.getLogger(__name__)
 
 #: Where the consent form posts its answer.
 CONSENT_PATH: Final = "/emulator/consent"
@@ -304,6 +309,59 @@ def client_factory(client_type: type[Any]) -> Any:
     make_client.__signature__ = signature.replace(parameters=[*positional, *own])  # type: ignore[attr-defined]
     make_client.__doc__ = f"A {client_type.__name__}; its other fields are keywords."
     return classmethod(make_client)
+
+
+@attrs.frozen(kw_only=True)
+class RedirectUriPolicy:
+    """What a provider's developer portal lets a client register as a redirect URI.
+
+    ``RedirectUriPolicy(schemes=("https",), loopback="forbidden").problem(uri)`` says why
+    *uri* would be refused, or ``None``. A port of ``*`` (any port) is valid only on a
+    loopback host.
+
+    Attributes:
+        schemes: The allowed schemes.
+        loopback: Whether the host must be (``"required"``), must not be (``"forbidden"``)
+            or may be (``"allowed"``) one of :attr:`loopback_hosts`.
+        loopback_hosts: The hosts that count as loopback (as written; IPv6 in brackets).
+        port_required: Whether a port (or ``*``) must be written.
+        static: Whether a query string and a fragment are refused.
+        max_length: The length a URI must stay under, if limited.
+        kind: Who the rules are for, named in the problems (``"desktop apps"``).
+    """
+
+    schemes: tuple[str, ...] = ("https",)
+    loopback: Literal["required", "forbidden", "allowed"] = "allowed"
+    loopback_hosts: tuple[str, ...] = ("127.0.0.1", "[::1]", "localhost")
+    port_required: bool = False
+    static: bool = False
+    max_length: int | None = None
+    kind: str = ""
+
+    def problem(self, uri: str) -> str | None:
+        """Why *uri* may not be registered under these rules, or ``None``."""
+        if self.max_length is not None and len(uri) >= self.max_length:
+            return f"must be shorter than {self.max_length} characters"
+        if self.static and ("?" in uri or "#" in uri):
+            return "must be static: no query string or fragment"
+        parts = split_redirect_uri(uri)
+        if parts is None or any(char.isspace() for char in uri):
+            return "must be an absolute URL"
+        return self._parts_problem(parts)
+
+    def _parts_problem(self, parts: RedirectUriParts) -> str | None:
+        whom = f" for {self.kind}" if self.kind else ""
+        hosts = " or ".join(sorted(self.loopback_hosts))
+        on_loopback = parts.host.lower() in self.loopback_hosts
+        if parts.scheme not in self.schemes:
+            return f"must use {' or '.join(self.schemes)}{whom}"
+        if self.loopback != "allowed" and on_loopback != (self.loopback == "required"):
+            return f"must {'not ' if on_loopback else ''}be on {hosts}{whom}"
+        if parts.port is None:
+            return f"must have a port (or * for any port){whom}" if self.port_required else None
+        if not (_valid_port(parts.port) or (parts.port == "*" and on_loopback)):
+            return "has an invalid port"
+        return None
 
 
 def _uris(values: Iterable[str]) -> tuple[str, ...]:
@@ -677,6 +735,9 @@ class AuthorizationServer(EmulatorServer):
     #: Whether the token route answers form-encoded unless the request's ``Accept`` names
     #: JSON (as some older OAuth 2.0 providers do); else always JSON.
     form_encoded_answers: ClassVar[bool] = False
+    #: The ``error_description`` of the ``access_denied`` that a grant of no scope is
+    #: (a user who unticked every scope); ``None``: such a grant is issued.
+    no_scope_denial: ClassVar[str | None] = None
     #: Whether the revocation route is the provider's own API rather than RFC 7009's
     #: :meth:`revoke`: :meth:`revoke_by_api` answers it.
     revocation_api: ClassVar[bool] = False
@@ -1193,9 +1254,15 @@ class AuthorizationServer(EmulatorServer):
     def grant(
         self, pending: PendingAuthorization, user_id: str, scopes: Sequence[str]
     ) -> web.Response:
-        """Issue a code for *user_id* and *scopes* and send the user back (RFC 6749 §4.1.2)."""
+        """Issue a code for *user_id* and *scopes* and send the user back (RFC 6749 §4.1.2).
+
+        With :attr:`no_scope_denial`, granting no scope is a denial instead.
+        """
+        if not scopes and self.no_scope_denial is not None:
+            return self.redirect_error(pending, "access_denied", self.no_scope_denial)
         if (error := self.check_authorization(pending.params)) is not None:
             return self.redirect_error(pending, error)
+        logger.info("authorization granted to client %s", pending.client_id)
         key = (pending.client_id, user_id)
         self.granted[key] = self.granted.get(key, frozenset()) | set(scopes)
         challenge = pending.params.get("code_challenge") or None
@@ -1530,9 +1597,14 @@ class AuthorizationServer(EmulatorServer):
         return {n: getattr(args, n) for n, s in _settings(cls).items() if s.flag and n in args}
 
     def describe(self) -> list[str]:
-        """The lines :meth:`main` prints under the URL: the registered redirect URIs."""
-        client = next(iter(self.clients.values()))
-        return [f"  redirect URIs: {', '.join(getattr(client, 'redirect_uris', ()))}"]
+        """The lines :meth:`main` prints under the URL: the routes, the redirect URIs."""
+        lines = [f"  authorize:  {self.authorize_url}", f"  token:      {self.token_url}"]
+        if self.routes["revoke"]:
+            lines.append(f"  revoke:     {self.revocation_url()}")
+        if self.routes["profile"]:
+            lines.append(f"  user info:  {self.profile_url}")
+        uris = getattr(self.default_app, "redirect_uris", ())
+        return [*lines, *(f"  redirect URI:  {uri}" for uri in uris)]
 
     @classmethod
     def main(cls, argv: Sequence[str] | None = None) -> int:
