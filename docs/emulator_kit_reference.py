@@ -79,7 +79,8 @@ with `revocation_body` (the body as `revoke_encoding` says, the token at
 `revoke_token_param`) and `revoking_client` (authenticated as `revoke_auth_method` says,
 matching a `{client_id}` in the path), on which a provider that answers otherwise writes
 its own `revoke`; `revocation_url` fills that segment in. A provider that keeps only the
-wider of nested scopes returns `narrowest_scopes` (from `known_scopes` and `implied_scopes`) from `requested_scopes`.
+wider of nested scopes returns `narrowest_scopes` (from `known_scopes` and
+`implied_scopes`) from `requested_scopes`.
 
 Other departures from RFC 6749 are declared too: looser redirect URI matching on the
 client class (`redirect_uri_rules`: subpaths, subdomains, any port on loopback), a redirect
