@@ -73,15 +73,25 @@ class ExampleEmulator(AuthorizationServer):
     code_ttl = DeprecatedAlias("code_lifetime")
 ```
 
-The revocation route takes the spec's `revoke_method`. A provider whose revocation answers
-unlike RFC 7009 writes its own `revoke` on `revocation_body` (the body as `revoke_encoding`
-says, the token at `revoke_token_param`) and `revoking_client` (authenticated as
-`revoke_auth_method` says, matching a `{client_id}` in the path); `revocation_url` fills
-that segment in. A provider that keeps only the wider of nested scopes returns
-`narrowest_scopes` (from `known_scopes` and `implied_scopes`) from `requested_scopes`.
+The revocation route takes the spec's `revoke_method`. A provider whose revocation is an
+API of its own (204, 401 or 404) sets `revocation_api = True`: `revoke_by_api` reads it
+with `revocation_body` (the body as `revoke_encoding` says, the token at
+`revoke_token_param`) and `revoking_client` (authenticated as `revoke_auth_method` says,
+matching a `{client_id}` in the path), on which a provider that answers otherwise writes
+its own `revoke`; `revocation_url` fills that segment in. A provider that keeps only the
+wider of nested scopes returns `narrowest_scopes` (from `known_scopes` and
+`implied_scopes`) from `requested_scopes`.
+
+Other departures from RFC 6749 are declared too: looser redirect URI matching on the
+client class (`redirect_uri_rules`: subpaths, subdomains, any port on loopback), a redirect
+URI mismatch sent to the registered URI (`redirect_uri_mismatch_error`), form-encoded token
+answers unless JSON is accepted (`form_encoded_answers`), a grant of no scope as a denial
+(`no_scope_denial`). A client class with options of its own is built by
+`make_client = client_factory(MyClient)`, its switches offered by `client_flags`; what a
+developer portal lets a client register is a `RedirectUriPolicy`.
 
 The building blocks of `keyloom_core.testing.emulator` are there for emulators that need
-more (TikTok's consent rules, GitHub's callback matching).
+more (TikTok's consent rules and scope error page).
 
 ## Running conformance
 

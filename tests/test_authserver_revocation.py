@@ -7,7 +7,6 @@ import base64
 import aiohttp
 import attrs
 import pytest
-from aiohttp import web
 
 from keyloom_core import ProviderSpec
 from keyloom_core.testing.authserver import AuthorizationServer, Client
@@ -36,20 +35,10 @@ APP_STYLE = ProviderSpec(
 
 
 class AppStyleServer(AuthorizationServer):
-    """A provider's own revocation handler, on the kit's helpers."""
+    """A provider's own revocation API, as the spec declares it."""
 
     spec = APP_STYLE
-
-    async def revoke(self, request: web.Request) -> web.StreamResponse:
-        """204 when revoked, 401 for a client that is not authenticated, 404 if unknown."""
-        body = await self.revocation_body(request)
-        client = self.revoking_client(request, body)
-        if client is None:
-            return web.Response(status=401)
-        found = self.book.revoke(
-            body.get(self.spec.revoke_token_param, ""), client_id=client.client_id
-        )
-        return web.Response(status=404 if isinstance(found, TokenFailure) else 204)
+    revocation_api = True
 
 
 def _basic(client: Client) -> dict[str, str]:

@@ -60,6 +60,7 @@ import functools
 import hashlib
 import hmac
 import inspect
+import logging
 import operator
 import re
 import secrets
@@ -71,13 +72,14 @@ from typing import (
     ClassVar,
     Final,
     Generic,
+    Literal,
     Protocol,
     TypeAlias,
     TypeVar,
     final,
     overload,
 )
-from urllib.parse import quote, unquote_plus, urlencode, urlsplit
+from urllib.parse import SplitResult, quote, unquote_plus, urlencode, urlsplit
 
 import attrs
 from aiohttp import web
@@ -120,13 +122,17 @@ __all__ = [
     "EndpointFailure",
     "PendingAuthorization",
     "RedirectUriParts",
+    "RedirectUriPolicy",
     "RegisteredClient",
     "RequestFailure",
     "Setting",
+    "client_factory",
     "deprecated_module_names",
     "redirect_uri_matches",
     "split_redirect_uri",
 ]
+
+logger = logging.getLogger(__name__)
 
 #: Where the consent form posts its answer.
 CONSENT_PATH: Final = "/emulator/consent"
@@ -136,6 +142,7 @@ AVATAR_PATH: Final = "/emulator/avatar.svg"
 DEFAULT_CALLBACK: Final = "http://127.0.0.1:8765/callback/"
 
 _FORM_TYPE: Final = "application/x-www-form-urlencoded"
+_LOOPBACK_HOSTS: Final = frozenset({"127.0.0.1", "::1", "localhost"})
 _VERIFIER_CHARS: Final = re.compile(r"[A-Za-z0-9\-._~]+")
 _AVATAR: Final = (
     '<svg xmlns="http://www.w3.org/2000/svg" width="64" height="64">'
@@ -200,15 +207,30 @@ def _valid_port(port: str | None) -> bool:
     return port is not None and port.isdigit() and 0 < int(port) < 65536
 
 
-def redirect_uri_matches(registered: str, candidate: str) -> bool:
+def redirect_uri_matches(
+    registered: str,
+    candidate: str,
+    *,
+    subpaths: bool = False,
+    subdomains: bool = False,
+    any_loopback_port: bool = False,
+) -> bool:
     """Whether *candidate* is the *registered* redirect URI: exactly, or on any port for ``*``.
 
     A registered ``*`` port (``http://127.0.0.1:*/callback``) matches any valid port with
     the same scheme, host and path; a candidate with a query or fragment matches only
-    exactly.
+    exactly. The switches loosen the rule for providers that match more broadly (the
+    scheme must still be the same and a fragment is never accepted):
+
+    :param subpaths: The registered path or any path below it; any query.
+    :param subdomains: The registered host or any subdomain of it.
+    :param any_loopback_port: Any port where the registered host is a loopback one
+        (``127.0.0.1``, ``::1``, ``localhost``).
     """
     if candidate == registered:
         return True
+    if subpaths or subdomains or any_loopback_port:
+        return _loosely_matches(registered, candidate, subpaths, subdomains, any_loopback_port)
     pattern = split_redirect_uri(registered)
     if pattern is None or pattern.port != "*" or "?" in candidate or "#" in candidate:
         return False
@@ -219,6 +241,127 @@ def redirect_uri_matches(registered: str, candidate: str) -> bool:
         and (actual.scheme, actual.host, actual.path)
         == (pattern.scheme, pattern.host, pattern.path)
     )
+
+
+def _same_port(got: SplitResult, want: SplitResult) -> bool:
+    try:
+        return got.port == want.port
+    except ValueError:  # not a valid port
+        return False
+
+
+def _loosely_matches(
+    registered: str, candidate: str, subpaths: bool, subdomains: bool, any_loopback_port: bool
+) -> bool:
+    want, got = urlsplit(registered), urlsplit(candidate)
+    if got.fragment or got.scheme != want.scheme or not got.hostname or not want.hostname:
+        return False
+    if got.hostname != want.hostname and not (
+        subdomains and got.hostname.endswith("." + want.hostname)
+    ):
+        return False
+    if not (any_loopback_port and want.hostname in _LOOPBACK_HOSTS) and not _same_port(got, want):
+        return False
+    if not subpaths:
+        return (got.path, got.query) == (want.path, want.query)
+    base = want.path.rstrip("/")
+    return got.path in {want.path, base} or got.path.startswith(base + "/")
+
+
+def client_factory(client_type: type[Any]) -> Any:
+    """A ``make_client`` classmethod for an attrs client class such as a :class:`Client` subclass.
+
+    ``make_client = client_factory(MyClient)`` in an :class:`AuthorizationServer` subclass
+    builds a *client_type* from the id, secret and redirect URIs; its other fields are
+    keywords (by their aliases), which :meth:`AuthorizationServer.for_client` passes on.
+    """
+    fields = attrs.fields(client_type)
+    aliases = {field.name: field.alias for field in fields}
+
+    def make_client(
+        cls: type,
+        /,
+        client_id: str,
+        client_secret: str,
+        redirect_uris: Sequence[str],
+        **options: Any,
+    ) -> Any:
+        del cls
+        given = {"client_id": client_id, "client_secret": client_secret}
+        return client_type(
+            **{aliases[k]: v for k, v in given.items()},
+            **{aliases["redirect_uris"]: redirect_uris},
+            **options,
+        )
+
+    known = {"client_id", "client_secret", "redirect_uris"}
+    signature = inspect.signature(make_client)
+    own = [
+        inspect.Parameter(
+            field.alias or field.name,
+            inspect.Parameter.KEYWORD_ONLY,
+            default=inspect.Parameter.empty if field.default is attrs.NOTHING else field.default,
+        )
+        for field in fields
+        if field.name not in known
+    ]
+    positional = list(signature.parameters.values())[:-1]
+    make_client.__signature__ = signature.replace(parameters=[*positional, *own])  # type: ignore[attr-defined]
+    make_client.__doc__ = f"A {client_type.__name__}; its other fields are keywords."
+    return classmethod(make_client)
+
+
+@attrs.frozen(kw_only=True)
+class RedirectUriPolicy:
+    """What a provider's developer portal lets a client register as a redirect URI.
+
+    ``RedirectUriPolicy(schemes=("https",), loopback="forbidden").problem(uri)`` says why
+    *uri* would be refused, or ``None``. A port of ``*`` (any port) is valid only on a
+    loopback host.
+
+    Attributes:
+        schemes: The allowed schemes.
+        loopback: Whether the host must be (``"required"``), must not be (``"forbidden"``)
+            or may be (``"allowed"``) one of :attr:`loopback_hosts`.
+        loopback_hosts: The hosts that count as loopback (as written; IPv6 in brackets).
+        port_required: Whether a port (or ``*``) must be written.
+        static: Whether a query string and a fragment are refused.
+        max_length: The length a URI must stay under, if limited.
+        kind: Who the rules are for, named in the problems (``"desktop apps"``).
+    """
+
+    schemes: tuple[str, ...] = ("https",)
+    loopback: Literal["required", "forbidden", "allowed"] = "allowed"
+    loopback_hosts: tuple[str, ...] = ("127.0.0.1", "[::1]", "localhost")
+    port_required: bool = False
+    static: bool = False
+    max_length: int | None = None
+    kind: str = ""
+
+    def problem(self, uri: str) -> str | None:
+        """Why *uri* may not be registered under these rules, or ``None``."""
+        if self.max_length is not None and len(uri) >= self.max_length:
+            return f"must be shorter than {self.max_length} characters"
+        if self.static and ("?" in uri or "#" in uri):
+            return "must be static: no query string or fragment"
+        parts = split_redirect_uri(uri)
+        if parts is None or any(char.isspace() for char in uri):
+            return "must be an absolute URL"
+        return self._parts_problem(parts)
+
+    def _parts_problem(self, parts: RedirectUriParts) -> str | None:
+        whom = f" for {self.kind}" if self.kind else ""
+        hosts = " or ".join(sorted(self.loopback_hosts))
+        on_loopback = parts.host.lower() in self.loopback_hosts
+        if parts.scheme not in self.schemes:
+            return f"must use {' or '.join(self.schemes)}{whom}"
+        if self.loopback != "allowed" and on_loopback != (self.loopback == "required"):
+            return f"must {'not ' if on_loopback else ''}be on {hosts}{whom}"
+        if parts.port is None:
+            return f"must have a port (or * for any port){whom}" if self.port_required else None
+        if not (_valid_port(parts.port) or (parts.port == "*" and on_loopback)):
+            return "has an invalid port"
+        return None
 
 
 def _uris(values: Iterable[str]) -> tuple[str, ...]:
@@ -233,9 +376,14 @@ class Client:
         client_id: The client's id.
         client_secret: The client's secret (hidden from repr).
         redirect_uris: The registered redirect URIs (:func:`redirect_uri_matches`: exactly,
-            or on any port where the port is ``*``).
+            or on any port where the port is ``*``; a subclass may loosen the rule with
+            :attr:`redirect_uri_rules`).
         name: The name the consent page shows.
     """
+
+    #: The switches of :func:`redirect_uri_matches` (``subpaths``, ``subdomains``,
+    #: ``any_loopback_port``) that :meth:`accepts_redirect_uri` applies; none by default.
+    redirect_uri_rules: ClassVar[Mapping[str, bool]] = {}
 
     client_id: str = attrs.field(validator=attrs.validators.min_len(1))
     client_secret: str = attrs.field(repr=False)
@@ -248,7 +396,8 @@ class Client:
 
     def accepts_redirect_uri(self, uri: str) -> bool:
         """Whether *uri* matches one of :attr:`redirect_uris` (:func:`redirect_uri_matches`)."""
-        return any(redirect_uri_matches(registered, uri) for registered in self.redirect_uris)
+        rules = self.redirect_uri_rules
+        return any(redirect_uri_matches(known, uri, **rules) for known in self.redirect_uris)
 
 
 @attrs.frozen(kw_only=True)
@@ -580,6 +729,21 @@ class AuthorizationServer(EmulatorServer):
     #: The users who may sign in, by default (:meth:`user_key` names each; the first is
     #: :attr:`default_user`); none: only :attr:`user`.
     default_users: ClassVar[tuple[Any, ...]] = ()
+    #: Boolean fields of the client type that :meth:`main` offers as switches
+    #: (``expiring_tokens``: ``--expiring-tokens``), with their help.
+    client_flags: ClassVar[Mapping[str, str]] = {}
+    #: Whether the token route answers form-encoded unless the request's ``Accept`` names
+    #: JSON (as some older OAuth 2.0 providers do); else always JSON.
+    form_encoded_answers: ClassVar[bool] = False
+    #: The ``error_description`` of the ``access_denied`` that a grant of no scope is
+    #: (a user who unticked every scope); ``None``: such a grant is issued.
+    no_scope_denial: ClassVar[str | None] = None
+    #: Whether the revocation route is the provider's own API rather than RFC 7009's
+    #: :meth:`revoke`: :meth:`revoke_by_api` answers it.
+    revocation_api: ClassVar[bool] = False
+    #: The ``error`` with which an authorization request whose redirect URI the client did
+    #: not register is sent to the client's first registered one; ``None``: an error page.
+    redirect_uri_mismatch_error: ClassVar[str | None] = None
 
     def __init__(
         self,
@@ -692,7 +856,11 @@ class AuthorizationServer(EmulatorServer):
     def make_client(
         cls, client_id: str, client_secret: str, redirect_uris: Sequence[str]
     ) -> RegisteredClient:
-        """A :class:`Client`; a subclass with its own client type (and options) builds it here."""
+        """A :class:`Client`; a subclass with its own client type builds it here.
+
+        ``make_client = client_factory(MyClient)`` does for an attrs subclass of
+        :class:`Client` (:func:`client_factory`).
+        """
         return Client(client_id=client_id, client_secret=client_secret, redirect_uris=redirect_uris)
 
     @classmethod
@@ -730,8 +898,13 @@ class AuthorizationServer(EmulatorServer):
             "id": self.user["sub"],
             "name": self.user.get("name"),
             "email": email,
-            "image": self.url_for(AVATAR_PATH),
+            "image": self.avatar_url(self.user),
         }
+
+    def avatar_url(self, user: Any) -> str:
+        """Absolute URL of *user*'s avatar: the kit's one, served by the server, for everyone."""
+        del user
+        return self.url_for(AVATAR_PATH)
 
     @property
     def authorize_url(self) -> str:
@@ -857,9 +1030,12 @@ class AuthorizationServer(EmulatorServer):
     def answer(
         self, request: web.Request, body: Mapping[str, Any], status: int = 200
     ) -> web.Response:
-        """The token endpoint's answer: *body* as JSON."""
-        del request
-        return web.json_response(dict(body), status=status, headers={"Cache-Control": "no-store"})
+        """The token endpoint's answer: *body* as JSON, or a form (:attr:`form_encoded_answers`)."""
+        headers = {"Cache-Control": "no-store"}
+        if not self.form_encoded_answers or "json" in request.headers.get("Accept", ""):
+            return web.json_response(dict(body), status=status, headers=headers)
+        text = urlencode({k: "" if v is None else str(v) for k, v in body.items()})
+        return web.Response(text=text, status=status, content_type=_FORM_TYPE, headers=headers)
 
     def error_answer(self, status: int, error: str, description: str = "") -> web.Response:
         """An error of the profile or revocation route: :meth:`error_body` as JSON."""
@@ -916,10 +1092,18 @@ class AuthorizationServer(EmulatorServer):
         return next(iter(getattr(client, "redirect_uris", ())), "")
 
     def refused(self, params: Mapping[str, str]) -> web.Response | None:
-        """An error page, never a redirect, for an unknown client or redirect URI."""
+        """An error page, never a redirect, for an unknown client or redirect URI.
+
+        With :attr:`redirect_uri_mismatch_error`, an unregistered redirect URI is instead
+        sent back to the client's first registered one with that error.
+        """
         client = self.clients.get(params.get(self.spec.client_id_param, ""))
         if client is not None and client.accepts_redirect_uri(self.redirect_uri(client, params)):
             return None
+        registered = next(iter(getattr(client, "redirect_uris", ())), None)
+        if self.redirect_uri_mismatch_error and registered is not None:
+            error = {"error": self.redirect_uri_mismatch_error, **self._state(params)}
+            return self.back(registered, error)
         param = self.spec.client_id_param if client is None else "redirect_uri"
         page = message_page(
             title="Error", heading=f"Invalid {param}", attributes={"error-param": param}
@@ -1014,10 +1198,10 @@ class AuthorizationServer(EmulatorServer):
         """
         return str(getattr(user, cls.user_key_attribute, user))
 
-    @staticmethod
-    def user_label(user: Any) -> str:
-        """How the consent page's picker shows *user*."""
-        return str(user)
+    @classmethod
+    def user_label(cls, user: Any) -> str:
+        """How the consent page's picker shows *user*: its ``name``, else its :meth:`user_key`."""
+        return str(getattr(user, "name", None) or cls.user_key(user))
 
     def consented_scopes(
         self, pending: PendingAuthorization, form: Mapping[str, Any]
@@ -1070,9 +1254,15 @@ class AuthorizationServer(EmulatorServer):
     def grant(
         self, pending: PendingAuthorization, user_id: str, scopes: Sequence[str]
     ) -> web.Response:
-        """Issue a code for *user_id* and *scopes* and send the user back (RFC 6749 §4.1.2)."""
+        """Issue a code for *user_id* and *scopes* and send the user back (RFC 6749 §4.1.2).
+
+        With :attr:`no_scope_denial`, granting no scope is a denial instead.
+        """
+        if not scopes and self.no_scope_denial is not None:
+            return self.redirect_error(pending, "access_denied", self.no_scope_denial)
         if (error := self.check_authorization(pending.params)) is not None:
             return self.redirect_error(pending, error)
+        logger.info("authorization granted to client %s", pending.client_id)
         key = (pending.client_id, user_id)
         self.granted[key] = self.granted.get(key, frozenset()) | set(scopes)
         challenge = pending.params.get("code_challenge") or None
@@ -1303,6 +1493,8 @@ class AuthorizationServer(EmulatorServer):
         A token of another client is refused; with :attr:`revoke_forgets_consent`, revoking a
         live access token also forgets its user's consent to the client.
         """
+        if self.revocation_api:
+            return await self.revoke_by_api(request)
         found = await self.client_request(request)
         if isinstance(found, RequestFailure):
             return self.token_error(request, found)
@@ -1316,6 +1508,26 @@ class AuthorizationServer(EmulatorServer):
         if self.revoke_forgets_consent and isinstance(live, AccessToken) and live.user_id:
             self.granted.pop((client.client_id, live.user_id), None)
         return self.answer(request, {})
+
+    async def revoke_by_api(self, request: web.Request) -> web.StreamResponse:
+        """Revoke an access token as the spec declares its own revocation API.
+
+        The body is :meth:`revocation_body`'s, the client :meth:`revoking_client`'s: 204 when
+        revoked, 401 for a client that is not authenticated, 404 for a token that is not a
+        live access token of the client (with :attr:`revoke_forgets_consent`, the user's
+        consent is forgotten too).
+        """
+        body = await self.revocation_body(request)
+        client = self.revoking_client(request, body)
+        if client is None:
+            return self.error_answer(401, "invalid_client", "Requires authentication")
+        found = self.book.lookup_access(body.get(self.spec.revoke_token_param, ""))
+        if isinstance(found, TokenFailure) or found.client_id != client.client_id:
+            return self.error_answer(404, "invalid_token", "Not Found")
+        self.book.revoke(found.token, client_id=client.client_id)
+        if self.revoke_forgets_consent and found.user_id:
+            self.granted.pop((client.client_id, found.user_id), None)
+        return web.Response(status=204)
 
     async def revocation_body(self, request: web.Request) -> dict[str, str]:
         """The revocation request's body as ``spec.revoke_encoding`` says: JSON or a form.
@@ -1364,17 +1576,20 @@ class AuthorizationServer(EmulatorServer):
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
         """Add the ``flag`` of each :class:`Setting` to :meth:`main`'s options.
 
-        A subclass with options of its own adds them after calling this.
+        And a switch for each of :attr:`client_flags`. A subclass with options of its own
+        adds them after calling this.
         """
         for setting in _settings(cls).values():
             if setting.flag:
                 setting.add_argument(parser)
+        for name, help_text in cls.client_flags.items():
+            flag = "--" + name.replace("_", "-")
+            parser.add_argument(flag, dest=name, action="store_true", help=help_text)
 
     @classmethod
     def client_options(cls, args: argparse.Namespace) -> dict[str, Any]:
-        """Keywords for :meth:`make_client` from the subclass's own options (none here)."""
-        del args
-        return {}
+        """Keywords for :meth:`make_client` from the options: each of :attr:`client_flags`."""
+        return {name: getattr(args, name) for name in cls.client_flags}
 
     @classmethod
     def server_options(cls, args: argparse.Namespace) -> dict[str, Any]:
@@ -1382,9 +1597,14 @@ class AuthorizationServer(EmulatorServer):
         return {n: getattr(args, n) for n, s in _settings(cls).items() if s.flag and n in args}
 
     def describe(self) -> list[str]:
-        """The lines :meth:`main` prints under the URL: the registered redirect URIs."""
-        client = next(iter(self.clients.values()))
-        return [f"  redirect URIs: {', '.join(getattr(client, 'redirect_uris', ()))}"]
+        """The lines :meth:`main` prints under the URL: the routes, the redirect URIs."""
+        lines = [f"  authorize:  {self.authorize_url}", f"  token:      {self.token_url}"]
+        if self.routes["revoke"]:
+            lines.append(f"  revoke:     {self.revocation_url()}")
+        if self.routes["profile"]:
+            lines.append(f"  user info:  {self.profile_url}")
+        uris = getattr(self.default_app, "redirect_uris", ())
+        return [*lines, *(f"  redirect URI:  {uri}" for uri in uris)]
 
     @classmethod
     def main(cls, argv: Sequence[str] | None = None) -> int:

@@ -11,19 +11,19 @@ or expiring (rotating) tokens and ``DELETE /applications/{client_id}/token``.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Final
-from urllib.parse import urlencode, urlsplit
+from collections.abc import Iterable, Mapping
+from typing import Any, ClassVar, Final
 
 import attrs
 from aiohttp import web
 
 from keyloom_core.testing.authserver import (
-    AVATAR_PATH,
     AuthorizationServer,
     Client,
     DeprecatedAlias,
+    client_factory,
     deprecated_module_names,
+    redirect_uri_matches,
 )
 from keyloom_core.testing.emulator import AccessToken, AuthorizationCode, TokenFailure, TokenPair
 from keyloom_github import SCOPES, SPEC
@@ -45,22 +45,15 @@ DEFAULT_CLIENT_SECRET: Final = "keyloom-github-emulator-client-secret"
 _EMAIL_SCOPES: Final = frozenset({"user", "user:email"})
 
 
+_CALLBACK_RULES: Final = {"subpaths": True, "subdomains": True, "any_loopback_port": True}
+
+
 def callback_matches(callback: str, redirect_uri: str) -> bool:
     """Whether GitHub accepts *redirect_uri* for the registered *callback* URL.
 
     The host or a subdomain, the same port (any port on loopback), the path or below it.
     """
-    want, got = urlsplit(callback), urlsplit(redirect_uri)
-    if redirect_uri == callback:
-        return True
-    if got.fragment or got.scheme != want.scheme or not got.hostname or not want.hostname:
-        return False
-    if got.hostname != want.hostname and not got.hostname.endswith("." + want.hostname):
-        return False
-    if want.hostname not in {"127.0.0.1", "::1", "localhost"} and got.port != want.port:
-        return False
-    base = want.path.rstrip("/")
-    return got.path in {want.path, base} or got.path.startswith(base + "/")
+    return redirect_uri_matches(callback, redirect_uri, **_CALLBACK_RULES)
 
 
 def _tuple(values: Iterable[str]) -> tuple[str, ...]:
@@ -75,15 +68,12 @@ class EmulatedOAuthApp(Client):
         alias="callback_urls", converter=_tuple, validator=attrs.validators.min_len(1)
     )
     expiring_tokens: bool = False
+    redirect_uri_rules = _CALLBACK_RULES  # callback_matches
 
     @property
     def callback_urls(self) -> tuple[str, ...]:
         """The callback URLs (:func:`callback_matches`); errors go to the first."""
         return self.redirect_uris
-
-    def accepts_redirect_uri(self, uri: str) -> bool:
-        """Whether *uri* matches one of :attr:`callback_urls`."""
-        return any(callback_matches(callback, uri) for callback in self.callback_urls)
 
 
 @attrs.frozen(kw_only=True)
@@ -122,7 +112,6 @@ class EmulatedUser:
         return next((e.email for e in self.emails if e.primary and e.verified), None)
 
 
-_MAIL = EmulatedEmail
 #: The built-in users; the first signs in by default.
 DEFAULT_USERS: Final = (
     EmulatedUser(
@@ -130,16 +119,16 @@ DEFAULT_USERS: Final = (
         login="keyloom-octocat",
         name="Keyloom Octocat",
         emails=(
-            _MAIL(email="octocat@users.example.test", primary=True, visibility="public"),
-            _MAIL(email="octocat@work.example.test", verified=False),
+            EmulatedEmail(email="octocat@users.example.test", primary=True, visibility="public"),
+            EmulatedEmail(email="octocat@work.example.test", verified=False),
         ),
     ),
     EmulatedUser(
         id=1_000_002,
         login="unverified-dev",
         emails=(
-            _MAIL(email="dev@unverified.example.test", primary=True, verified=False),
-            _MAIL(email="dev@verified.example.test"),
+            EmulatedEmail(email="dev@unverified.example.test", primary=True, verified=False),
+            EmulatedEmail(email="dev@verified.example.test"),
         ),
     ),
 )
@@ -172,44 +161,21 @@ class GitHubEmulator(AuthorizationServer):
     access_ttl = 8 * 3600  # expiring tokens
     refresh_ttl = 184 * 86_400
     token_prefixes = ("ghu_", "ghr_")
+    make_client = client_factory(EmulatedOAuthApp)  # its expiring_tokens is a keyword
+    form_encoded_answers = True
+    redirect_uri_mismatch_error = "redirect_uri_mismatch"  # sent to the first callback URL
+    revocation_api = True  # DELETE /applications/{client_id}/token: 204, 401 or 404
 
-    @classmethod
-    def make_client(
-        cls,
-        client_id: str,
-        client_secret: str,
-        redirect_uris: Sequence[str],
-        expiring_tokens: bool = False,
-    ) -> EmulatedOAuthApp:
-        """An OAuth app whose callback URLs are *redirect_uris*."""
-        return EmulatedOAuthApp(
-            client_id=client_id,
-            client_secret=client_secret,
-            callback_urls=redirect_uris,
-            expiring_tokens=expiring_tokens,
-        )
+    client_flags: ClassVar = {
+        "expiring_tokens": "a GitHub App's expiring tokens, with rotating refresh tokens"
+    }
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
         """``--expiring-tokens``; ``--callback-url``, the old name of ``--redirect-uri``."""
-        help_ = "a GitHub App's expiring tokens, with rotating refresh tokens"
-        parser.add_argument("--expiring-tokens", action="store_true", help=help_)
+        super().add_arguments(parser)
         help_ = "deprecated: --redirect-uri"
         parser.add_argument("--callback-url", action="append", dest="redirect_uri", help=help_)
-
-    @classmethod
-    def client_options(cls, args: argparse.Namespace) -> dict[str, Any]:
-        """The app's token kind, from ``--expiring-tokens``."""
-        return {"expiring_tokens": args.expiring_tokens}
-
-    def avatar_url(self, user: EmulatedUser) -> str:
-        """Absolute URL of *user*'s avatar (one, served by the emulator, for everyone)."""
-        del user
-        return self.url_for(AVATAR_PATH)
-
-    def revoke_url(self, client_id: str) -> str:
-        """Absolute URL of the revocation route of *client_id*."""
-        return self.revocation_url(client_id)
 
     def expected_profile(self, client_id: str, scopes: Iterable[str]) -> Mapping[str, Any]:
         """The default user as the plugin reads it (e-mail only with an e-mail scope)."""
@@ -227,19 +193,6 @@ class GitHubEmulator(AuthorizationServer):
         """Split on spaces and commas, then :meth:`narrowest_scopes` (as SPEC says)."""
         return self.narrowest_scopes(raw.replace(",", " ").split())
 
-    def refused(self, params: Mapping[str, str]) -> web.Response | None:
-        """An unknown client gets a page; a callback mismatch goes to the registered one."""
-        app = self.clients.get(params.get("client_id", ""))
-        if app is None or app.accepts_redirect_uri(self.redirect_uri(app, params)):
-            return super().refused(params)
-        error = {"error": "redirect_uri_mismatch", **self._state(params)}
-        return self.back(getattr(app, "callback_urls", [""])[0], error)
-
-    @staticmethod
-    def user_label(user: EmulatedUser) -> str:
-        """The display name, or the login."""
-        return user.name or user.login
-
     def issue(self, client: Any, code: AuthorizationCode) -> TokenPair:
         """Expiring ``ghu_`` / ``ghr_`` pairs, or classic ``gho_`` tokens that never expire."""
         if client.expiring_tokens:
@@ -251,15 +204,6 @@ class GitHubEmulator(AuthorizationServer):
             refresh=False,
             access_prefix="gho_",
             access_ttl=3650 * 86_400,
-        )
-
-    def answer(self, request: web.Request, body: Mapping[str, Any], status: int = 200) -> Any:
-        """JSON with ``Accept: application/json``, else form-encoded."""
-        if "json" in request.headers.get("Accept", ""):
-            return super().answer(request, body, status)
-        text = urlencode({k: "" if v is None else str(v) for k, v in body.items()})
-        return web.Response(
-            text=text, status=status, content_type="application/x-www-form-urlencoded"
         )
 
     def token_answer(self, client: Any, pair: TokenPair) -> Mapping[str, Any]:
@@ -304,24 +248,13 @@ class GitHubEmulator(AuthorizationServer):
         rows = [attrs.asdict(e) for e in self.users[str(token.user_id)].emails]
         return web.json_response(rows, headers=headers)
 
-    async def revoke(self, request: web.Request) -> web.StreamResponse:
-        """Revocation as SPEC says (the app's basic credentials); 204, or 404 if unknown."""
-        body = await self.revocation_body(request)
-        app = self.revoking_client(request, body)
-        if app is None:
-            return self.error_answer(401, "Requires authentication")
-        found = self.book.lookup_access(body.get(SPEC.revoke_token_param, ""))
-        if isinstance(found, TokenFailure) or found.client_id != app.client_id:
-            return self.error_answer(404, "Not Found")
-        self.book.revoke(found.token, client_id=app.client_id)
-        return web.Response(status=204)
-
     # The names this emulator had before it was built on the kit:
     grants = DeprecatedAlias("book")
     access_token_ttl = DeprecatedAlias("book.access_ttl")
     refresh_token_ttl = DeprecatedAlias("book.refresh_ttl")
     code_ttl = DeprecatedAlias("book.code_ttl")
     user_url = DeprecatedAlias("profile_url")
+    revoke_url = DeprecatedAlias("revocation_url")
 
 
 __getattr__ = deprecated_module_names(

@@ -429,7 +429,9 @@ async def test_user_url_revoke_url_and_api_paths(emulator: GitHubEmulator) -> No
     with pytest.warns(DeprecationWarning, match=r"user_url is deprecated; use profile_url"):
         assert emulator.user_url == emulator.url_for("/user") == emulator.profile_url
     result = await login(emulator)
-    url = emulator.revoke_url(APP.client_id)
+    with pytest.warns(DeprecationWarning, match=r"revoke_url is deprecated; use revocation_url"):
+        url = emulator.revoke_url(APP.client_id)
+    assert url == emulator.revocation_url(APP.client_id)
     assert url == emulator.url_for(f"/applications/{APP.client_id}/token")
     assert emulator.is_api_path(urlsplit(url).path)
     assert GitHubEmulator.api_paths >= {"/user", "/user/emails"}

@@ -377,6 +377,7 @@ class TikTokEmulator(AuthorizationServer):
     redirect_error_descriptions: ClassVar[Mapping[str, str]] = {
         "access_denied": "The user denied the authorization request."
     }
+    no_scope_denial = "The user did not grant any permission."
     strict_requests = True
     client_token_prefix = "clt."
     token_prefixes = ("act.", "rft.")
@@ -422,6 +423,8 @@ class TikTokEmulator(AuthorizationServer):
     rate_limit_retry_after: bool = False
     #: The kit's :attr:`book` of codes and tokens, by TikTok's emulator's older name.
     grants = DeprecatedAlias("book")
+    #: The kit's :attr:`profile_url` (the spec's ``/v2/user/info/``), by an older name.
+    user_info_url = DeprecatedAlias("profile_url")
 
     def setup(self) -> None:
         """Refuse an empty user directory; build the per-app ``/v2/user/info/`` limiter."""
@@ -478,16 +481,8 @@ class TikTokEmulator(AuthorizationServer):
         return {"app_type": args.app_type, "approved_scopes": args.scopes.split(",")}
 
     def describe(self) -> list[str]:
-        """The endpoints, the app type and the redirect URIs."""
-        app = self.default_app
-        return [
-            f"  authorize:  {self.authorize_url}",
-            f"  token:      {self.token_url}",
-            f"  revoke:     {self.revoke_url}",
-            f"  user info:  {self.user_info_url}",
-            f"  app type:      {app.app_type}",
-            *(f"  redirect URI:  {uri}" for uri in app.redirect_uris),
-        ]
+        """The kit's lines (the endpoints and the redirect URIs), then the app type."""
+        return [*super().describe(), f"  app type:      {self.default_app.app_type}"]
 
     def expected_profile(self, client_id: str, scopes: Iterable[str]) -> Mapping[str, Any]:
         """The default user as Keyloom should normalise it: ``open_id``, name, avatar, no e-mail."""
@@ -509,11 +504,6 @@ class TikTokEmulator(AuthorizationServer):
     def revoke_url(self) -> str:
         """Absolute URL of the revocation endpoint."""
         return self.url_for(REVOKE_PATH)
-
-    @property
-    def user_info_url(self) -> str:
-        """Absolute URL of the user-info endpoint."""
-        return self.url_for(USER_INFO_PATH)
 
     @staticmethod
     def open_id(user_id: str, client_key: str) -> str:
@@ -636,17 +626,6 @@ class TikTokEmulator(AuthorizationServer):
         """Nothing left to check: :meth:`authorize` did before the consent."""
         del params
         return None
-
-    def grant(
-        self, pending: PendingAuthorization, user_id: str, scopes: Sequence[str]
-    ) -> web.Response:
-        """A code for the granted scopes; none granted is a denial."""
-        if not scopes:
-            return self.redirect_error(
-                pending, "access_denied", "The user did not grant any permission."
-            )
-        logger.info("authorization granted to client %s", pending.client_id)
-        return super().grant(pending, user_id, scopes)
 
     def callback_params(
         self, pending: PendingAuthorization, code: AuthorizationCode

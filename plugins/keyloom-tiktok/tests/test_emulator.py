@@ -208,7 +208,7 @@ async def user_info(
 ) -> tuple[int, dict[str, Any], Mapping[str, str]]:
     headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
     params = {"fields": fields} if fields is not None else {}
-    async with http.get(tiktok.user_info_url, headers=headers, params=params) as response:
+    async with http.get(tiktok.profile_url, headers=headers, params=params) as response:
         return response.status, await response.json(), response.headers
 
 
@@ -1110,7 +1110,7 @@ async def test_user_info_needs_a_valid_bearer(
 ) -> None:
     headers = {"Authorization": header} if header is not None else {}
     async with http.get(
-        tiktok.user_info_url, params={"fields": "open_id"}, headers=headers
+        tiktok.profile_url, params={"fields": "open_id"}, headers=headers
     ) as response:
         body = await response.json()
         assert response.status == 401

@@ -198,6 +198,14 @@ def test_the_old_grants_name_warns_and_names_book() -> None:
         assert emulator.grants is emulator.book
 
 
+async def test_the_old_user_info_url_name_warns_and_names_profile_url() -> None:
+    async with TikTokEmulator() as tiktok:
+        with pytest.warns(
+            DeprecationWarning, match=r"user_info_url is deprecated; use profile_url"
+        ):
+            assert tiktok.user_info_url == tiktok.profile_url == tiktok.url_for("/v2/user/info/")
+
+
 def test_field_scopes_moved_to_the_api_module_and_the_old_name_warns() -> None:
     from keyloom_tiktok import emulator, emulator_api
 
