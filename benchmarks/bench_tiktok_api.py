@@ -65,7 +65,7 @@ async def main():
     content.pending_share_cap = 10**9
     content.limits.clear()
     async with emulator:
-        pair = emulator.grants.issue_tokens(client_id=app.client_key, user_id=user.user_id, scopes=SCOPES)
+        pair = emulator.book.issue_tokens(client_id=app.client_key, user_id=user.user_id, scopes=SCOPES)
         print(json.dumps({"url": emulator.url, "token": pair.access_token,
                           "open_id": emulator.open_id(user.user_id, app.client_key)}), flush=True)
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)

@@ -235,7 +235,7 @@ def test_codes_that_need_encoding_decode_once_to_themselves() -> None:
     assert quote(plain, safe="") == plain
     code = OptionsEmulator(codes_need_encoding=True).new_code()
     assert {"*", "!", "~", "%"} <= set(code)
-    assert unquote(quote(code, safe="")) == code
+    assert quote(code, safe="") != code  # it needs encoding
     assert unquote(code) != code  # decoding twice changes it
 
 
@@ -271,3 +271,24 @@ def test_users_are_known_by_the_user_key_attribute() -> None:
     assert list(server.users) == ["ada", "bob"]
     assert server.default_user == "ada"
     assert AuthorizationServer.user_key("plain") == "plain"  # no such attribute: itself
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("depth", "40", "depth must be a number, not str"),
+        ("depth", True, "depth must be a number, not bool"),
+        ("code_lifetime", "10", "code_lifetime must be a number, not str"),
+        ("strict", "no", "strict must be True or False, not str"),
+    ],
+)
+def test_a_setting_of_the_wrong_type_is_a_type_error_naming_it(
+    option: str, value: object, message: str
+) -> None:
+    with pytest.raises(TypeError, match=message):
+        OptionsEmulator(**{option: value})
+
+
+def test_a_single_withheld_scope_is_one_scope() -> None:
+    server = OptionsEmulator(withheld_scopes="profile")
+    assert server.withheld_scopes == frozenset({"profile"})

@@ -84,6 +84,7 @@ from urllib.parse import SplitResult, quote, unquote_plus, urlencode, urlsplit
 import attrs
 from aiohttp import web
 
+from keyloom_core._deprecation import deprecated_module_names
 from keyloom_core.models import ProviderSpec
 
 from .emulator import (
@@ -566,6 +567,7 @@ class Setting(Generic[T]):
             value = self.convert(value)
         if self.choices and value not in self.choices:
             raise ValueError(f"{self.name} must be one of {self.choices}")
+        self._check_type(value)
         if self.bounds is not None and not self.bounds[0] <= value <= self.bounds[1]:  # type: ignore[operator]
             low, high = self.bounds
             raise ValueError(f"{self.name} must be between {low:g} and {high:g}")
@@ -574,6 +576,20 @@ class Setting(Generic[T]):
             return
         head, _, last = self.at.rpartition(".")
         setattr(operator.attrgetter(head)(instance) if head else instance, last, value)
+
+    def _check_type(self, value: object) -> None:
+        """A yes/no setting takes a bool; a number (or ``None``), any number but a bool."""
+        if isinstance(self.default, bool):
+            wrong = not isinstance(value, bool)
+        elif isinstance(self.default, int | float) or self.bounds is not None:
+            wrong = value is not None and (
+                isinstance(value, bool) or not isinstance(value, int | float)
+            )
+        else:
+            return
+        if wrong:
+            kind = "True or False" if isinstance(self.default, bool) else "a number"
+            raise TypeError(f"{self.name} must be {kind}, not {type(value).__name__}")
 
     def add_argument(self, parser: argparse.ArgumentParser) -> None:
         """Add :attr:`flag` to *parser* (its value lands in ``args.<name>``)."""
@@ -602,26 +618,6 @@ def _settings(cls: type) -> dict[str, Setting[Any]]:
     return found
 
 
-def deprecated_module_names(
-    module: str, names: Mapping[str, tuple[str, object]]
-) -> Callable[[str], Any]:
-    """A module ``__getattr__`` that serves old names with a :class:`DeprecationWarning`.
-
-    ``__getattr__ = deprecated_module_names(__name__, {"TOKEN_PATH": ("SPEC.token_url",
-    "/oauth/token")})``: each old name maps to the replacement the warning names and the
-    value it still gives. Other names raise :class:`AttributeError`.
-    """
-
-    def getattr_(name: str) -> Any:
-        if name not in names:
-            raise AttributeError(f"module {module!r} has no attribute {name!r}")
-        new, value = names[name]
-        warnings.warn(f"{module}.{name} is deprecated; use {new}", DeprecationWarning, stacklevel=2)
-        return value
-
-    return getattr_
-
-
 _SERVER_KEYWORDS: Final = frozenset(inspect.signature(EmulatorServer.__init__).parameters) - {
     "self"
 }
@@ -641,7 +637,8 @@ class AuthorizationServer(EmulatorServer):
         keyed by route; a request over the limit gets status 429, ``rate_limited`` and a
         ``Retry-After`` header.
     :param options: :class:`~keyloom_core.testing.emulator.EmulatorServer`'s (``host``,
-        ``port``, ``consent``, ``clock``, ``faults``...). ``faults`` defaults to an idle
+        ``port``, ``consent``, ``clock``, ``faults``...), and those :meth:`option_names`
+        lists (the class's declared options). ``faults`` defaults to an idle
         :class:`~keyloom_core.testing.emulator.FaultInjector`, so tests can queue faults.
     """
 
@@ -705,7 +702,7 @@ class AuthorizationServer(EmulatorServer):
     required_scopes: ClassVar[frozenset[str]] = frozenset()
     #: Scopes the emulated user declines: withheld at once with ``consent="approve"``, and
     #: unticked on the consent page (never a :attr:`required_scopes` one).
-    withheld_scopes = Setting[frozenset[str]](frozenset(), convert=frozenset)
+    withheld_scopes = Setting[frozenset[str]](frozenset(), convert=lambda v: frozenset(_uris(v)))
     #: The consent page's text under each scope.
     scope_descriptions: ClassVar[Mapping[str, str]] = {}
     #: The ``error_description`` an authorization error's redirect carries, by ``error``
@@ -765,7 +762,8 @@ class AuthorizationServer(EmulatorServer):
 
         :raises TypeError: for any other keyword, naming the valid ones (and the closest).
         """
-        named = {k: options.pop(k) for k in list(options) if k in self.option_names()}
+        declared = self.option_names()
+        named = {k: options.pop(k) for k in list(options) if k in declared}
         if unknown := sorted(set(options) - _SERVER_KEYWORDS):
             raise TypeError(self._unknown_options(unknown))
         options.setdefault("faults", FaultInjector())
@@ -819,7 +817,6 @@ class AuthorizationServer(EmulatorServer):
         annotated (not ``ClassVar``) and given a default in a class body.
         """
         names = {n for n, v in inspect.getmembers(cls) if isinstance(v, Setting | DeprecatedAlias)}
-        names |= _settings(cls).keys()
         for klass in cls.__mro__:
             for name, annotation in inspect.get_annotations(klass).items():
                 declared = name in vars(klass) and not name.startswith("_")

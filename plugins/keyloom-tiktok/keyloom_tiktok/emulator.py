@@ -68,7 +68,7 @@ from keyloom_core.testing.emulator import (
 )
 from keyloom_tiktok import BASIC, SPEC
 from keyloom_tiktok.emulator_api import FIELD_SCOPES as _FIELD_SCOPES
-from keyloom_tiktok.emulator_api import USER_INFO_PATH, ContentAPI
+from keyloom_tiktok.emulator_api import USER_INFO_PATH, ContentAPI, api_headers
 from keyloom_tiktok.emulator_redirects import (
     MAX_REDIRECT_URIS,
     AppType,
@@ -659,8 +659,7 @@ class TikTokEmulator(AuthorizationServer):
             description = body["error_description"]
             logger.info("OAuth error %s (%s), log_id %s", body["error"], description, lid)
             body = {**body, "log_id": lid}
-        headers = {"x-tt-logid": lid, "Cache-Control": "no-store", "Pragma": "no-cache"}
-        return web.json_response(dict(body), status=status, headers=headers)
+        return web.json_response(dict(body), status=status, headers=api_headers(lid))
 
     # -- user info -----------------------------------------------------------------------
 

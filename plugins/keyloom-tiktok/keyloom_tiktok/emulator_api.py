@@ -87,6 +87,7 @@ __all__ = [
     "EmulatedPost",
     "EmulatedVideo",
     "PutFault",
+    "api_headers",
 ]
 
 logger = logging.getLogger(__name__)
@@ -287,6 +288,11 @@ class EmulatedPost:
     declared_duration: float | None = None
 
 
+def api_headers(lid: str) -> dict[str, str]:
+    """The headers of every answer of TikTok's v2 API and OAuth endpoints, with *lid*."""
+    return {"x-tt-logid": lid, "Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
 class _RefusalError(Exception):
     """A v2 API error: its code, HTTP status and message (a *fault* keeps its status)."""
 
@@ -358,6 +364,7 @@ class ContentAPI:
             STATUS_PATH: 30,
         }
         self.posts: dict[str, EmulatedPost] = {}
+        self._user_info_handler = self._handle(self._user_info)
         self._creators: dict[str, CreatorSettings] = {}
         self._catalogues: dict[str, list[EmulatedVideo]] = {}
         self._uploads: dict[str, str] = {}
@@ -547,7 +554,7 @@ class ContentAPI:
     ) -> web.Response:
         """TikTok's envelope; an error with HTTP 200 if ``api_errors_http_200`` (not a fault)."""
         lid = log_id(self.emulator.clock)
-        headers = {"x-tt-logid": lid, "Cache-Control": "no-store", "Pragma": "no-cache"}
+        headers = api_headers(lid)
         if refusal is None:
             body: dict[str, object] = {} if data is None else {"data": data}
             body["error"] = {"code": "ok", "message": "", "log_id": lid}
@@ -636,7 +643,7 @@ class ContentAPI:
 
     async def user_info(self, request: web.Request) -> web.StreamResponse:
         """``/v2/user/info/``: the requested ``fields`` the token's scopes allow."""
-        return await self._handle(self._user_info)(request)
+        return await self._user_info_handler(request)
 
     async def _user_info(self, request: web.Request) -> dict[str, object]:
         token, user = self._authorized(request)

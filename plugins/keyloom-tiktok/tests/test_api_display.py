@@ -304,7 +304,6 @@ async def test_a_token_still_refused_after_one_refresh_is_a_typed_error(
 
     account = await make_account()
     account.emulator.access_token_ttl = 0  # every token TikTok issues is dead at once
-    account.emulator.book.access_ttl = 0
     account.clock.advance(86_400 + 10)
     with pytest.raises(AccessTokenInvalidError) as caught:
         await account.api.user_info()
