@@ -7,25 +7,26 @@ not survive.
 
 The :class:`Watchdog` of the event loop wakes operations whose deadline has passed. Each
 operation used to arm a timer of its own and cancel it on the way out: about 14 k
-instructions, twice a login (``benchmarks/bench_instructions.py``). Now an operation adds
-one entry to the watchdog's heap, and the watchdog's single timer is armed for the earliest
-deadline of an operation still under way. The entries of operations that end in time are
-dropped in passes (:meth:`Watchdog.forget`), so the heap stays within about twice the
-operations under way; the timer, armed for an entry dropped since, wakes for nothing and
-arms for the oldest operation under way. A deadline is still enforced when it passes.
+instructions, twice a login (``benchmarks/bench_instructions.py``). Now the watchdog's
+single timer is armed for the earliest deadline of an operation under way. Operations with
+the same timeout reach their deadlines in the order their calls started, so the watchdog
+keeps them in that order in a dict (one per timeout): an operation whose call starts moves
+to the end, one that ends is removed, and the first is always the next due. A heap did
+this before, with an entry (two objects) per operation left behind until a pass cleared
+it; under load every object alive through a login's calls makes the garbage collector run
+more often (``bench_login.py``'s GC column).
 """
 
 from __future__ import annotations
 
 import asyncio
-import heapq
-import itertools
 import math
 import weakref
 from contextvars import ContextVar, Token
 from typing import Protocol
 
 __all__ = ["Timed", "Watchdog", "call_deadline", "enter", "leave", "watchdog"]
+
 
 class Timed(Protocol):
     """What runs against a deadline: an operation, whose deadline moves with each call."""
@@ -58,20 +59,11 @@ def leave(token: Token[Timed | None]) -> None:
 class Watched(Protocol):
     """What the watchdog wakes: an operation with a deadline."""
 
-    def expire(self, now: float) -> float | None:
-        """Called once the deadline it was watched for has passed, at *now*.
+    deadline: float
 
-        Returns the later deadline to watch instead (a later call started meanwhile), or
-        ``None`` (it has acted on the deadline).
-        """
+    def expire(self) -> None:
+        """Called once its deadline has passed (it is no longer watched)."""
         ...
-
-
-#: Ended entries the heap may hold before it is cleared of them (and at most half of it).
-_COMPACT_AFTER = 64
-
-#: A watched operation, or ``None`` once it has ended (its entry is then skipped).
-Ticket = list["Watched | None"]
 
 
 class Watchdog:
@@ -82,36 +74,37 @@ class Watchdog:
     """
 
     def __init__(self) -> None:
-        self._heap: list[tuple[float, int, Ticket]] = []
-        self._order = itertools.count()  # ties on the deadline never compare tickets
+        #: By timeout, the operations under way in the order of their deadlines.
+        self._watched: dict[float, dict[Watched, None]] = {}
         self._armed_for = math.inf
         self._generation = 0  # of the timer armed last; an earlier one wakes for nothing
-        self._ended = 0  # entries in the heap whose operation has ended
 
     def __repr__(self) -> str:
-        return f"<Watchdog entries={len(self._heap)}>"
+        return f"<Watchdog watching={len(self)}>"
 
-    def watch(self, loop: asyncio.AbstractEventLoop, deadline: float, ticket: Ticket) -> None:
-        """Wake ``ticket[0]`` once *deadline* has passed, unless :meth:`forget` comes first."""
-        heapq.heappush(self._heap, (deadline, next(self._order), ticket))
-        if deadline < self._armed_for:
-            self._arm(loop, deadline)
+    def __len__(self) -> int:
+        """The operations watched."""
+        return sum(map(len, self._watched.values()))
 
-    def forget(self, ticket: Ticket) -> None:
-        """The operation of *ticket* has ended: its deadline no longer matters.
+    def watch(self, loop: asyncio.AbstractEventLoop, watched: Watched, timeout: float) -> None:
+        """Wake *watched* once its deadline (*timeout* from now) has passed.
 
-        Its entry stays in the heap until the heap is half made of ended entries, and is
-        then dropped with the others in one pass. Left to the timer, the heap held every
-        operation of the last timeout (tens of thousands under load), which cost a login
-        at concurrency 100 more CPU than the pass saves (``bench_login.py``).
+        A call that starts moves its operation's deadline, and the operation to the end.
         """
-        ticket[0] = None
-        self._ended += 1
-        heap = self._heap
-        if self._ended > _COMPACT_AFTER and 2 * self._ended > len(heap):
-            heap[:] = [entry for entry in heap if entry[2][0] is not None]
-            heapq.heapify(heap)
-            self._ended = 0
+        queue = self._watched.get(timeout)
+        if queue is None:
+            queue = self._watched[timeout] = {}
+        else:
+            queue.pop(watched, None)
+        queue[watched] = None
+        if watched.deadline < self._armed_for:
+            self._arm(loop, watched.deadline)
+
+    def forget(self, watched: Watched, timeout: float) -> None:
+        """*watched*, watched with *timeout*, has ended: its deadline no longer matters."""
+        queue = self._watched.get(timeout)
+        if queue is not None:
+            queue.pop(watched, None)
 
     def _arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
         self._generation += 1
@@ -123,20 +116,17 @@ class Watchdog:
             return
         self._armed_for = math.inf
         now = loop.time()
-        heap = self._heap
-        # the entries that are due, and those of operations that have ended whatever their
-        # deadline: the timer is then armed for the first operation still under way, exactly
-        while heap and (heap[0][0] <= now or heap[0][2][0] is None):
-            ticket = heapq.heappop(heap)[2]
-            watched = ticket[0]
-            if watched is None:  # it ended in time
-                self._ended -= 1
-                continue
-            later = watched.expire(now)
-            if later is not None:
-                heapq.heappush(heap, (later, next(self._order), ticket))
-        if heap:
-            self._arm(loop, heap[0][0])
+        earliest = math.inf
+        for queue in self._watched.values():
+            while queue:
+                first = next(iter(queue))
+                if first.deadline > now:  # the next due of this timeout
+                    earliest = min(earliest, first.deadline)
+                    break
+                del queue[first]
+                first.expire()
+        if earliest < math.inf:
+            self._arm(loop, earliest)
 
 
 _WATCHDOGS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Watchdog] = (

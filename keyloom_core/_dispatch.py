@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 import anyio
 import anyio.lowlevel
 
-from ._deadline import Ticket, enter, leave, watchdog
+from ._deadline import Watchdog, enter, leave, watchdog
 from ._plugins import PluginRegistry, ProviderImpl
 from .errors import KeyloomError, PluginError, ProviderTimeoutError
 from .models import Profile, Provider, TokenSet
@@ -77,7 +77,8 @@ class Operation:
         self.struck = False
         self._loop = asyncio.get_running_loop()
         self.deadline = math.inf
-        self._ticket: Ticket | None = None  # the watchdog's entry, while it has one
+        self._timeout = math.inf
+        self._watchdog: Watchdog | None = None  # while it watches this operation
 
     def __repr__(self) -> str:
         return f"<Operation {self.hook} struck={self.struck}>"
@@ -97,9 +98,9 @@ class Operation:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> bool:
-        if self._ticket is not None:
-            self._watchdog.forget(self._ticket)
-            self._ticket = None
+        if self._watchdog is not None:
+            self._watchdog.forget(self, self._timeout)
+            self._watchdog = None
         leave(self._token)
         return bool(self.cancel_scope.__exit__(exc_type, exc, traceback))
 
@@ -107,19 +108,20 @@ class Operation:
         """A provider call of *hook* starts: it has *timeout* seconds from now."""
         self.hook = hook
         self.deadline = self._loop.time() + timeout
-        if self._ticket is None and not self.struck:
-            self._ticket = [self]
+        if self.struck:
+            return
+        if self._watchdog is None:
             self._watchdog = watchdog(self._loop)
-            self._watchdog.watch(self._loop, self.deadline, self._ticket)
+        elif timeout != self._timeout:
+            self._watchdog.forget(self, self._timeout)
+        self._timeout = timeout
+        self._watchdog.watch(self._loop, self, timeout)
 
-    def expire(self, now: float) -> float | None:
-        """The watchdog's call: cancel the scope if the current call's deadline has passed."""
-        if self.deadline > now:  # a later call started meanwhile
-            return self.deadline
-        self._ticket = None
+    def expire(self) -> None:
+        """The watchdog's call: the current call's deadline has passed."""
+        self._watchdog = None
         self.struck = True
         self.cancel_scope.cancel()
-        return None
 
 
 class HookDispatcher:

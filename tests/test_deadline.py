@@ -10,7 +10,7 @@ import weakref
 import anyio
 import pytest
 
-from keyloom_core._deadline import _COMPACT_AFTER, call_deadline, watchdog
+from keyloom_core._deadline import call_deadline, watchdog
 from keyloom_core._dispatch import Operation
 
 pytestmark = pytest.mark.anyio
@@ -82,11 +82,10 @@ async def test_operations_that_ended_do_not_pile_up_in_the_watchdog() -> None:
         for _ in range(2_000):  # a bounded burst, as under load, each with a 30 s timeout
             with Operation() as operation:
                 operation.start("quick", 30)
-        heap = watchdog(loop)._heap
-        entries = len(heap)
-        assert any(entry[2] is running._ticket for entry in heap)  # kept: still under way
-    # the ended ones are dropped in passes, not kept for the timeout's 30 s
-    assert entries <= 2 * _COMPACT_AFTER + 2
+                operation.start("again", 30)  # a second call moves it, not adds it
+        watched = len(watchdog(loop))
+    assert watched == 1  # the one under way, not the 2,000 that ended
+    assert len(watchdog(loop)) == 0
     assert not running.struck
 
 
@@ -100,3 +99,17 @@ async def test_an_operation_under_way_keeps_its_deadline_among_ended_ones() -> N
         await anyio.sleep(5)
     assert slow.struck
     assert time.monotonic() - started < 1
+
+
+async def test_a_call_with_a_shorter_timeout_is_watched_by_it() -> None:
+    loop = asyncio.get_running_loop()
+    started = time.monotonic()
+    with Operation() as operation:
+        operation.start("first", 30)
+        operation.start("second", 0.05)  # another timeout: watched once, by the new one
+        assert len(watchdog(loop)) == 1
+        await anyio.sleep(5)
+    assert operation.struck
+    assert operation.hook == "second"
+    assert time.monotonic() - started < 1
+    assert len(watchdog(loop)) == 0
