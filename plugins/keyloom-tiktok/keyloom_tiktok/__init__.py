@@ -183,9 +183,9 @@ def profile_fields(granted: Iterable[str]) -> list[str]:
 async def fetch_profile(provider: Provider, tokens: TokenSet, http: HttpClient) -> Profile:
     """``GET /v2/user/info/`` with only the fields the granted scopes allow."""
     url = provider.spec.profile_url or SPEC.profile_url or ""
-    fields = profile_fields(tokens.scopes or ())
+    fields = ",".join(profile_fields(tokens.scopes or ()))
     response = await http.get(
-        url, params={"fields": ",".join(fields)}, bearer=tokens.access_token, provider_id=SPEC.id
+        url, params={"fields": fields}, bearer=tokens.access_token, provider_id=SPEC.id
     )
     body = response.json_object(ProfileError, SPEC.id)
     envelope = body.get("error")
